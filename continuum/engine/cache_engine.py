@@ -1,0 +1,70 @@
+"""The KV tensors: one K and one V tensor per layer in the flash layout
+``[num_blocks, block_size, num_kv_heads, head_size]``, bound to the model's Attention layers."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from continuum.layers.attention import Attention
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CPU_KV_BYTES = 2 * 2**30
+
+
+def attention_layers(model: nn.Module) -> list[Attention]:
+    return [m for m in model.modules() if isinstance(m, Attention)]
+
+
+def bytes_per_block(model: nn.Module, block_size: int, dtype: torch.dtype) -> int:
+    layers = attention_layers(model)
+    elem = torch.tensor([], dtype=dtype).element_size()
+    return sum(2 * block_size * a.num_kv_heads * a.head_size * elem for a in layers)
+
+
+def num_blocks_for(model: nn.Module, block_size: int, dtype: torch.dtype, device: torch.device,
+                   kv_cache_memory: int | None, gpu_memory_utilization: float) -> int:
+    """Blocks that fit the byte budget; on CUDA without a budget, the given fraction of total
+    memory minus what is already in use (weights, activations)."""
+    per_block = bytes_per_block(model, block_size, dtype)
+    if kv_cache_memory is None:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            used = total - free
+            kv_cache_memory = int(total * gpu_memory_utilization) - used
+            if kv_cache_memory <= 0:
+                raise RuntimeError(
+                    f"no GPU memory left for the KV cache: {used / 2**30:.1f} GiB of {total / 2**30:.1f} GiB "
+                    f"in use, gpu_memory_utilization={gpu_memory_utilization}")
+        else:
+            kv_cache_memory = DEFAULT_CPU_KV_BYTES
+    n = kv_cache_memory // per_block
+    if n < 1:
+        raise RuntimeError(f"kv_cache_memory={kv_cache_memory} bytes holds no block "
+                           f"(one block of {block_size} tokens needs {per_block} bytes)")
+    return int(n)
+
+
+class CacheEngine:
+    def __init__(self, model: nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype,
+                 device: torch.device):
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.k_caches: list[torch.Tensor] = []
+        self.v_caches: list[torch.Tensor] = []
+        for attn in attention_layers(model):
+            shape = (num_blocks, block_size, attn.num_kv_heads, attn.head_size)
+            # zeros, not empty: padded reads in the reference decode path must stay finite.
+            k = torch.zeros(shape, dtype=dtype, device=device)
+            v = torch.zeros(shape, dtype=dtype, device=device)
+            attn.k_cache, attn.v_cache = k, v
+            self.k_caches.append(k)
+            self.v_caches.append(v)
+        logger.info("KV cache: %d blocks x %d tokens, %.2f GiB", num_blocks, block_size,
+                    self.nbytes / 2**30)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k_caches + self.v_caches)

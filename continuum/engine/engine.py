@@ -1,0 +1,182 @@
+"""The synchronous engine: requests in, one ``step()`` at a time, outputs out.
+
+It owns the scheduler (policy, KV bookkeeping), the model runner (tensors, sampling) and one
+incremental detokenizer per request. Time comes from an injectable clock so that tests and
+the simulator control it; the scheduler only ever sees the values it returns.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+
+from continuum.config import EngineArgs
+from continuum.engine.cache_engine import CacheEngine, num_blocks_for
+from continuum.engine.detokenizer import IncrementalDetokenizer
+from continuum.engine.model_runner import ModelRunner
+from continuum.errors import InvalidRequestError, PromptTooLongError
+from continuum.models.loader import load_model
+from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from continuum.request import AgentInfo, Request, RequestStatus
+from continuum.sampling_params import SamplingParams
+from continuum.scheduler.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+class _RequestState:
+    """Engine-side state of one request: its detokenizer and accumulated logprobs."""
+
+    __slots__ = ("request", "prompt", "detok", "logprobs", "cumulative_logprob")
+
+    def __init__(self, request: Request, prompt: str | None, detok: IncrementalDetokenizer):
+        self.request = request
+        self.prompt = prompt
+        self.detok = detok
+        self.logprobs: list[dict[int, Logprob]] | None = (
+            [] if request.sampling_params.logprobs is not None else None)
+        self.cumulative_logprob = 0.0 if self.logprobs is not None else None
+
+
+class LLMEngine:
+    def __init__(self, args: EngineArgs, clock: Callable[[], float] = time.monotonic):
+        self.args = args
+        self.clock = clock
+        mc, cc, sc = args.model_config(), args.cache_config(), args.scheduler_config()
+        self.device = resolve_device(args.device)
+        self.dtype = resolve_dtype(mc.dtype, self.device)
+        self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
+                                 random_config=mc.random_config)
+        self.tokenizer = self.loaded.tokenizer
+        self.eos_token_ids = list(self.loaded.eos_token_ids)
+        model = self.loaded.model
+        num_blocks = cc.num_blocks_override or num_blocks_for(
+            model, cc.block_size, self.dtype, self.device, cc.kv_cache_memory, cc.gpu_memory_utilization)
+        self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device)
+        max_len = mc.max_model_len or self.loaded.max_model_len
+        capacity = num_blocks * cc.block_size
+        if max_len > capacity:
+            logger.warning("max_model_len %d exceeds the KV cache (%d tokens); capping it", max_len, capacity)
+            max_len = capacity
+        self.max_model_len = max_len
+        self.vocab_size = int(model.config.vocab_size)
+        self.runner = ModelRunner(model, cc.block_size, self.device)
+        self.scheduler = Scheduler(sc, cc, num_blocks, max_len)
+        self._states: dict[str, _RequestState] = {}
+        self._ids = itertools.count()
+        self.step_times: list[float] = []
+
+    # -- requests ------------------------------------------------------------------------------
+    def tokenize(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt, add_special_tokens=True)
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None, *,
+                    request_id: str | None = None, arrival_time: float | None = None,
+                    agent: AgentInfo | None = None) -> Request:
+        """Validate and queue a request. Raises InvalidRequestError (engine state untouched)."""
+        params = params or SamplingParams()
+        if isinstance(prompt, str):
+            text, ids = prompt, self.tokenize(prompt)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            text, ids = None, list(prompt)
+        else:
+            raise InvalidRequestError("prompt must be a string or a list of token ids")
+        if not ids:
+            raise InvalidRequestError("prompt is empty")
+        bad = [t for t in ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
+        if len(ids) >= self.max_model_len:
+            raise PromptTooLongError(len(ids), self.max_model_len)
+        rid = request_id if request_id is not None else str(next(self._ids))
+        if rid in self._states:
+            raise InvalidRequestError(f"request id {rid!r} is already in use")
+        req = Request(rid, ids, params, self.clock() if arrival_time is None else arrival_time,
+                      eos_token_ids=self.eos_token_ids, agent=agent, max_model_len=self.max_model_len)
+        detok = IncrementalDetokenizer(self.tokenizer, ids, params)
+        self.scheduler.add_request(req)
+        self._states[rid] = _RequestState(req, text, detok)
+        return req
+
+    def abort_request(self, request_ids: str | list[str]) -> None:
+        """Abort requests now: their KV is released at once; unknown ids are ignored."""
+        done = self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED, self.clock())
+        for req in done:
+            self._states.pop(req.request_id, None)
+        self.runner.release(r.request_id for r in done)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    @property
+    def num_unfinished_requests(self) -> int:
+        return self.scheduler.num_unfinished
+
+    # -- the step ----------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule, execute, sample, detokenize. Returns one output per request that produced a
+        token in this step (``finished`` set on the last one)."""
+        sched = self.scheduler.schedule(self.clock())
+        if sched.is_empty:
+            self.runner.release(sched.finished_ids)
+            return []
+        t0 = time.perf_counter()
+        tokens, logprobs = self.runner.execute(sched)
+        self.step_times.append(time.perf_counter() - t0)
+        self.scheduler.update_from_output(sched, tokens, self.clock())
+        outputs = []
+        for s, tok, lp in zip(sched.scheduled, tokens, logprobs):
+            if tok is None:
+                continue
+            state = self._states.get(s.request.request_id)
+            if state is None:
+                continue
+            outputs.append(self._make_output(state, tok, lp))
+        return outputs
+
+    def _make_output(self, state: _RequestState, tok: int, lp) -> RequestOutput:
+        req = state.request
+        upd = state.detok.update([tok])
+        delta = upd.text_delta
+        if upd.stopped_by is not None and not req.is_finished:
+            req.stop_reason = upd.stopped_by
+            self.scheduler.finish_requests(req.request_id, RequestStatus.FINISHED_STOPPED, self.clock())
+        elif req.is_finished and upd.stopped_by is None:
+            delta += state.detok.flush()
+        if lp is not None and state.logprobs is not None:
+            entry = {t: Logprob(v, i + 1, self.tokenizer.decode([t])) for i, (t, v) in enumerate(lp.top)}
+            entry[lp.token_id] = Logprob(lp.logprob, lp.rank, self.tokenizer.decode([lp.token_id]))
+            state.logprobs.append(entry)
+            state.cumulative_logprob += lp.logprob
+        finished = req.is_finished
+        if finished:
+            self._states.pop(req.request_id, None)
+        comp = CompletionOutput(
+            index=0, text=state.detok.output_text, token_ids=list(req.output_token_ids),
+            cumulative_logprob=state.cumulative_logprob, logprobs=state.logprobs,
+            finish_reason=req.status.finish_reason, stop_reason=req.stop_reason,
+            delta_text=delta, delta_token_ids=[tok])
+        metrics = RequestMetrics(req.arrival_time, req.first_scheduled_time, req.first_token_time,
+                                 req.finished_time, req.queued_time, req.num_preemptions)
+        return RequestOutput(req.request_id, state.prompt, req.prompt_token_ids, [comp], finished,
+                             metrics, max(req.num_cached_tokens, 0))
+
+    def check_integrity(self) -> None:
+        self.scheduler.check_integrity()

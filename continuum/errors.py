@@ -1,0 +1,32 @@
+"""Typed errors raised to users. Every error a caller can provoke with bad input is one of these."""
+
+
+class ContinuumError(Exception):
+    """Base class of continuum's own errors."""
+
+
+class InvalidRequestError(ContinuumError, ValueError):
+    """A request (prompt or sampling parameters) is malformed; nothing was scheduled."""
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt (plus at least one generated token) does not fit max_model_len."""
+
+    def __init__(self, prompt_len: int, max_model_len: int):
+        self.prompt_len = prompt_len
+        self.max_model_len = max_model_len
+        super().__init__(
+            f"prompt has {prompt_len} tokens but max_model_len is {max_model_len}: "
+            f"the prompt plus at least one generated token must fit")
+
+
+class ModelLoadError(ContinuumError):
+    """The model could not be located or loaded (missing path, bad files)."""
+
+
+class UnsupportedArchitectureError(ModelLoadError):
+    """The model's architecture is not one continuum implements."""
+
+
+class ConfigError(ContinuumError, ValueError):
+    """An engine argument is out of range or inconsistent."""

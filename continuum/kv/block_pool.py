@@ -1,0 +1,182 @@
+"""The block pool: KV block ids, ref counts, chained block hashes, and the LRU free queue.
+
+Pure bookkeeping (no torch, no clock). A block is in exactly one of three states:
+
+- in use:  ``ref_cnt > 0``; not in the free queue.
+- cached:  ``ref_cnt == 0`` with a block hash; in the free queue and in the hash map, so a
+           later request with the same prefix can take it back (``touch``) until it is evicted.
+- free:    ``ref_cnt == 0`` without a hash; in the free queue.
+
+``free + cached + in_use == num_blocks`` always (``check_integrity``). New blocks come from the
+head of the free queue (evicting a cached block drops its hash); freed blocks go to the tail,
+so the free queue is an LRU of cached blocks. Callers free a request's blocks tail-first, so
+the last blocks of a sequence (least likely to be shared) are evicted first.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class KVBlock:
+    __slots__ = ("block_id", "ref_cnt", "block_hash", "prev", "next")
+
+    def __init__(self, block_id: int):
+        self.block_id = block_id
+        self.ref_cnt = 0
+        self.block_hash: int | None = None
+        self.prev: KVBlock | None = None
+        self.next: KVBlock | None = None
+
+    def __repr__(self) -> str:
+        return f"KVBlock({self.block_id}, ref={self.ref_cnt}, hash={self.block_hash})"
+
+
+class FreeBlockQueue:
+    """Doubly linked list of blocks with O(1) popleft, append and remove-from-middle."""
+
+    def __init__(self, blocks: Iterable[KVBlock]):
+        self._head = KVBlock(-1)
+        self._tail = KVBlock(-1)
+        self._head.next, self._tail.prev = self._tail, self._head
+        self.num_free = 0
+        for b in blocks:
+            self.append(b)
+
+    def popleft(self) -> KVBlock:
+        b = self._head.next
+        if b is self._tail:
+            raise ValueError("no free blocks")
+        self.remove(b)
+        return b
+
+    def remove(self, b: KVBlock) -> None:
+        b.prev.next, b.next.prev = b.next, b.prev
+        b.prev = b.next = None
+        self.num_free -= 1
+
+    def append(self, b: KVBlock) -> None:
+        last = self._tail.prev
+        last.next, b.prev, b.next, self._tail.prev = b, last, self._tail, b
+        self.num_free += 1
+
+    def __iter__(self):
+        b = self._head.next
+        while b is not self._tail:
+            yield b
+            b = b.next
+
+    def block_ids(self) -> list[int]:
+        return [b.block_id for b in self]
+
+
+def hash_block(parent_hash: int | None, token_ids: tuple[int, ...]) -> int:
+    """Chained hash of one full block: it depends on every token before it, so equal hashes mean
+    equal prefixes (up to 64-bit collisions). Deterministic across processes (ints and tuples
+    only; Python randomises str hashes, not these)."""
+    return hash((parent_hash if parent_hash is not None else 0x9E3779B97F4A7C15, token_ids))
+
+
+class BlockPool:
+    """Owns every KV block. Invariant checked by ``check_integrity``."""
+
+    def __init__(self, num_blocks: int, enable_caching: bool = True):
+        if num_blocks < 1:
+            raise ValueError("the KV pool needs at least one block")
+        self.num_blocks = num_blocks
+        self.enable_caching = enable_caching
+        self.blocks = [KVBlock(i) for i in range(num_blocks)]
+        self.free_queue = FreeBlockQueue(self.blocks)
+        self.cached: dict[int, KVBlock] = {}     # block hash -> block holding it
+        self.num_evictions = 0
+        self.evicted_hashes: list[int] = []      # drained by a host tier that wants them
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks that can be handed out now (free or cached-but-unreferenced)."""
+        return self.free_queue.num_free
+
+    @property
+    def usage(self) -> float:
+        return 1.0 - self.num_free_blocks / self.num_blocks
+
+    def get_cached_block(self, block_hash: int) -> KVBlock | None:
+        return self.cached.get(block_hash)
+
+    # -- transitions -----------------------------------------------------------------------
+    def get_new_blocks(self, n: int) -> list[KVBlock]:
+        """Take n blocks from the free queue's head (LRU end), evicting cached ones."""
+        if n > self.free_queue.num_free:
+            raise ValueError(f"asked for {n} blocks, {self.free_queue.num_free} free")
+        out = []
+        for _ in range(n):
+            b = self.free_queue.popleft()
+            if b.block_hash is not None:
+                self._evict(b)
+            b.ref_cnt = 1
+            out.append(b)
+        return out
+
+    def _evict(self, b: KVBlock) -> None:
+        if self.cached.get(b.block_hash) is b:
+            del self.cached[b.block_hash]
+        b.block_hash = None
+        self.num_evictions += 1
+
+    def touch(self, blocks: Iterable[KVBlock]) -> None:
+        """Take a reference on blocks found by prefix match (pulls cached ones out of the queue)."""
+        for b in blocks:
+            if b.ref_cnt == 0:
+                self.free_queue.remove(b)
+            b.ref_cnt += 1
+
+    def free_blocks(self, ordered: Iterable[KVBlock]) -> None:
+        """Drop one reference each; blocks reaching zero join the free queue's tail in the given
+        order (pass a request's blocks reversed: its tail is then evicted first)."""
+        for b in ordered:
+            b.ref_cnt -= 1
+            assert b.ref_cnt >= 0, f"double free of {b}"
+            if b.ref_cnt == 0:
+                self.free_queue.append(b)
+
+    def cache_block(self, b: KVBlock, block_hash: int) -> None:
+        """Register a just-filled block under its hash (first writer wins: a duplicate block
+        keeps no hash and returns to plain free when released)."""
+        if not self.enable_caching or b.block_hash is not None:
+            return
+        if block_hash in self.cached:
+            return
+        b.block_hash = block_hash
+        self.cached[block_hash] = b
+
+    def reset_prefix_cache(self) -> bool:
+        """Drop every cached hash; only allowed when no block is in use."""
+        if self.free_queue.num_free != self.num_blocks:
+            return False
+        for b in self.blocks:
+            b.block_hash = None
+        self.cached.clear()
+        return True
+
+    # -- integrity -------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        in_queue = list(self.free_queue)
+        cached = sum(1 for b in in_queue if b.block_hash is not None)
+        in_use = sum(1 for b in self.blocks if b.ref_cnt > 0)
+        return {"free": len(in_queue) - cached, "cached": cached, "in_use": in_use,
+                "total": self.num_blocks}
+
+    def check_integrity(self) -> None:
+        """Raise AssertionError if bookkeeping is inconsistent."""
+        in_queue = list(self.free_queue)
+        ids = {b.block_id for b in in_queue}
+        assert len(ids) == len(in_queue) == self.free_queue.num_free, "free queue corrupt"
+        for b in self.blocks:
+            assert b.ref_cnt >= 0, f"negative ref count {b}"
+            assert (b.ref_cnt == 0) == (b.block_id in ids), f"{b} ref count disagrees with queue"
+            if b.block_hash is not None:
+                assert self.cached.get(b.block_hash) is b, f"{b} hash not in map"
+        for h, b in self.cached.items():
+            assert b.block_hash == h, f"map entry {h} points at {b}"
+        c = self.counts()
+        assert c["free"] + c["cached"] + c["in_use"] == c["total"], c

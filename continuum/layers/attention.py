@@ -1,0 +1,168 @@
+"""Paged attention: the torch reference backend, the oracle every kernel is tested against.
+
+KV cache layout per layer ("flash" layout): ``k_cache`` and ``v_cache`` each of shape
+``[num_blocks, block_size, num_kv_heads, head_size]``. A token at slot ``s`` lives in block
+``s // block_size`` at offset ``s % block_size``.
+
+One step's batch is flattened: the new tokens of every scheduled sequence are concatenated
+(``query_start_loc`` delimits them) and each sequence's context is the first ``seq_lens[i]``
+tokens of its block table, the new tokens being the last ``query_lens[i]`` of them. The model
+runner sets the metadata once per step with :func:`set_forward_context`; every
+:class:`Attention` layer reads it (nano-vllm's context pattern), so model code stays free of
+batching details.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttentionMetadata:
+    """Batch layout of one forward pass. Tensors live on the model's device.
+
+    Invariants: ``query_start_loc[-1] == num_tokens``; ``len(seq_lens) == num_seqs``;
+    ``query_lens[i] <= seq_lens[i]``; block_tables rows cover ``ceil(seq_lens[i]/block_size)``
+    blocks (padding entries are never read). ``slot_mapping[t] < 0`` skips the cache write of
+    token t (used for padding).
+    """
+
+    slot_mapping: torch.Tensor            # [num_tokens] int64
+    block_tables: torch.Tensor            # [num_seqs, max_blocks] int64
+    seq_lens: torch.Tensor                # [num_seqs] int64, context incl. new tokens
+    query_start_loc: torch.Tensor         # [num_seqs + 1] int64
+    seq_lens_list: list[int]              # host copies: the reference path loops on these
+    query_lens_list: list[int]
+    block_size: int
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens_list)
+
+    @property
+    def is_pure_decode(self) -> bool:
+        return all(q == 1 for q in self.query_lens_list)
+
+
+_CONTEXT: AttentionMetadata | None = None
+
+
+@contextlib.contextmanager
+def set_forward_context(meta: AttentionMetadata | None):
+    global _CONTEXT
+    prev, _CONTEXT = _CONTEXT, meta
+    try:
+        yield
+    finally:
+        _CONTEXT = prev
+
+
+def get_forward_context() -> AttentionMetadata | None:
+    return _CONTEXT
+
+
+def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Write new K/V ([num_tokens, num_kv_heads, head_size]) at their slots (vLLM's argument order)."""
+    nkv, hd = k_cache.shape[-2:]
+    valid = slot_mapping >= 0
+    if not bool(valid.all()):
+        key, value, slot_mapping = key[valid], value[valid], slot_mapping[valid]
+    k_cache.view(-1, nkv, hd).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
+    v_cache.view(-1, nkv, hd).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n tokens of a block table: [n, num_kv_heads, head_size]."""
+    bs = cache.shape[1]
+    nblocks = (n + bs - 1) // bs
+    return cache[block_table[:nblocks]].flatten(0, 1)[:n]
+
+
+def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """Causal attention of the new tokens over their sequences' cached context.
+
+    q: [num_tokens, num_heads, head_size] -> [num_tokens, num_heads, head_size].
+    Assumes the new tokens' K/V are already in the cache (reshape_and_cache ran first).
+    """
+    num_heads = q.shape[1]
+    num_kv_heads = k_cache.shape[2]
+    gqa = num_heads // num_kv_heads
+    out = torch.empty_like(q)
+    if meta.is_pure_decode:
+        return _decode_batched(q, k_cache, v_cache, meta, scale, gqa)
+    start = 0
+    for i, (ql, sl) in enumerate(zip(meta.query_lens_list, meta.seq_lens_list)):
+        k = _gather(k_cache, meta.block_tables[i], sl).to(q.dtype)
+        v = _gather(v_cache, meta.block_tables[i], sl).to(q.dtype)
+        qi = q[start:start + ql].transpose(0, 1)                       # [H, ql, D]
+        ki = k.transpose(0, 1).repeat_interleave(gqa, 0)               # [H, sl, D]
+        vi = v.transpose(0, 1).repeat_interleave(gqa, 0)
+        if ql == sl:
+            o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale)
+        else:
+            # Query j sits at absolute position sl - ql + j and sees keys 0..that position.
+            qpos = torch.arange(sl - ql, sl, device=q.device)[:, None]
+            mask = torch.arange(sl, device=q.device)[None, :] <= qpos
+            o = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=scale)
+        out[start:start + ql] = o.transpose(0, 1)
+        start += ql
+    return out
+
+
+def _decode_batched(q, k_cache, v_cache, meta, scale, gqa):
+    """All sequences decode one token: one padded gather and one batched matmul."""
+    bs = meta.block_size
+    max_len = max(meta.seq_lens_list)
+    nblocks = (max_len + bs - 1) // bs
+    tables = meta.block_tables[:, :nblocks]
+    B = q.shape[0]
+    k = k_cache[tables].flatten(1, 2)[:, :max_len].to(q.dtype)          # [B, L, Hkv, D]
+    v = v_cache[tables].flatten(1, 2)[:, :max_len].to(q.dtype)
+    Hkv, D = k.shape[2], k.shape[3]
+    qg = q.view(B, Hkv, gqa, D)                                         # [B, Hkv, g, D]
+    scores = torch.einsum("bhgd,blhd->bhgl", qg, k) * scale
+    valid = torch.arange(max_len, device=q.device)[None, :] < meta.seq_lens[:, None]
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    out = torch.einsum("bhgl,blhd->bhgd", probs, v)
+    return out.reshape(B, Hkv * gqa, D)
+
+
+class Attention(nn.Module):
+    """Paged attention layer. The cache engine binds ``k_cache``/``v_cache`` after allocation.
+
+    Without a forward context (plain full-sequence forward, e.g. a unit test) it runs causal
+    SDPA over the given tokens with no cache.
+    """
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_size: int, scale: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_size = head_size
+        self.scale = scale
+        self.k_cache: torch.Tensor | None = None
+        self.v_cache: torch.Tensor | None = None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q: [T, num_heads*head_size], k/v: [T, num_kv_heads*head_size] -> [T, num_heads*head_size]."""
+        T = q.shape[0]
+        q = q.view(T, self.num_heads, self.head_size)
+        k = k.view(T, self.num_kv_heads, self.head_size)
+        v = v.view(T, self.num_kv_heads, self.head_size)
+        meta = get_forward_context()
+        if meta is None or self.k_cache is None:
+            g = self.num_heads // self.num_kv_heads
+            o = F.scaled_dot_product_attention(
+                q.transpose(0, 1), k.transpose(0, 1).repeat_interleave(g, 0),
+                v.transpose(0, 1).repeat_interleave(g, 0), is_causal=True, scale=self.scale)
+            return o.transpose(0, 1).reshape(T, -1)
+        reshape_and_cache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        o = paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale)
+        return o.reshape(T, -1)

@@ -1,0 +1,113 @@
+"""The offline Python API: ``LLM(model, **engine_args).generate(...)`` and ``.chat(...)``."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tqdm.auto import tqdm
+
+from continuum.config import EngineArgs
+from continuum.engine.engine import LLMEngine
+from continuum.errors import InvalidRequestError
+from continuum.outputs import RequestOutput
+from continuum.sampling_params import SamplingParams
+
+Prompt = str | list[int] | dict
+Message = dict
+
+
+class LLM:
+    """An engine for offline batch generation.
+
+    ``model``: a local Hugging Face directory (config.json + safetensors + tokenizer), a
+    ``.gguf`` file, ``"random"`` / ``"random:<preset>"`` (seeded random weights, byte-level
+    tokenizer), or None for the embedded default (SmolLM2-135M-Instruct). Keyword arguments
+    are ``EngineArgs`` fields (``kv_cache_memory="2GiB"``, ``max_num_seqs``, ``dtype``...).
+    """
+
+    def __init__(self, model: str | None = None, **kwargs):
+        self.engine = LLMEngine(EngineArgs.from_kwargs(model=model, **kwargs))
+
+    def get_tokenizer(self):
+        return self.engine.tokenizer
+
+    def generate(self, prompts: Prompt | Sequence[Prompt],
+                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 use_tqdm: bool = True) -> list[RequestOutput]:
+        """Generate for each prompt (a string, a list of token ids, or
+        ``{"prompt_token_ids": [...]}``). Outputs come back in prompt order."""
+        if isinstance(prompts, (str, dict)) or (
+                isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        if sampling_params is None or isinstance(sampling_params, SamplingParams):
+            params = [sampling_params or SamplingParams()] * len(prompts)
+        else:
+            params = list(sampling_params)
+            if len(params) != len(prompts):
+                raise InvalidRequestError(
+                    f"got {len(prompts)} prompts but {len(params)} sampling params")
+        return self._run([self._normalize(p) for p in prompts], params, use_tqdm)
+
+    def chat(self, messages: Sequence[Message] | Sequence[Sequence[Message]],
+             sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+             use_tqdm: bool = True, add_generation_prompt: bool = True,
+             tools: list[dict] | None = None, chat_template: str | None = None) -> list[RequestOutput]:
+        """Apply the tokenizer's chat template to one conversation (a list of messages) or
+        several, then generate."""
+        if messages and isinstance(messages[0], dict):
+            messages = [messages]
+        prompts = [self.apply_chat_template(conv, add_generation_prompt, tools, chat_template)
+                   for conv in messages]
+        return self.generate(prompts, sampling_params, use_tqdm)
+
+    def apply_chat_template(self, conversation: Sequence[Message], add_generation_prompt: bool = True,
+                            tools: list[dict] | None = None, chat_template: str | None = None) -> list[int]:
+        tok = self.engine.tokenizer
+        if chat_template is None and not getattr(tok, "chat_template", None):
+            raise InvalidRequestError("this model's tokenizer has no chat template; pass chat_template=")
+        for m in conversation:
+            if not isinstance(m, dict) or "role" not in m:
+                raise InvalidRequestError(f"each message needs a 'role' (and 'content'), got {m!r}")
+        text = tok.apply_chat_template(list(conversation), tools=tools, tokenize=False,
+                                       add_generation_prompt=add_generation_prompt,
+                                       chat_template=chat_template)
+        # The template already wrote the special tokens (BOS etc.): do not add them twice.
+        return tok.encode(text, add_special_tokens=False)
+
+    @staticmethod
+    def _normalize(p: Prompt) -> str | list[int]:
+        if isinstance(p, dict):
+            if "prompt_token_ids" in p:
+                return list(p["prompt_token_ids"])
+            if "prompt" in p:
+                return p["prompt"]
+            raise InvalidRequestError("a prompt dict needs 'prompt' or 'prompt_token_ids'")
+        return p
+
+    def _run(self, prompts: list[str | list[int]], params: list[SamplingParams],
+             use_tqdm: bool) -> list[RequestOutput]:
+        engine = self.engine
+        added = []
+        try:
+            for p, sp in zip(prompts, params):
+                added.append(engine.add_request(p, sp).request_id)
+        except Exception:
+            engine.abort_request(added)   # all-or-nothing: a bad prompt leaves nothing queued
+            raise
+        order = {rid: i for i, rid in enumerate(added)}
+        results: list[RequestOutput | None] = [None] * len(added)
+        bar = tqdm(total=len(added), desc="Processed prompts", disable=not use_tqdm, dynamic_ncols=True)
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in order:
+                        results[order[out.request_id]] = out
+                        bar.update(1)
+        except BaseException:
+            engine.abort_request(added)
+            raise
+        finally:
+            bar.close()
+        return results

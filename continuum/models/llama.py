@@ -1,0 +1,288 @@
+"""Llama-family decoder (Llama 2/3/3.1, Mistral, Qwen2, Qwen3) over flattened tokens.
+
+One class covers the family; the differences are read from the HF config:
+
+- Qwen2: bias on q/k/v (not on o); Llama/Mistral/Qwen3: bias on q/k/v/o iff ``attention_bias``.
+- Qwen3: per-head RMSNorm on q and k before rotary; ``head_dim`` may differ from
+  ``hidden_size // num_attention_heads``.
+- rope: ``rope_theta`` and ``rope_scaling`` (``llama3``/``linear``), read from either the old
+  top-level fields or transformers 5's ``rope_parameters`` dict.
+
+For speed (vLLM/nano-vllm style) q/k/v are one ``qkv_proj`` matmul and gate/up one
+``gate_up_proj`` matmul; ``load_weights`` maps HF checkpoint names into those merged params.
+The batch has no batch dimension: the runner concatenates the new tokens of every sequence
+and the paged :class:`~continuum.layers.attention.Attention` reads the batch layout from the
+forward context.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import skip_init
+
+from continuum.errors import ModelLoadError, UnsupportedArchitectureError
+from continuum.layers.activation import SiluAndMul
+from continuum.layers.attention import Attention
+from continuum.layers.layernorm import RMSNorm
+from continuum.layers.rotary import RotaryEmbedding, rope_type_of
+
+# HF architecture name -> model_type; the config's ``architectures[0]`` wins over model_type.
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
+
+
+def resolve_model_type(config) -> str:
+    """The family of ``config`` ('llama'|'mistral'|'qwen2'|'qwen3') or UnsupportedArchitectureError."""
+    archs = getattr(config, "architectures", None) or []
+    for arch in archs:
+        if arch in SUPPORTED_ARCHITECTURES:
+            return SUPPORTED_ARCHITECTURES[arch]
+    model_type = getattr(config, "model_type", None)
+    if not archs and model_type in SUPPORTED_ARCHITECTURES.values():
+        return model_type
+    got = archs or [model_type]
+    raise UnsupportedArchitectureError(
+        f"unsupported architecture {got}; continuum supports {sorted(SUPPORTED_ARCHITECTURES)}")
+
+
+def rope_config(config) -> tuple[float, dict | None]:
+    """(rope_theta, rope_scaling or None), from transformers 4 or 5 style configs."""
+    params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict) and "rope_theta" in params:
+        scaling = params if rope_type_of(params) != "default" else None
+        return float(params["rope_theta"]), scaling
+    theta = float(getattr(config, "rope_theta", None) or 10000.0)
+    scaling = getattr(config, "rope_scaling", None)
+    return theta, (scaling if rope_type_of(scaling) != "default" else None)
+
+
+def sliding_window_of(config) -> int | None:
+    """The attention window if the config enables one (we attend fully, so the loader caps
+    max_model_len to it: within the window full causal attention is identical)."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    if resolve_model_type(config) in ("qwen2", "qwen3") and not getattr(config, "use_sliding_window", False):
+        return None
+    return int(window)
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
+    # Uninitialised: weights come from load_weights or init_random_weights; skipping the
+    # kaiming init saves seconds on multi-hundred-million-parameter models.
+    return skip_init(nn.Linear, n_in, n_out, bias=bias)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config, model_type: str):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        attention_bias = bool(getattr(config, "attention_bias", False))
+        qkv_bias = attention_bias or model_type == "qwen2"
+        self.qkv_proj = _linear(hidden, self.q_size + 2 * self.kv_size, qkv_bias)
+        self.o_proj = _linear(self.q_size, hidden, attention_bias and model_type != "qwen2")
+        self.qk_norm = model_type == "qwen3"
+        if self.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                rotary: RotaryEmbedding) -> torch.Tensor:
+        T = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        if self.qk_norm:
+            q = self.q_norm(q.reshape(T, self.num_heads, self.head_dim)).view(T, -1)
+            k = self.k_norm(k.reshape(T, self.num_kv_heads, self.head_dim)).view(T, -1)
+        q, k = rotary.rotate(q, cos, sin), rotary.rotate(k, cos, sin)
+        return self.o_proj(self.attn(q, k, v))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        bias = bool(getattr(config, "mlp_bias", False))
+        self.gate_up_proj = _linear(config.hidden_size, 2 * config.intermediate_size, bias)
+        self.down_proj = _linear(config.intermediate_size, config.hidden_size, bias)
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config, model_type: str):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, model_type)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, residual, cos, sin, rotary):
+        """Pre-norm block with the residual carried separately: returns (mlp_out, residual)."""
+        if residual is None:
+            residual, x = x, self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(x, cos, sin, rotary)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config, model_type: str):
+        super().__init__()
+        self.embed_tokens = skip_init(nn.Embedding, config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, model_type) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        attn = self.layers[0].self_attn
+        theta, scaling = rope_config(config)
+        # One table shared by all layers (a per-layer copy would cost GBs at 128k context).
+        self.rotary_emb = RotaryEmbedding(attn.head_dim, config.max_position_embeddings, theta, scaling)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_emb.get_cos_sin(positions)
+        residual = None
+        for layer in self.layers:
+            x, residual = layer(x, residual, cos, sin, self.rotary_emb)
+        x, _ = self.norm(x, residual)
+        return x
+
+
+# (merged param, HF sub-module name, shard id) for the stacked projections.
+_STACKED = (
+    ("qkv_proj", "q_proj", "q"), ("qkv_proj", "k_proj", "k"), ("qkv_proj", "v_proj", "v"),
+    ("gate_up_proj", "gate_proj", 0), ("gate_up_proj", "up_proj", 1),
+)
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+
+
+class LlamaForCausalLM(nn.Module):
+    """The model the runner drives.
+
+    Invariants: parameters are *uninitialised* after construction until ``load_weights`` or
+    ``init_random_weights`` fills them; ``positions[t] < config.max_position_embeddings``;
+    with a tied config ``lm_head.weight`` *is* ``model.embed_tokens.weight``.
+    Attributes for the runner: ``config``, ``num_layers``, ``num_kv_heads``, ``head_dim``,
+    ``hidden_size``, ``vocab_size`` and ``attention_layers()`` (where to bind KV caches).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.model_type = resolve_model_type(config)
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise UnsupportedArchitectureError(f"hidden_act {config.hidden_act!r} is not supported (only silu)")
+        self.config = config
+        self.model = LlamaModel(config, self.model_type)
+        attn = self.model.layers[0].self_attn
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = attn.num_heads
+        self.num_kv_heads = attn.num_kv_heads
+        self.head_dim = attn.head_dim
+        self.hidden_size = config.hidden_size
+        self.vocab_size = config.vocab_size
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        self.lm_head = _linear(config.hidden_size, config.vocab_size, False)
+        if self.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def attention_layers(self) -> list[Attention]:
+        """The paged Attention module of each layer, in layer order."""
+        return [layer.self_attn.attn for layer in self.model.layers]
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """input_ids, positions: LongTensor [T] (all sequences' new tokens) -> hidden [T, hidden]."""
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden] (e.g. only each sequence's last token) -> logits [N, vocab] fp32."""
+        return F.linear(hidden, self.lm_head.weight).float()
+
+    def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
+        """Install llama.cpp-style per-frequency rope divisors (GGUF ``rope_freqs``)."""
+        self.model.rotary_emb.set_freq_factors(factors)
+
+    @torch.no_grad()
+    def init_random_weights(self, seed: int = 0) -> None:
+        """HF-style init, reproducible for a seed whatever the device/dtype: Linear/Embedding
+        weights ~ N(0, initializer_range), biases 0, norm weights 1. Drawn on the CPU in fp32
+        from a private generator (the global RNG is untouched)."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        std = float(getattr(self.config, "initializer_range", 0.02))
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=gen))
+
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy HF-named tensors into the (merged) parameters, casting to the param dtype.
+
+        Raises ModelLoadError on an unknown name, a shape mismatch, or (after the iterable is
+        exhausted) any parameter or merged shard that received nothing.
+        """
+        params = dict(self.named_parameters())          # tied lm_head appears once, as embed
+        loaded: dict[str, set] = {}
+        for name, tensor in weights:
+            if name.endswith(_IGNORED_SUFFIXES):
+                continue
+            if name == "lm_head.weight" and self.tie_word_embeddings:
+                name = "model.embed_tokens.weight"       # same storage; either copy will do
+            target, shard = name, None
+            for merged, part, shard_id in _STACKED:
+                if f".{part}." in name:
+                    target, shard = name.replace(f".{part}.", f".{merged}."), shard_id
+                    break
+            param = params.get(target)
+            if param is None:
+                raise ModelLoadError(f"unexpected weight {name!r} for {type(self).__name__} "
+                                     f"({self.model_type}); checkpoint and config disagree")
+            dst = param if shard is None else param.narrow(0, *self._shard_range(target, shard))
+            if tuple(dst.shape) != tuple(tensor.shape):
+                raise ModelLoadError(f"weight {name!r} has shape {tuple(tensor.shape)}, "
+                                     f"expected {tuple(dst.shape)}")
+            dst.copy_(tensor)
+            # A merged name given whole (our own state_dict) fills every shard at once.
+            done = self._expected_shards(target) if shard is None else (shard,)
+            loaded.setdefault(target, set()).update(done)
+        missing = []
+        for name in params:
+            want = self._expected_shards(name)
+            got = loaded.get(name, set())
+            missing += [name if s is None else f"{name}[{s}]" for s in want if s not in got]
+        if missing:
+            more = f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""
+            raise ModelLoadError(f"checkpoint is missing weights: {missing[:8]}{more}")
+
+    def _expected_shards(self, name: str) -> tuple:
+        if ".qkv_proj." in name:
+            return ("q", "k", "v")
+        if ".gate_up_proj." in name:
+            return (0, 1)
+        return (None,)
+
+    def _shard_range(self, name: str, shard) -> tuple[int, int]:
+        """(offset, length) of a shard along dim 0 of a merged weight or bias."""
+        if shard in ("q", "k", "v"):
+            attn = self.model.layers[0].self_attn
+            return {"q": (0, attn.q_size), "k": (attn.q_size, attn.kv_size),
+                    "v": (attn.q_size + attn.kv_size, attn.kv_size)}[shard]
+        inter = self.config.intermediate_size
+        return (shard * inter, inter)

@@ -1,0 +1,104 @@
+"""A request as the scheduler sees it: token ids, sampling params, progress, and agent info."""
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+from continuum.sampling_params import SamplingParams
+
+
+@dataclass
+class AgentInfo:
+    """Which agent program a request belongs to. Without a program id a request is a program
+    of one turn. ``tool_name`` is the client's hint for the tool this turn will call."""
+
+    program_id: str | None = None
+    turn: int | None = None
+    is_last_step: bool = False
+    tool_name: str | None = None
+
+
+class RequestStatus(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    FINISHED_STOPPED = 3
+    FINISHED_LENGTH = 4
+    FINISHED_ABORTED = 5
+
+    @property
+    def is_finished(self) -> bool:
+        return self >= RequestStatus.FINISHED_STOPPED
+
+    @property
+    def finish_reason(self) -> str | None:
+        return {RequestStatus.FINISHED_STOPPED: "stop", RequestStatus.FINISHED_LENGTH: "length",
+                RequestStatus.FINISHED_ABORTED: "abort"}.get(self)
+
+
+_SEQ = itertools.count()
+
+
+class Request:
+    """One generation request.
+
+    Invariants: ``all_token_ids == prompt_token_ids + output_token_ids``;
+    ``num_computed_tokens <= num_tokens``; tokens [0, num_computed_tokens) have KV in the
+    request's blocks. The last sampled token is not yet computed, so a running request in
+    decode has ``num_tokens - num_computed_tokens == 1``.
+    """
+
+    def __init__(self, request_id: str, prompt_token_ids: list[int], sampling_params: SamplingParams,
+                 arrival_time: float, eos_token_ids: list[int] | None = None,
+                 agent: AgentInfo | None = None, max_model_len: int | None = None):
+        self.request_id = request_id
+        self.prompt_token_ids = list(prompt_token_ids)
+        self.sampling_params = sampling_params
+        self.arrival_time = arrival_time
+        self.eos_token_ids = list(eos_token_ids or [])
+        self.agent = agent or AgentInfo()
+        self.max_model_len = max_model_len
+        self.seq_no = next(_SEQ)                # tie-breaker in orderings
+        self.status = RequestStatus.WAITING
+        self.output_token_ids: list[int] = []
+        self.all_token_ids: list[int] = list(self.prompt_token_ids)
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = -1             # prefix-cache hit at first admission (-1: not yet)
+        self.block_hashes: list[int] = []       # chained hashes of the full blocks, kept current
+        self.num_preemptions = 0
+        self.stop_reason: int | str | None = None
+        # timestamps (scheduler clock)
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+        self.finished_time: float | None = None
+        self.queued_time = 0.0                  # total time spent waiting for admission
+        self.last_enqueue_time = arrival_time
+
+    @property
+    def program_id(self) -> str:
+        return self.agent.program_id or f"req-{self.request_id}"
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.all_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.is_finished
+
+    def append_output_token(self, token_id: int) -> None:
+        self.output_token_ids.append(token_id)
+        self.all_token_ids.append(token_id)
+
+    def __repr__(self) -> str:
+        return (f"Request({self.request_id!r}, {self.status.name}, prompt={self.num_prompt_tokens}, "
+                f"out={self.num_output_tokens}, computed={self.num_computed_tokens})")

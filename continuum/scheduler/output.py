@@ -1,0 +1,36 @@
+"""What the scheduler hands the executor for one step: plain data, no tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from continuum.request import Request
+
+
+@dataclass
+class ScheduledRequest:
+    """Compute ``num_new_tokens`` tokens of ``request`` starting at position ``start``.
+
+    ``block_ids`` is the request's whole block table after allocation. ``samples`` is true when
+    this chunk reaches the end of the known tokens, so the step yields a new token for it.
+    """
+
+    request: Request
+    start: int
+    num_new_tokens: int
+    block_ids: list[int]
+    samples: bool
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted_ids: list[str] = field(default_factory=list)
+    finished_ids: list[str] = field(default_factory=list)   # finished since the last step
+
+    @property
+    def num_scheduled_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled

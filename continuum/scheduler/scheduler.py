@@ -1,0 +1,211 @@
+"""Continuous batching with a unified token budget (vLLM v1's shape), policy-ordered.
+
+Each ``schedule(now)`` step:
+1. Running requests, in policy priority order, get their next tokens (one for a decode, a
+   chunk for an unfinished prefill). When the pool runs dry, the lowest-priority running
+   request not yet scheduled this step is preempted by recompute (its blocks freed, put back
+   to waiting); if that is the request being scheduled itself, the step stops there.
+2. If nothing was preempted, waiting requests are admitted in the policy's order while the
+   token budget, ``max_num_seqs`` and the pool allow; prefix-cache hits skip computed tokens and
+   long prompts are chunked. Admission is head-of-line: if the head does not fit, nobody
+   behind it jumps the queue.
+
+The scheduler reads no wall clock (``now`` is passed in) and touches no tensors.
+``num_computed_tokens`` advances when a chunk is scheduled (the executor always runs what it
+is given), so the next step can already schedule the following chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from continuum.config import CacheConfig, SchedulerConfig
+from continuum.kv.kv_manager import KVCacheManager
+from continuum.request import Request, RequestStatus
+from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
+from continuum.scheduler.policy import Policy, make_policy
+
+
+@dataclass
+class SchedulerStats:
+    num_steps: int = 0
+    num_preemptions: int = 0
+    num_finished: int = 0
+    total_queueing_delay: float = 0.0
+    num_admissions: int = 0
+
+
+class Scheduler:
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
+                 num_blocks: int, max_model_len: int, policy: Policy | None = None):
+        self.config = scheduler_config
+        self.block_size = cache_config.block_size
+        self.max_model_len = max_model_len
+        self.kv = KVCacheManager(num_blocks, cache_config.block_size, cache_config.enable_prefix_caching)
+        self.policy = policy or make_policy(scheduler_config.policy)
+        self.requests: dict[str, Request] = {}
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self._finished_ids: list[str] = []
+        self.stats = SchedulerStats()
+
+    # -- queue management --------------------------------------------------------------------
+    def add_request(self, req: Request) -> None:
+        if req.request_id in self.requests:
+            raise ValueError(f"request id {req.request_id!r} is already in use")
+        self.requests[req.request_id] = req
+        req.status = RequestStatus.WAITING
+        req.last_enqueue_time = req.arrival_time
+        self.waiting.append(req)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def finish_requests(self, request_ids, status: RequestStatus, now: float) -> list[Request]:
+        """Finish (stop string, abort) requests by id; unknown or finished ids are ignored."""
+        done = []
+        for rid in [request_ids] if isinstance(request_ids, str) else request_ids:
+            req = self.requests.get(rid)
+            if req is not None and not req.is_finished:
+                self._finish(req, status, now)
+                done.append(req)
+        return done
+
+    # -- the step ------------------------------------------------------------------------------
+    def schedule(self, now: float) -> SchedulerOutput:
+        out = SchedulerOutput(finished_ids=self._finished_ids)
+        self._finished_ids = []
+        self.stats.num_steps += 1
+        budget = self.config.max_num_batched_tokens
+
+        # 1. Running requests, highest priority first; victims come off the end.
+        self.running.sort(key=self.policy.victim_key)
+        idx = 0
+        while idx < len(self.running) and budget > 0:
+            req = self.running[idx]
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            scheduled = True
+            while self.kv.allocate_slots(req, n) is None:
+                victim = self.running[-1]
+                self._preempt(victim, now)
+                out.preempted_ids.append(victim.request_id)
+                if victim is req:
+                    scheduled = False
+                    break
+            if not scheduled:
+                break
+            self._schedule_chunk(out, req, n)
+            budget -= n
+            idx += 1
+
+        # 2. Waiting requests, in policy order, unless this step already had to preempt.
+        if not out.preempted_ids and self.waiting:
+            self.waiting.sort(key=self.policy.waiting_key)
+            admitted = 0
+            for req in self.waiting:
+                if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                    break
+                hit_blocks, n_hit = ([], 0)
+                if req.num_computed_tokens == 0:
+                    hit_blocks, n_hit = self.kv.get_computed_blocks(req)
+                n = req.num_tokens - req.num_computed_tokens - n_hit
+                if n > budget:
+                    if not self.config.enable_chunked_prefill:
+                        break
+                    n = budget
+                if self.kv.allocate_slots(req, n, hit_blocks) is None:
+                    break
+                admitted += 1
+                self.kv.record_lookup(req, n_hit)
+                if req.num_cached_tokens < 0:
+                    req.num_cached_tokens = n_hit
+                req.num_computed_tokens += n_hit
+                req.status = RequestStatus.RUNNING
+                delay = now - req.last_enqueue_time
+                req.queued_time += delay
+                self.stats.total_queueing_delay += delay
+                self.stats.num_admissions += 1
+                if req.first_scheduled_time is None:
+                    req.first_scheduled_time = now
+                self.running.append(req)
+                self._schedule_chunk(out, req, n)
+                budget -= n
+            del self.waiting[:admitted]
+        return out
+
+    def _schedule_chunk(self, out: SchedulerOutput, req: Request, n: int) -> None:
+        start = req.num_computed_tokens
+        req.num_computed_tokens += n
+        out.scheduled.append(ScheduledRequest(
+            req, start, n, self.kv.get_block_ids(req), samples=req.num_computed_tokens == req.num_tokens))
+
+    def _preempt(self, req: Request, now: float) -> None:
+        """Preempt by recompute: free the blocks; the request restarts from its (cached) prefix."""
+        self.running.remove(req)
+        self.kv.free(req)
+        req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        req.last_enqueue_time = now
+        self.waiting.append(req)
+        self.stats.num_preemptions += 1
+
+    # -- after the executor ran ------------------------------------------------------------------
+    def update_from_output(self, out: SchedulerOutput, sampled: list[int | None],
+                           now: float) -> list[Request]:
+        """Append each sampling request's new token and finish those that stop.
+
+        ``sampled`` is aligned with ``out.scheduled`` (None where a chunk did not sample).
+        Returns the requests that finished in this update.
+        """
+        finished = []
+        for s, tok in zip(out.scheduled, sampled):
+            req = s.request
+            if tok is None or req.status != RequestStatus.RUNNING:
+                continue  # a prefill chunk, or aborted since it was scheduled
+            req.append_output_token(tok)
+            if req.first_token_time is None:
+                req.first_token_time = now
+            status = self._check_stop(req, tok)
+            if status is not None:
+                self._finish(req, status, now)
+                finished.append(req)
+        return finished
+
+    def _check_stop(self, req: Request, tok: int) -> RequestStatus | None:
+        p = req.sampling_params
+        n_out = req.num_output_tokens
+        if n_out >= p.min_tokens:
+            if not p.ignore_eos and tok in req.eos_token_ids:
+                return RequestStatus.FINISHED_STOPPED
+            if tok in p.stop_token_ids:
+                req.stop_reason = tok
+                return RequestStatus.FINISHED_STOPPED
+        if p.max_tokens is not None and n_out >= p.max_tokens:
+            return RequestStatus.FINISHED_LENGTH
+        if req.num_tokens >= self.max_model_len:
+            return RequestStatus.FINISHED_LENGTH
+        return None
+
+    def _finish(self, req: Request, status: RequestStatus, now: float) -> None:
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        req.status = status
+        req.finished_time = now
+        self.kv.free(req)
+        del self.requests[req.request_id]
+        self._finished_ids.append(req.request_id)
+        self.stats.num_finished += 1
+
+    def check_integrity(self) -> None:
+        self.kv.check_integrity()
+        held = set(self.kv.req_to_blocks)
+        assert held <= {r.request_id for r in self.running} | {r.request_id for r in self.waiting}, \
+            "blocks held by a request the scheduler no longer tracks"
+        if not self.has_unfinished():
+            assert self.kv.pool.num_free_blocks == self.kv.pool.num_blocks, "leaked KV blocks"
