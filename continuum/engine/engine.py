@@ -153,7 +153,8 @@ class LLMEngine:
 
     def _make_output(self, state: _RequestState, tok: int, lp) -> RequestOutput:
         req = state.request
-        upd = state.detok.update([tok])
+        # A request that just ended on eos / a stop token id: that token's text is not output.
+        upd = state.detok.update([tok], stop_terminated=req.status == RequestStatus.FINISHED_STOPPED)
         delta = upd.text_delta
         if upd.stopped_by is not None and not req.is_finished:
             req.stop_reason = upd.stopped_by

@@ -7,17 +7,18 @@ Pipeline per row, in vLLM's order:
 3. min_tokens: eos (unless ``ignore_eos``) and ``stop_token_ids`` get ``-inf`` while the
    request has generated fewer than ``min_tokens`` tokens;
 4. greedy rows: argmax;
-5. random rows: temperature, top-k, top-p, min-p, then an exponential race
-   ``argmax(probs / q)`` with ``q ~ Exp(1)`` drawn per token id from the row's own generator.
+5. random rows: temperature, top-k, top-p, min-p, then inverse-CDF sampling in token-id order
+   with one uniform draw from the row's own generator (or the global RNG for unseeded rows).
 
 Invariants:
 
-* a seeded row draws exactly ``V`` exponentials from its own generator per step, indexed by token
-  id, so its token depends only on its own logits, parameters and generator state -- never on
-  which other rows share the batch or on how the batch was truncated (top-k via ``topk``);
+* a seeded row consumes exactly one uniform from its own generator per step, and its token
+  depends only on its own logits, parameters and generator state -- never on which other rows
+  share the batch: top-k/top-p become per-row value thresholds (so neither the sort width nor
+  the order of tied values matters) and the draw runs over token ids;
 * the caller's ``logits`` tensor is never modified;
 * the all-greedy, no-penalty, no-logprobs batch costs one ``argmax`` plus one python pass over
-  the params.
+  the params (no tensor work besides the argmax).
 """
 from __future__ import annotations
 
@@ -91,8 +92,10 @@ def apply_penalties(logits: torch.Tensor, prompt_token_ids: list[list[int]],
     dev = logits.device
     # Pad with id ``vocab`` into one spare column so ragged rows need no python masking;
     # the spare column is dropped afterwards.
-    out_ids = _pad(output_token_ids, vocab, dev).clamp_(0, vocab)
-    prompt_ids = _pad(prompt_token_ids, vocab, dev).clamp_(0, vocab)
+    out_ids = _pad(output_token_ids, vocab, dev)
+    prompt_ids = _pad(prompt_token_ids, vocab, dev)
+    out_ids = out_ids.masked_fill((out_ids < 0) | (out_ids > vocab), vocab)
+    prompt_ids = prompt_ids.masked_fill((prompt_ids < 0) | (prompt_ids > vocab), vocab)
     counts = torch.zeros(num_rows, vocab + 1, dtype=logits.dtype, device=dev)
     counts.scatter_add_(1, out_ids, torch.ones_like(out_ids, dtype=logits.dtype))
     counts = counts[:, :vocab]
@@ -106,6 +109,55 @@ def apply_penalties(logits: torch.Tensor, prompt_token_ids: list[list[int]],
     out = out - frequency_penalties.to(logits.dtype).unsqueeze(1) * counts
     out = out - presence_penalties.to(logits.dtype).unsqueeze(1) * (counts > 0).to(logits.dtype)
     return out
+
+
+def _uniforms(generators: list[torch.Generator | None], device: torch.device) -> torch.Tensor:
+    """One U[0, 1) float64 per row: from the row's generator, else from the global RNG.
+
+    A seeded row consumes exactly one draw per step, whatever else is in the batch.
+    """
+    u = torch.empty(len(generators), dtype=torch.float64, device=device)
+    unseeded = [i for i, g in enumerate(generators) if g is None]
+    if len(unseeded) == len(generators):
+        return u.uniform_()
+    if unseeded:
+        u[torch.tensor(unseeded, device=device)] = torch.rand(
+            len(unseeded), dtype=torch.float64, device=device)
+    for i, g in enumerate(generators):
+        if g is not None:
+            u[i] = torch.rand(1, dtype=torch.float64, device=device, generator=g)[0]
+    return u
+
+
+def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Column index drawn with probability proportional to w [R, W] (w >= 0, some > 0).
+
+    Sums run in float64 so ``u * total < total`` holds strictly and the chosen column always
+    has positive weight (the first column whose running sum exceeds the target).
+    """
+    c = torch.cumsum(w.double(), dim=-1)
+    target = (u * c[:, -1]).unsqueeze(1)
+    return torch.searchsorted(c, target, right=True).squeeze(1)
+
+
+def _top_p_cutoff(vals: torch.Tensor, floor: torch.Tensor, top_p: torch.Tensor,
+                  total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest kept value under top-p, from descending values ``vals`` [R, W].
+
+    ``floor`` [R] is the top-k threshold (-inf if none): values below it weigh 0. A token is
+    dropped once the more likely tokens already hold >= top_p of ``total`` (vLLM's rule), so
+    the best token always survives. Returns (cutoff [R], covered [R]); ``covered`` is False
+    where the W values seen do not reach the cutoff and a wider sort is needed.
+    """
+    w = torch.exp(vals - vals[:, :1]).masked_fill(vals < floor.unsqueeze(1), 0.0).double()
+    exclusive = torch.cumsum(w, dim=-1) - w
+    below = exclusive < (top_p * total).unsqueeze(1)
+    kept = below.sum(dim=-1)  # >= 1: the first exclusive sum is 0
+    off = top_p >= 1.0  # rows without top-p: no cutoff, nothing more to look at
+    covered = ~below[:, -1] | off
+    cutoff = vals.gather(1, (kept - 1).unsqueeze(1)).squeeze(1)
+    cutoff = cutoff.masked_fill(off, float("-inf"))
+    return cutoff, covered
 
 
 def _fast_path_ok(batch: SamplingBatch) -> bool:
@@ -192,63 +244,76 @@ class Sampler:
         x[torch.tensor(rows, device=x.device), torch.tensor(cols, device=x.device)] = float("-inf")
         return x
 
-    @staticmethod
-    def _sample_random(x: torch.Tensor, params: list[SamplingParams],
+    #: Width of the partial ``topk`` tried first for top-p rows without a top-k; rows whose
+    #: nucleus is wider fall back to a full sort.
+    TOP_P_PREFILTER = 1024
+
+    def _sample_random(self, x: torch.Tensor, params: list[SamplingParams],
                        generators: list[torch.Generator | None]) -> torch.Tensor:
-        """Sample one token id per row of x [R, V] (all rows non-greedy)."""
+        """Sample one token id per row of x [R, V] (all rows non-greedy).
+
+        top-k and top-p are turned into a per-row *value threshold* (sorting only to find it);
+        masking and the draw then happen in token-id order. So the result never depends on the
+        order a sort gave to tied values, nor on the sort width chosen for the batch: a seeded
+        row's token is a function of its own logits, params and generator state only.
+        Thresholds keep every token tied with the last kept one (vLLM does the same for top-k).
+        """
         num_rows, vocab = x.shape
         dev = x.device
         temps = torch.tensor([p.temperature for p in params], dtype=x.dtype, device=dev)
         x = x / temps.unsqueeze(1)
+        w = torch.exp(x - x.max(dim=-1, keepdim=True).values)  # the best token weighs 1
 
-        # One sort for the whole batch. When every row has a top-k, a partial topk to the
-        # largest k is far cheaper than sorting the full vocabulary.
-        ks = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
-        kmax = max(ks)
-        if kmax < vocab:
-            vals, ids = torch.topk(x, kmax, dim=-1, sorted=True)
-        else:
-            vals, ids = torch.sort(x, dim=-1, descending=True, stable=True)
-        width = vals.shape[1]
-        pos = torch.arange(width, device=dev).unsqueeze(0)
-        if any(k < width for k in ks):
-            k_col = torch.tensor(ks, device=dev).unsqueeze(1)
-            vals = vals.masked_fill(pos >= k_col, float("-inf"))
-        probs = torch.softmax(vals, dim=-1)
-
-        top_ps = [p.top_p for p in params]
-        if any(tp < 1.0 for tp in top_ps):
-            # Rows without top-p get a threshold of 2 so float rounding in the cumsum can
-            # never drop their tail.
-            p_col = torch.tensor([tp if tp < 1.0 else 2.0 for tp in top_ps],
-                                 dtype=probs.dtype, device=dev).unsqueeze(1)
-            exclusive = torch.cumsum(probs, dim=-1) - probs
-            # Drop a token once the more likely tokens already hold >= p of the mass (vLLM's
-            # rule); the best token always survives since its exclusive mass is 0 < p.
-            probs = probs.masked_fill(exclusive >= p_col, 0.0)
+        ks = [p.top_k if 0 < p.top_k < vocab else 0 for p in params]
+        tps = [p.top_p for p in params]
+        filt_rows = [i for i in range(num_rows) if ks[i] or tps[i] < 1.0]
+        if filt_rows:
+            idx = torch.tensor(filt_rows, device=dev)
+            thr = self._thresholds(x[idx], w[idx], [ks[i] for i in filt_rows],
+                                   [tps[i] for i in filt_rows])
+            w[idx] = w[idx].masked_fill(x[idx] < thr.unsqueeze(1), 0.0)
 
         min_ps = [p.min_p for p in params]
         if any(mp > 0.0 for mp in min_ps):
-            # Relative to the best token, so renormalising after top-k/top-p is unnecessary.
-            mp_col = torch.tensor(min_ps, dtype=probs.dtype, device=dev).unsqueeze(1)
-            probs = probs.masked_fill(probs < mp_col * probs[:, :1], 0.0)
+            # Relative to the best token (weight 1), which top-k/top-p always keep.
+            col = torch.tensor(min_ps, dtype=w.dtype, device=dev).unsqueeze(1)
+            w = w.masked_fill(w < col, 0.0)
+        return _inverse_cdf(w, _uniforms(generators, dev))
 
-        # Exponential race: argmax(p / q), q ~ Exp(1), is an exact draw from p (unnormalised
-        # is fine). q is drawn in token-id space so a seeded row's draw does not depend on
-        # the batch's sort width or order.
-        q = torch.empty(num_rows, vocab, dtype=probs.dtype, device=dev)
-        unseeded = [i for i, g in enumerate(generators) if g is None]
-        if len(unseeded) == num_rows:
-            q.exponential_()
+    def _thresholds(self, x: torch.Tensor, w: torch.Tensor, ks: list[int],
+                    tps: list[float]) -> torch.Tensor:
+        """Per-row minimum kept value for top-k (k > 0) then top-p (p < 1); one sort per batch."""
+        num_rows, vocab = x.shape
+        dev = x.device
+        width = max(ks)
+        if any(k == 0 and tp < 1.0 for k, tp in zip(ks, tps)):
+            width = max(width, self.TOP_P_PREFILTER)
+        width = min(width, vocab)
+        vals = (torch.topk(x, width, dim=-1, sorted=True).values if width < vocab
+                else torch.sort(x, dim=-1, descending=True).values)
+
+        neg_inf = torch.full((num_rows,), float("-inf"), dtype=x.dtype, device=dev)
+        if any(ks):
+            k_idx = torch.tensor([max(k, 1) - 1 for k in ks], device=dev).unsqueeze(1)
+            has_k = torch.tensor([k > 0 for k in ks], device=dev)
+            thr = torch.where(has_k, vals.gather(1, k_idx).squeeze(1), neg_inf)
         else:
-            if unseeded:
-                u = torch.tensor(unseeded, device=dev)
-                q[u] = torch.empty(len(unseeded), vocab, dtype=q.dtype, device=dev).exponential_()
-            for i, g in enumerate(generators):
-                if g is not None:
-                    q[i].exponential_(generator=g)
-        choice = (probs / q.gather(1, ids)).argmax(dim=-1, keepdim=True)
-        return ids.gather(1, choice).squeeze(1)
+            thr = neg_inf
+        if all(tp >= 1.0 for tp in tps):
+            return thr
+
+        # Top-p acts on the top-k survivors. Their mass is summed in token-id order, which is
+        # fixed, so it does not depend on the sort width either.
+        total = w.masked_fill(x < thr.unsqueeze(1), 0.0).double().sum(dim=-1)
+        top_p = torch.tensor([tp if tp < 1.0 else 2.0 for tp in tps],  # 2: never cuts
+                             dtype=torch.float64, device=dev)
+        cutoff, covered = _top_p_cutoff(vals, thr, top_p, total)
+        if width < vocab and not bool(covered.all()):
+            # Flat distributions: the nucleus is wider than the prefilter. Sort those rows fully.
+            miss = (~covered).nonzero().squeeze(1)
+            full = torch.sort(x[miss], dim=-1, descending=True).values
+            cutoff[miss] = _top_p_cutoff(full, thr[miss], top_p[miss], total[miss])[0]
+        return torch.maximum(thr, cutoff)
 
     @staticmethod
     def _logprobs(raw_logprobs: torch.Tensor, chosen: torch.Tensor,

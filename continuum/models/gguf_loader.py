@@ -1,0 +1,194 @@
+"""GGUF files (llama.cpp's format): config from metadata, dequantised HF-named weights, tokenizer.
+
+Weights are dequantised to float32 with the ``gguf`` package (any quant type it implements:
+Q4_0/Q4_1/Q8_0/K-quants/F16/BF16...), one tensor at a time, so peak memory is the model plus
+one fp32 tensor. llama.cpp's converter permutes the rows of Q and K of ``llama``-arch models
+(it interleaves the two rotary halves of each head for its GPT-J-style rope kernel); we undo
+that so the weights fit our HF-style "rotate half" rope. ``qwen2``/``qwen3`` archs are stored
+unpermuted (llama.cpp runs them with NeoX rope).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from continuum.errors import ModelLoadError, UnsupportedArchitectureError
+
+# GGUF general.architecture -> (HF architecture, model_type)
+GGUF_ARCHITECTURES = {
+    "llama": ("LlamaForCausalLM", "llama"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+}
+
+# Per-block GGUF tensor base name -> HF module path below model.layers.N
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+# llama.cpp's Llama 3.1 rope scaling as per-frequency divisors; handled by the caller.
+ROPE_FREQS = "rope_freqs.weight"
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError as e:  # an optional extra: say how to get it
+        raise ModelLoadError("reading GGUF files needs the 'gguf' package: pip install gguf") from e
+    return gguf
+
+
+def open_gguf(path: Path):
+    try:
+        return _gguf().GGUFReader(str(path))
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot read GGUF file {path}: {e}") from e
+
+
+def metadata(reader, key: str, default=None):
+    """A scalar (int/float/bool/str) metadata value, or ``default`` when absent."""
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    vtype = _gguf().GGUFValueType
+    kind = field.types[0]
+    if kind == vtype.STRING:
+        return bytes(field.parts[-1]).decode("utf-8")
+    if kind == vtype.ARRAY:
+        raise ModelLoadError(f"GGUF metadata {key} is an array, expected a scalar")
+    return field.parts[-1].tolist()[0]
+
+
+def gguf_config(reader):
+    """A transformers config built from the GGUF metadata (architectures set)."""
+    from transformers import AutoConfig
+
+    arch = metadata(reader, "general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"GGUF architecture {arch!r} is not supported (supported: {sorted(GGUF_ARCHITECTURES)})")
+    hf_arch, model_type = GGUF_ARCHITECTURES[arch]
+
+    def need(key):
+        value = metadata(reader, f"{arch}.{key}")
+        if value is None:
+            raise ModelLoadError(f"GGUF metadata lacks {arch}.{key}")
+        return value
+
+    hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
+    head_dim = int(metadata(reader, f"{arch}.attention.key_length", hidden // heads))
+    rot_dim = metadata(reader, f"{arch}.rope.dimension_count", head_dim)
+    if int(rot_dim) != head_dim:
+        raise UnsupportedArchitectureError(f"partial rotary ({rot_dim} of {head_dim} dims) is not supported")
+    vocab = metadata(reader, f"{arch}.vocab_size")
+    if vocab is None:
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        if tokens is None:
+            raise ModelLoadError("GGUF metadata has neither a vocab size nor a token list")
+        vocab = len(tokens.data)
+    kwargs = dict(
+        architectures=[hf_arch],
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=int(need("block_count")),
+        intermediate_size=int(need("feed_forward_length")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(metadata(reader, f"{arch}.attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        max_position_embeddings=int(need("context_length")),
+        rms_norm_eps=float(metadata(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=float(metadata(reader, f"{arch}.rope.freq_base", 10000.0)),
+        # llama.cpp omits the output matrix when it is the embedding (tied).
+        tie_word_embeddings=all(t.name != "output.weight" for t in reader.tensors),
+        bos_token_id=metadata(reader, "tokenizer.ggml.bos_token_id"),
+        eos_token_id=metadata(reader, "tokenizer.ggml.eos_token_id"),
+    )
+    scaling = metadata(reader, f"{arch}.rope.scaling.type")
+    if scaling == "linear":
+        kwargs["rope_scaling"] = {"rope_type": "linear",
+                                  "factor": float(metadata(reader, f"{arch}.rope.scaling.factor"))}
+    elif scaling not in (None, "none"):
+        raise UnsupportedArchitectureError(f"GGUF rope scaling {scaling!r} is not supported")
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def gguf_eos_ids(reader) -> list[int]:
+    """End-of-generation ids: eos plus end-of-turn/-message ids where the file names them."""
+    ids = [metadata(reader, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+def hf_name(gguf_name: str) -> str:
+    """GGUF tensor name -> HF parameter name (ModelLoadError for names we do not know)."""
+    m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", gguf_name)
+    if m and m.group(2) in _BLOCK_NAMES:
+        return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
+    m = re.fullmatch(r"(\w+)\.(weight|bias)", gguf_name)
+    if m and m.group(1) in _TOP_NAMES:
+        return f"{_TOP_NAMES[m.group(1)]}.{m.group(2)}"
+    raise ModelLoadError(f"unknown GGUF tensor {gguf_name!r}")
+
+
+def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Invert llama.cpp's ``permute``: per head, rows (hd/2, 2) interleaved -> (2, hd/2) halves."""
+    rows = w.shape[0]
+    return (w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])
+            .transpose(1, 2).reshape(w.shape))
+
+
+def dequantize(tensor) -> torch.Tensor:
+    """One GGUF tensor as a float32 torch tensor in HF (row-major, [out, in]) shape."""
+    gguf = _gguf()
+    arr = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    # GGUF lists dims innermost first; numpy/torch want them outermost first.
+    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    arr = np.asarray(arr, dtype=np.float32).reshape(shape)
+    if not arr.flags.writeable:  # F32 tensors come straight from the read-only memmap
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
+def iter_gguf_weights(reader, config) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, fp32 tensor) for every weight; ``rope_freqs`` is yielded under ROPE_FREQS."""
+    permuted = metadata(reader, "general.architecture") == "llama"
+    for tensor in reader.tensors:
+        if tensor.name == ROPE_FREQS:
+            yield ROPE_FREQS, dequantize(tensor)
+            continue
+        name = hf_name(tensor.name)
+        w = dequantize(tensor)
+        if permuted and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = config.num_attention_heads if "q_proj" in name else config.num_key_value_heads
+            w = unpermute_qk(w, heads)
+        yield name, w
+
+
+def gguf_tokenizer(path: Path, reader):
+    """transformers' GGUF tokenizer conversion, with the file's chat template guaranteed set."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                            local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot build a tokenizer from GGUF {path}: {e}") from e
+    template = metadata(reader, "tokenizer.chat_template")
+    if template and not getattr(tok, "chat_template", None):
+        tok.chat_template = template
+    return tok
