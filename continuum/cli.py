@@ -23,15 +23,30 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=16)
     g.add_argument("--max-num-seqs", type=int, default=128)
     g.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    g.add_argument("--scheduling-policy", default="vllm")
+    g.add_argument("--scheduling-policy", default="continuum",
+                   choices=["continuum", "vllm", "program-fcfs", "fixed-ttl", "autellix", "infercept"],
+                   help="see docs/scheduling.md")
     g.add_argument("--no-prefix-caching", action="store_true")
+    g.add_argument("--host-kv-cache-memory", default=None,
+                   help="host-memory KV tier (CPU offload), e.g. 8GiB; default off")
+    g.add_argument("--pin-budget-fraction", type=float, default=0.5,
+                   help="fraction of KV blocks that TTL pins may hold")
+    g.add_argument("--program-idle-timeout", type=float, default=600.0,
+                   help="seconds before an idle agent program is forgotten")
+    g.add_argument("--fixed-ttl", type=float, default=2.0, help="fixed-ttl policy: TTL in seconds")
+    g.add_argument("--autellix-num-queues", type=int, default=7)
+    g.add_argument("--autellix-base-quantum", type=int, default=1, help="decode steps of queue 0")
+    g.add_argument("--autellix-beta", type=float, default=8.0, help="anti-starvation ratio")
 
 
 def engine_kwargs(a: argparse.Namespace) -> dict:
     return dict(model=a.model, dtype=a.dtype, device=a.device, seed=a.seed, max_model_len=a.max_model_len,
                 kv_cache_memory=a.kv_cache_memory, block_size=a.block_size, max_num_seqs=a.max_num_seqs,
                 max_num_batched_tokens=a.max_num_batched_tokens, scheduling_policy=a.scheduling_policy,
-                enable_prefix_caching=not a.no_prefix_caching)
+                enable_prefix_caching=not a.no_prefix_caching, host_kv_cache_memory=a.host_kv_cache_memory,
+                pin_budget_fraction=a.pin_budget_fraction, program_idle_timeout=a.program_idle_timeout,
+                fixed_ttl=a.fixed_ttl, autellix_num_queues=a.autellix_num_queues,
+                autellix_base_quantum=a.autellix_base_quantum, autellix_beta=a.autellix_beta)
 
 
 def cmd_chat(a: argparse.Namespace) -> int:
@@ -48,6 +63,50 @@ def cmd_chat(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- continuum serve (the OpenAI-compatible server) ------------------------------------------
+def add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="serve the OpenAI-compatible HTTP API with the agent extensions")
+    s.add_argument("model_pos", nargs="?", default=None, metavar="MODEL",
+                   help="model (same as --model): HF dir, .gguf, 'random[:preset]'; default SmolLM2")
+    add_engine_args(s)
+    g = s.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 and /debug (default: env CONTINUUM_API_KEY)")
+    g.add_argument("--served-model-name", default=None, help="the model id clients send (default: MODEL)")
+    g.add_argument("--max-waiting-requests", type=int, default=1024,
+                   help="requests waiting for admission before new ones get 503 + Retry-After")
+    g.add_argument("--max-request-body", default="16MiB", help="largest request body (413 above)")
+    g.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds in-flight requests get to finish on shutdown before being aborted")
+    g.add_argument("--enable-debug-endpoints", action="store_true",
+                   help="expose GET /debug/kv (KV integrity check + engine stats)")
+    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from continuum.config import parse_bytes
+    from continuum.entrypoints.openai.api_server import ServerOptions, run_server
+
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.model_pos is not None:
+        a.model = a.model_pos
+    if a.max_waiting_requests < 1:
+        print("continuum: error: --max-waiting-requests must be >= 1", file=sys.stderr)
+        return 2
+    name = a.served_model_name or a.model or "SmolLM2-135M-Instruct"
+    opts = ServerOptions(model_name=name, api_key=a.api_key or os.environ.get("CONTINUUM_API_KEY") or None,
+                         max_body_bytes=parse_bytes(a.max_request_body),
+                         shutdown_timeout=a.shutdown_timeout, debug_endpoints=a.enable_debug_endpoints)
+    run_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests, a.log_level)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="continuum", description="An LLM inference engine for agent workloads.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -58,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--top-p", type=float, default=1.0)
     c.add_argument("--max-tokens", type=int, default=128)
     c.set_defaults(func=cmd_chat)
+    # bench, bench-trace, profile: flags and commands live in continuum/bench/cli_bench.py
+    from continuum.bench.cli_bench import add_bench_parsers
+    add_bench_parsers(sub, add_engine_args, engine_kwargs)
+    add_serve_parser(sub)
     a = p.parse_args(argv)
     from continuum.errors import ContinuumError
     try:

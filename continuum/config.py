@@ -48,8 +48,11 @@ class CacheConfig:
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     num_blocks_override: int | None = None   # tests: an exact pool size
+    host_kv_cache_memory: int = 0            # bytes of host-memory KV tier (CPU offload); 0 = off
 
     def __post_init__(self) -> None:
+        if self.host_kv_cache_memory < 0:
+            raise ConfigError("host_kv_cache_memory must be >= 0")
         if self.block_size < 1 or self.block_size & (self.block_size - 1) or self.block_size > 256:
             raise ConfigError(f"block_size must be a power of two <= 256, got {self.block_size}")
         if not (0.05 <= self.gpu_memory_utilization <= 0.99):
@@ -62,12 +65,24 @@ class CacheConfig:
 class SchedulerConfig:
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 128
-    policy: str = "vllm"
+    policy: str = "continuum"
     enable_chunked_prefill: bool = True
+    pin_budget_fraction: float = 0.5       # of KV blocks that pins may hold (METHOD 2.1)
+    program_idle_timeout: float = 600.0    # s without activity before a program is forgotten
+    fixed_ttl: float = 2.0                 # fixed-ttl policy: the TTL and the tool-mean bound
+    autellix_num_queues: int = 7
+    autellix_base_quantum: int = 1         # steps in queue 0; doubles per queue
+    autellix_beta: float = 8.0             # starvation ratio that promotes to queue 0
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ConfigError("max_num_batched_tokens and max_num_seqs must be >= 1")
+        if not 0.0 <= self.pin_budget_fraction <= 1.0:
+            raise ConfigError("pin_budget_fraction must be in [0, 1]")
+        if self.program_idle_timeout <= 0 or self.fixed_ttl < 0:
+            raise ConfigError("program_idle_timeout must be > 0 and fixed_ttl >= 0")
+        if self.autellix_num_queues < 1 or self.autellix_base_quantum < 1 or self.autellix_beta <= 0:
+            raise ConfigError("autellix_num_queues and autellix_base_quantum must be >= 1, autellix_beta > 0")
 
 
 @dataclass
@@ -86,9 +101,16 @@ class EngineArgs:
     num_blocks_override: int | None = None
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 128
-    scheduling_policy: str = "vllm"
+    scheduling_policy: str = "continuum"
     enable_chunked_prefill: bool = True
     device: str = "auto"
+    host_kv_cache_memory: int | str | None = None
+    pin_budget_fraction: float = 0.5
+    program_idle_timeout: float = 600.0
+    fixed_ttl: float = 2.0
+    autellix_num_queues: int = 7
+    autellix_base_quantum: int = 1
+    autellix_beta: float = 8.0
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EngineArgs":
@@ -103,9 +125,12 @@ class EngineArgs:
 
     def cache_config(self) -> CacheConfig:
         mem = parse_bytes(self.kv_cache_memory) if self.kv_cache_memory is not None else None
+        host = parse_bytes(self.host_kv_cache_memory) if self.host_kv_cache_memory else 0
         return CacheConfig(self.block_size, mem, self.gpu_memory_utilization,
-                           self.enable_prefix_caching, self.num_blocks_override)
+                           self.enable_prefix_caching, self.num_blocks_override, host)
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(self.max_num_batched_tokens, self.max_num_seqs,
-                               self.scheduling_policy, self.enable_chunked_prefill)
+                               self.scheduling_policy, self.enable_chunked_prefill,
+                               self.pin_budget_fraction, self.program_idle_timeout, self.fixed_ttl,
+                               self.autellix_num_queues, self.autellix_base_quantum, self.autellix_beta)

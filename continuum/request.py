@@ -68,6 +68,9 @@ class Request:
         self.block_hashes: list[int] = []       # chained hashes of the full blocks, kept current
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
+        # tool this turn called (client hint, else parsed from the output at finish); None
+        # after finish means the program ended with this turn.
+        self.tool_name: str | None = None
         # timestamps (scheduler clock)
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

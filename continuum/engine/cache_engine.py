@@ -48,12 +48,19 @@ def num_blocks_for(model: nn.Module, block_size: int, dtype: torch.dtype, device
 
 
 class CacheEngine:
+    """Device KV tensors, and (with ``num_host_blocks``) the host tier's tensors of the same
+    per-block shape in host memory (page-locked on CUDA, so copies can run at link speed)."""
+
     def __init__(self, model: nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device):
+                 device: torch.device, num_host_blocks: int = 0):
         self.num_blocks = num_blocks
+        self.num_host_blocks = num_host_blocks
         self.block_size = block_size
         self.k_caches: list[torch.Tensor] = []
         self.v_caches: list[torch.Tensor] = []
+        self.host_k: list[torch.Tensor] = []
+        self.host_v: list[torch.Tensor] = []
+        pin = device.type == "cuda"
         for attn in attention_layers(model):
             shape = (num_blocks, block_size, attn.num_kv_heads, attn.head_size)
             # zeros, not empty: padded reads in the reference decode path must stay finite.
@@ -62,8 +69,26 @@ class CacheEngine:
             attn.k_cache, attn.v_cache = k, v
             self.k_caches.append(k)
             self.v_caches.append(v)
-        logger.info("KV cache: %d blocks x %d tokens, %.2f GiB", num_blocks, block_size,
-                    self.nbytes / 2**30)
+            if num_host_blocks:
+                hshape = (num_host_blocks,) + shape[1:]
+                self.host_k.append(torch.zeros(hshape, dtype=dtype, pin_memory=pin))
+                self.host_v.append(torch.zeros(hshape, dtype=dtype, pin_memory=pin))
+        logger.info("KV cache: %d blocks x %d tokens, %.2f GiB; host tier %d blocks", num_blocks,
+                    block_size, self.nbytes / 2**30, num_host_blocks)
+
+    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+        """Run one step's copies: swap-outs (device -> host) first, then swap-ins (host ->
+        device), so a block evicted and refilled in the same step is saved before reuse."""
+        if swap_out:
+            src = torch.tensor([d for d, _ in swap_out], device=self.k_caches[0].device)
+            dst = torch.tensor([h for _, h in swap_out])
+            for dev, host in zip(self.k_caches + self.v_caches, self.host_k + self.host_v):
+                host.index_copy_(0, dst, dev.index_select(0, src).to("cpu"))
+        if swap_in:
+            src = torch.tensor([h for h, _ in swap_in])
+            dst = torch.tensor([d for _, d in swap_in], device=self.k_caches[0].device)
+            for dev, host in zip(self.k_caches + self.v_caches, self.host_k + self.host_v):
+                dev.index_copy_(0, dst, host.index_select(0, src).to(dev.device, non_blocking=True))
 
     @property
     def nbytes(self) -> int:

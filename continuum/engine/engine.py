@@ -14,10 +14,12 @@ from collections.abc import Callable
 import torch
 
 from continuum.config import EngineArgs
-from continuum.engine.cache_engine import CacheEngine, num_blocks_for
+from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
 from continuum.errors import InvalidRequestError, PromptTooLongError
+from continuum.layers.attention import select_backend
+from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
 from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from continuum.request import AgentInfo, Request, RequestStatus
@@ -69,7 +71,10 @@ class LLMEngine:
         model = self.loaded.model
         num_blocks = cc.num_blocks_override or num_blocks_for(
             model, cc.block_size, self.dtype, self.device, cc.kv_cache_memory, cc.gpu_memory_utilization)
-        self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device)
+        per_block = bytes_per_block(model, cc.block_size, self.dtype)
+        num_host_blocks = cc.host_kv_cache_memory // per_block
+        self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
+                                        num_host_blocks)
         max_len = mc.max_model_len or self.loaded.max_model_len
         capacity = num_blocks * cc.block_size
         if max_len > capacity:
@@ -78,7 +83,14 @@ class LLMEngine:
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
         self.runner = ModelRunner(model, cc.block_size, self.device)
-        self.scheduler = Scheduler(sc, cc, num_blocks, max_len)
+        self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)
+        # Tool names parsed from the output text when the client gave none (METHOD 2.3);
+        # host reloads cost this model's KV bytes per token.
+        self.scheduler.agents.output_text = lambda r: self.tokenizer.decode(
+            r.output_token_ids, skip_special_tokens=True)
+        self.scheduler.set_reload_cost(offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
+        self.scheduler_time_total = 0.0          # perf_counter seconds inside schedule()
+        self.scheduler_time_max = 0.0
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
         self.step_times: list[float] = []
@@ -133,7 +145,13 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Schedule, execute, sample, detokenize. Returns one output per request that produced a
         token in this step (``finished`` set on the last one)."""
+        t_sched = time.perf_counter()
         sched = self.scheduler.schedule(self.clock())
+        t_sched = time.perf_counter() - t_sched
+        self.scheduler_time_total += t_sched
+        self.scheduler_time_max = max(self.scheduler_time_max, t_sched)
+        if sched.swap_out or sched.swap_in:
+            self.cache_engine.swap(sched.swap_out, sched.swap_in)
         if sched.is_empty:
             self.runner.release(sched.finished_ids)
             return []
@@ -183,6 +201,7 @@ class LLMEngine:
         """Flat counters and gauges for reports and /metrics (names are stable, snake_case;
         ``_total`` suffix = monotonic counter)."""
         sch, kv = self.scheduler, self.scheduler.kv
+        st = sch.stats
         c = kv.pool.counts()
         return {
             "num_requests_running": len(sch.running),
@@ -199,6 +218,24 @@ class LLMEngine:
             "queueing_delay_seconds_total": sch.stats.total_queueing_delay,
             "admissions_total": sch.stats.num_admissions,
             "steps_total": sch.stats.num_steps,
+            "prefix_cache_host_hits_total": kv.stats.host_hits,
+            "swap_in_blocks_total": kv.stats.swap_in_blocks,
+            "swap_out_blocks_total": kv.stats.swap_out_blocks,
+            "host_kv_blocks_total": kv.host.num_blocks if kv.host is not None else 0,
+            "host_kv_blocks_used": len(kv.host.lru) if kv.host is not None else 0,
+            "pins_made_total": st.pins_made,
+            "pins_hit_total": st.pins_hit,
+            "pins_expired_total": st.pins_expired,
+            "pins_force_released_total": st.pins_force_released,
+            "pins_rejected_total": st.pins_rejected,
+            "pins_released_by_policy_total": st.pins_released_by_policy,
+            "pinned_programs": len(sch.agents.pins),
+            "pinned_blocks": sch.agents.pins.pinned_blocks,
+            "pin_ttl_seconds_sum": st.ttl_sum,
+            **st.ttl_histogram(),
+            "programs_tracked": len(sch.agents.programs),
+            "scheduler_time_seconds_total": self.scheduler_time_total,
+            "scheduler_time_seconds_max": self.scheduler_time_max,
         }
 
     def check_integrity(self) -> None:

@@ -88,7 +88,10 @@ class BlockPool:
         self.free_queue = FreeBlockQueue(self.blocks)
         self.cached: dict[int, KVBlock] = {}     # block hash -> block holding it
         self.num_evictions = 0
-        self.evicted_hashes: list[int] = []      # drained by a host tier that wants them
+        # (block id, hash) of cached blocks evicted since the last drain; recorded only when a
+        # host tier wants them (their KV is still intact until this step's forward pass).
+        self.record_evictions = False
+        self.evicted: list[tuple[int, int]] = []
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -120,6 +123,8 @@ class BlockPool:
     def _evict(self, b: KVBlock) -> None:
         if self.cached.get(b.block_hash) is b:
             del self.cached[b.block_hash]
+        if self.record_evictions:
+            self.evicted.append((b.block_id, b.block_hash))
         b.block_hash = None
         self.num_evictions += 1
 

@@ -49,6 +49,28 @@ class AttentionMetadata:
 
 
 _CONTEXT: AttentionMetadata | None = None
+# Decode backend: None = the torch reference below; else a callable with the signature of
+# ``paged_attention_decode(q, k_cache, v_cache, block_tables, seq_lens, scale)``.
+_DECODE_KERNEL = None
+
+
+def set_decode_kernel(fn) -> None:
+    """Install (or with None remove) a faster decode kernel; prefill stays on the reference."""
+    global _DECODE_KERNEL
+    _DECODE_KERNEL = fn
+
+
+def select_backend(device) -> str:
+    """Pick the attention backend for ``device``; returns its name. ``CONTINUUM_ATTENTION_BACKEND
+    =torch`` forces the reference path (tests compare kernels against it)."""
+    import os
+    if os.environ.get("CONTINUUM_ATTENTION_BACKEND", "auto") == "torch" or str(device) != "cpu":
+        set_decode_kernel(None)
+        return "torch"
+    from continuum.layers import cpu_kernels
+    mod = cpu_kernels.load()
+    set_decode_kernel(mod.paged_attention_decode if mod is not None else None)
+    return "cpu-kernel" if mod is not None else "torch"
 
 
 @contextlib.contextmanager
@@ -84,11 +106,14 @@ def _gather(cache: torch.Tensor, block_table: torch.Tensor, n: int) -> torch.Ten
 
 
 def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                        meta: AttentionMetadata, scale: float) -> torch.Tensor:
+                        meta: AttentionMetadata, scale: float, k_new: torch.Tensor | None = None,
+                        v_new: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention of the new tokens over their sequences' cached context.
 
     q: [num_tokens, num_heads, head_size] -> [num_tokens, num_heads, head_size].
     Assumes the new tokens' K/V are already in the cache (reshape_and_cache ran first).
+    ``k_new``/``v_new`` (the new tokens' K/V, [num_tokens, num_kv_heads, head_size]) let a
+    sequence with no cached prefix skip the gather.
     """
     num_heads = q.shape[1]
     num_kv_heads = k_cache.shape[2]
@@ -98,8 +123,11 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         return _decode_batched(q, k_cache, v_cache, meta, scale, gqa)
     start = 0
     for i, (ql, sl) in enumerate(zip(meta.query_lens_list, meta.seq_lens_list)):
-        k = _gather(k_cache, meta.block_tables[i], sl).to(q.dtype)
-        v = _gather(v_cache, meta.block_tables[i], sl).to(q.dtype)
+        if ql == sl and k_new is not None:
+            k, v = k_new[start:start + ql], v_new[start:start + ql]
+        else:
+            k = _gather(k_cache, meta.block_tables[i], sl).to(q.dtype)
+            v = _gather(v_cache, meta.block_tables[i], sl).to(q.dtype)
         # 4-D inputs: 3-D ones miss the fused CPU flash kernel (about 3x slower).
         qi = q[start:start + ql].transpose(0, 1)[None]                 # [1, H, ql, D]
         ki = k.transpose(0, 1).repeat_interleave(gqa, 0)[None]         # [1, H, sl, D]
@@ -165,5 +193,8 @@ class Attention(nn.Module):
                 v.transpose(0, 1).repeat_interleave(g, 0)[None], is_causal=True, scale=self.scale)
             return o[0].transpose(0, 1).reshape(T, -1)
         reshape_and_cache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        o = paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale)
+        if _DECODE_KERNEL is not None and meta.is_pure_decode:
+            o = _DECODE_KERNEL(q, self.k_cache, self.v_cache, meta.block_tables, meta.seq_lens, self.scale)
+        else:
+            o = paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale, k, v)
         return o.reshape(T, -1)

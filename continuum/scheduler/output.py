@@ -26,6 +26,10 @@ class SchedulerOutput:
     scheduled: list[ScheduledRequest] = field(default_factory=list)
     preempted_ids: list[str] = field(default_factory=list)
     finished_ids: list[str] = field(default_factory=list)   # finished since the last step
+    # KV copies to run before the forward pass, swap-outs first: (device block, host block)
+    # and (host block, device block) pairs (the host tier, METHOD 2.5).
+    swap_out: list[tuple[int, int]] = field(default_factory=list)
+    swap_in: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def num_scheduled_tokens(self) -> int:
@@ -33,4 +37,5 @@ class SchedulerOutput:
 
     @property
     def is_empty(self) -> bool:
+        """Nothing to compute (there may still be swaps to run)."""
         return not self.scheduled

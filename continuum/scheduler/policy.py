@@ -1,26 +1,96 @@
 """The policy interface: what differs between scheduling policies, and nothing else.
 
-The scheduler core asks a policy three questions: in which order to admit waiting requests,
-which running request to preempt first, and what to do with a finished request's KV. Adding a
-policy is one small file plus a line in ``POLICIES``.
+The scheduler core asks a policy:
+- ``waiting_key(req)``: admission order (smallest first);
+- ``victim_key(req)``: running order (largest is preempted first);
+- ``on_finish(req, now)``: what to do with the KV of a turn whose program continues with a
+  tool call: ``FREE``, ``pin(ttl)`` (keep it referenced; ``math.inf`` = until a rule
+  releases it) or ``SWAP`` (copy it to the host tier, then free);
+- ``on_step(now)``: called at the top of every ``schedule()``; may return decisions for
+  pinned programs (``(program_id, FREE | SWAP)``): InferCept's per-step re-evaluation, and
+  Autellix's service accounting.
+
+The policy reads shared state through ``self.ctx`` (a ``PolicyContext``: programs, pins,
+predictor, T and eta windows, cost models, running/waiting queues). It never mutates KV or
+queues itself: the core executes its decisions, so every lifecycle rule lives in one place.
+Adding a policy is one file in ``policies/`` plus a line in ``policies/__init__.py``.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from continuum.request import Request, RequestStatus
 
+if TYPE_CHECKING:
+    from continuum.config import SchedulerConfig
+    from continuum.kv.kv_manager import KVCacheManager
+    from continuum.kv_ttl.pins import PinTable
+    from continuum.kv_ttl.predictor import DurationPredictor
+    from continuum.kv_ttl.programs import ProgramTable
+    from continuum.kv_ttl.reload_cost import ReloadCostModel
+    from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 
-class Policy(ABC):
+
+@dataclass(frozen=True)
+class FinishAction:
+    kind: str                 # "free" | "pin" | "swap"
+    ttl: float = 0.0          # seconds, for "pin"
+
+
+FREE = FinishAction("free")
+SWAP = FinishAction("swap")
+
+
+def pin(ttl: float) -> FinishAction:
+    return FinishAction("pin", ttl) if ttl > 0 else FREE
+
+
+@dataclass
+class PolicyContext:
+    config: "SchedulerConfig"
+    kv: "KVCacheManager"
+    programs: "ProgramTable"
+    pins: "PinTable"
+    predictor: "DurationPredictor"
+    queue_delay: "SlidingMean"          # T of METHOD 2.2
+    eta: "EtaEstimator"
+    prefill_cost: "ReloadCostModel"     # recompute time of n tokens
+    offload_cost: "ReloadCostModel"     # host -> device reload time of n tokens
+    running: list[Request]
+    waiting: list[Request]
+
+    @property
+    def reload_cost(self) -> "ReloadCostModel":
+        """PrefillReload: reload from the host tier when there is one, else recompute."""
+        return self.offload_cost if self.kv.host is not None else self.prefill_cost
+
+    def program_arrival(self, req: Request) -> float:
+        rec = self.programs.get(req.program_id)
+        return rec.first_arrival if rec is not None else req.arrival_time
+
+    def is_pinned(self, req: Request) -> bool:
+        return req.program_id in self.pins
+
+
+class Policy:
     name: str = ""
+    ctx: PolicyContext
 
-    @abstractmethod
+    def bind(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
+
     def waiting_key(self, req: Request) -> tuple:
-        """Sort key of a waiting request; smallest is admitted first."""
+        raise NotImplementedError
 
-    @abstractmethod
     def victim_key(self, req: Request) -> tuple:
-        """Sort key of a running request; largest is preempted first."""
+        raise NotImplementedError
+
+    def on_finish(self, req: Request, now: float) -> FinishAction:
+        return FREE
+
+    def on_step(self, now: float) -> list[tuple[str, FinishAction]]:
+        return []
 
 
 class VllmPolicy(Policy):
@@ -36,12 +106,11 @@ class VllmPolicy(Policy):
         return (req.arrival_time, req.seq_no)
 
 
-POLICIES: dict[str, type[Policy]] = {"vllm": VllmPolicy}
-
-
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, config: "SchedulerConfig | None" = None) -> Policy:
     from continuum.errors import ConfigError
+    from continuum.scheduler.policies import POLICIES
     try:
-        return POLICIES[name]()
+        cls = POLICIES[name]
     except KeyError:
         raise ConfigError(f"unknown scheduling policy {name!r}; choose one of {sorted(POLICIES)}") from None
+    return cls.from_config(config) if config is not None and hasattr(cls, "from_config") else cls()

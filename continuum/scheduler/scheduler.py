@@ -1,14 +1,19 @@
-"""Continuous batching with a unified token budget (vLLM v1's shape), policy-ordered.
+"""Continuous batching with a unified token budget (vLLM v1's shape), policy-ordered and
+program-aware.
 
 Each ``schedule(now)`` step:
+0. ``AgentState.begin_step``: forget idle programs, apply the policy's per-step decisions on
+   pins, release expired pins whose program has nothing waiting (lazy expiry, METHOD 2.1).
 1. Running requests, in policy priority order, get their next tokens (one for a decode, a
-   chunk for an unfinished prefill). When the pool runs dry, the lowest-priority running
-   request not yet scheduled this step is preempted by recompute (its blocks freed, put back
-   to waiting); if that is the request being scheduled itself, the step stops there.
+   chunk for an unfinished prefill). When the pool runs dry, pins are released first
+   (latest program arrival first); then the lowest-priority running request not yet
+   scheduled this step is preempted by recompute (its blocks freed, back to waiting); if
+   that is the request being scheduled itself, the step stops there.
 2. If nothing was preempted, waiting requests are admitted in the policy's order while the
-   token budget, ``max_num_seqs`` and the pool allow; prefix-cache hits skip computed tokens and
-   long prompts are chunked. Admission is head-of-line: if the head does not fit, nobody
-   behind it jumps the queue.
+   token budget, ``max_num_seqs`` and the pool allow; prefix-cache hits (device, then host
+   tier by swap-in) skip computed tokens and long prompts are chunked. If the head does not
+   fit, pins of other programs are released (latest program arrival first) until it does
+   or none is left; then admission stops (head-of-line: nobody behind it jumps the queue).
 
 The scheduler reads no wall clock (``now`` is passed in) and touches no tensors.
 ``num_computed_tokens`` advances when a chunk is scheduled (the executor always runs what it
@@ -16,37 +21,43 @@ is given), so the next step can already schedule the following chunk.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv.kv_manager import KVCacheManager
+from continuum.kv_ttl.reload_cost import ReloadCostModel
 from continuum.request import Request, RequestStatus
+from continuum.scheduler.agent_state import AgentState
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.policy import Policy, make_policy
+from continuum.scheduler.stats import SchedulerStats
 
-
-@dataclass
-class SchedulerStats:
-    num_steps: int = 0
-    num_preemptions: int = 0
-    num_finished: int = 0
-    total_queueing_delay: float = 0.0
-    num_admissions: int = 0
+__all__ = ["Scheduler", "SchedulerStats"]
 
 
 class Scheduler:
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
-                 num_blocks: int, max_model_len: int, policy: Policy | None = None):
+                 num_blocks: int, max_model_len: int, policy: Policy | None = None,
+                 num_host_blocks: int = 0):
         self.config = scheduler_config
         self.block_size = cache_config.block_size
         self.max_model_len = max_model_len
-        self.kv = KVCacheManager(num_blocks, cache_config.block_size, cache_config.enable_prefix_caching)
-        self.policy = policy or make_policy(scheduler_config.policy)
+        self.kv = KVCacheManager(num_blocks, cache_config.block_size,
+                                 cache_config.enable_prefix_caching, num_host_blocks)
+        self.policy = policy or make_policy(scheduler_config.policy, scheduler_config)
         self.requests: dict[str, Request] = {}
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self._finished_ids: list[str] = []
         self.stats = SchedulerStats()
+        self.agents = AgentState(scheduler_config, self.kv, self.policy, self.stats,
+                                 self.running, self.waiting)
+
+    def set_reload_cost(self, prefill: ReloadCostModel | None = None,
+                        offload: ReloadCostModel | None = None) -> None:
+        """Install fitted cost models (recompute time / host reload time of n tokens)."""
+        if prefill is not None:
+            self.agents.ctx.prefill_cost = prefill
+        if offload is not None:
+            self.agents.ctx.offload_cost = offload
 
     # -- queue management --------------------------------------------------------------------
     def add_request(self, req: Request) -> None:
@@ -56,6 +67,7 @@ class Scheduler:
         req.status = RequestStatus.WAITING
         req.last_enqueue_time = req.arrival_time
         self.waiting.append(req)
+        self.agents.on_arrival(req)
 
     @property
     def num_unfinished(self) -> int:
@@ -79,6 +91,7 @@ class Scheduler:
         out = SchedulerOutput(finished_ids=self._finished_ids)
         self._finished_ids = []
         self.stats.num_steps += 1
+        self.agents.begin_step(now)
         budget = self.config.max_num_batched_tokens
 
         # 1. Running requests, highest priority first; victims come off the end.
@@ -89,6 +102,8 @@ class Scheduler:
             n = min(req.num_tokens - req.num_computed_tokens, budget)
             scheduled = True
             while self.kv.allocate_slots(req, n) is None:
+                if self.agents.force_release():
+                    continue
                 victim = self.running[-1]
                 self._preempt(victim, now)
                 out.preempted_ids.append(victim.request_id)
@@ -108,33 +123,43 @@ class Scheduler:
             for req in self.waiting:
                 if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                     break
-                hit_blocks, n_hit = ([], 0)
-                if req.num_computed_tokens == 0:
-                    hit_blocks, n_hit = self.kv.get_computed_blocks(req)
-                n = req.num_tokens - req.num_computed_tokens - n_hit
-                if n > budget:
-                    if not self.config.enable_chunked_prefill:
-                        break
-                    n = budget
-                if self.kv.allocate_slots(req, n, hit_blocks) is None:
+                if not self._admit(out, req, budget, now):
                     break
                 admitted += 1
-                self.kv.record_lookup(req, n_hit)
-                if req.num_cached_tokens < 0:
-                    req.num_cached_tokens = n_hit
-                req.num_computed_tokens += n_hit
-                req.status = RequestStatus.RUNNING
-                delay = now - req.last_enqueue_time
-                req.queued_time += delay
-                self.stats.total_queueing_delay += delay
-                self.stats.num_admissions += 1
-                if req.first_scheduled_time is None:
-                    req.first_scheduled_time = now
-                self.running.append(req)
-                self._schedule_chunk(out, req, n)
-                budget -= n
+                budget -= out.scheduled[-1].num_new_tokens
             del self.waiting[:admitted]
+        out.swap_out, out.swap_in = self.kv.take_block_ops()
         return out
+
+    def _admit(self, out: SchedulerOutput, req: Request, budget: int, now: float) -> bool:
+        hit_blocks, n_hit, host_hits = [], 0, []
+        if req.num_computed_tokens == 0:
+            hit_blocks, n_hit = self.kv.get_computed_blocks(req)
+            host_hits = self.kv.get_host_hits(req, len(hit_blocks))
+        n_host = len(host_hits) * self.block_size
+        n = req.num_tokens - req.num_computed_tokens - n_hit - n_host
+        if n > budget:
+            if not self.config.enable_chunked_prefill:
+                return False
+            n = budget
+        while self.kv.allocate_slots(req, n, hit_blocks, host_hits) is None:
+            if not self.agents.force_release(exclude=req.program_id):
+                return False
+        self.kv.record_lookup(req, n_hit, n_host)
+        if req.num_cached_tokens < 0:
+            req.num_cached_tokens = n_hit + n_host
+        req.num_computed_tokens += n_hit + n_host
+        req.status = RequestStatus.RUNNING
+        delay = now - req.last_enqueue_time
+        req.queued_time += delay
+        self.stats.total_queueing_delay += delay
+        self.stats.num_admissions += 1
+        if req.first_scheduled_time is None:
+            req.first_scheduled_time = now
+        self.agents.on_admit(req, delay, now)
+        self.running.append(req)
+        self._schedule_chunk(out, req, n)
+        return True
 
     def _schedule_chunk(self, out: SchedulerOutput, req: Request, n: int) -> None:
         start = req.num_computed_tokens
@@ -143,7 +168,8 @@ class Scheduler:
             req, start, n, self.kv.get_block_ids(req), samples=req.num_computed_tokens == req.num_tokens))
 
     def _preempt(self, req: Request, now: float) -> None:
-        """Preempt by recompute: free the blocks; the request restarts from its (cached) prefix."""
+        """Preempt by recompute: free the blocks; the request restarts from its (cached) prefix
+        (with a host tier, blocks evicted meanwhile come back by swap-in)."""
         self.running.remove(req)
         self.kv.free(req)
         req.status = RequestStatus.PREEMPTED
@@ -151,6 +177,7 @@ class Scheduler:
         req.num_preemptions += 1
         req.last_enqueue_time = now
         self.waiting.append(req)
+        self.agents.on_requeue(req)
         self.stats.num_preemptions += 1
 
     # -- after the executor ran ------------------------------------------------------------------
@@ -191,21 +218,25 @@ class Scheduler:
         return None
 
     def _finish(self, req: Request, status: RequestStatus, now: float) -> None:
-        if req.status == RequestStatus.RUNNING:
+        was_waiting = req.status != RequestStatus.RUNNING
+        if not was_waiting:
             self.running.remove(req)
         elif req in self.waiting:
             self.waiting.remove(req)
         req.status = status
         req.finished_time = now
-        self.kv.free(req)
+        self.agents.on_finish(req, status, was_waiting, now)   # frees, pins or swaps its blocks
         del self.requests[req.request_id]
         self._finished_ids.append(req.request_id)
         self.stats.num_finished += 1
 
     def check_integrity(self) -> None:
+        """KV invariants (ref counts == holders incl. pins), pin table == pin holders, no
+        blocks held by a request the scheduler no longer tracks, nothing leaked when idle."""
         self.kv.check_integrity()
+        self.agents.check_integrity()
         held = set(self.kv.req_to_blocks)
         assert held <= {r.request_id for r in self.running} | {r.request_id for r in self.waiting}, \
             "blocks held by a request the scheduler no longer tracks"
-        if not self.has_unfinished():
+        if not self.has_unfinished() and not len(self.agents.pins):
             assert self.kv.pool.num_free_blocks == self.kv.pool.num_blocks, "leaked KV blocks"

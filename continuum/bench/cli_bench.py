@@ -1,0 +1,140 @@
+"""The ``continuum bench``, ``continuum bench-trace`` and ``continuum profile`` subcommands
+(registered from continuum/cli.py; kept here so the bench owns its flags)."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x]
+
+
+def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
+    b = sub.add_parser("bench", help="replay agent traces: every policy on the same arrivals; report + plots")
+    b.add_argument("--workload", action="append", default=None,
+                   help="swe | bfcl (seeded generators) or a JSONL trace path; repeatable (default: swe)")
+    b.add_argument("--workload-jps", action="append", default=None, metavar="WORKLOAD=JPS,JPS",
+                   help="loads for one workload, e.g. bfcl=0.8,1.6,3.2 (overrides --jps for it)")
+    b.add_argument("--num-programs", type=int, default=None, help="programs per workload (default 100)")
+    b.add_argument("--scale", type=float, default=1.0, help="token-count scale of generated traces")
+    b.add_argument("--tool-time-scale", type=float, default=1.0, help="tool-duration scale of generated traces")
+    b.add_argument("--jps", default=None, help="comma-separated loads (jobs/s); omit to use trace arrival times")
+    b.add_argument("--policies", default="all", help="comma-separated policy names, or 'all' available")
+    b.add_argument("--target", default="sim", help="sim | engine | http://host:port")
+    b.add_argument("--profile", default=None,
+                   help="profile name/path for the sim and ideal JCT (default h200-llama3.1-8b for sim)")
+    b.add_argument("--tp", type=int, default=1, help="sim: tensor-parallel scaling of the profile (approximation)")
+    b.add_argument("--num-blocks", type=int, default=None, help="sim: KV blocks (default: profile capacity)")
+    b.add_argument("--offload-gb", type=float, default=0.0,
+                   help="sim: host-memory KV tier in GB (CPU offload); 0 = off")
+    b.add_argument("--served-model", default=None, help="http: model name (default: the server's first)")
+    b.add_argument("--out", default=None, help="output dir for results.json, report.md, PNGs")
+    b.add_argument("--no-progress", action="store_true")
+    add_engine_args(b)
+    b.set_defaults(func=lambda a: cmd_bench(a, engine_kwargs))
+
+    g = sub.add_parser("bench-trace", help="generate or convert program traces (JSONL)")
+    g.add_argument("kind", choices=["swe", "bfcl", "swe-smith", "csv", "validate", "stats"])
+    g.add_argument("--input", help="swe-smith JSON / CSV / JSONL to read")
+    g.add_argument("--output", help="JSONL to write")
+    g.add_argument("--num-programs", type=int, default=100)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--scale", type=float, default=1.0)
+    g.add_argument("--tool-time-scale", type=float, default=1.0)
+    g.add_argument("--tokenizer", default="default", help="swe-smith: default | byte | HF dir")
+    g.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("profile", help="measure a cost-model profile of this machine with the real engine")
+    add_engine_args(p)
+    p.add_argument("--output", required=True, help="profile JSON to write (benchmarks/profiles/<name>.json)")
+    p.add_argument("--name", default="cpu")
+    p.add_argument("--prefill-new", default="16,64,256,512")
+    p.add_argument("--prefill-cached", default="0,512,1024")
+    p.add_argument("--decode-batch", default="1,2,4,8")
+    p.add_argument("--decode-ctx", default="128,512,1024")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--from-calibration", default=None, metavar="CALIB_JSON",
+                   help="convert a ../shared/calibration file instead of measuring")
+    p.add_argument("--device-memory", default="141e9", help="with --from-calibration: device bytes")
+    p.set_defaults(func=lambda a: cmd_profile(a, engine_kwargs))
+
+
+def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
+    from continuum.bench.report import markdown_table, ratio_lines, write_report
+    from continuum.bench.runner import BenchConfig, available_policies, load_workload, run_bench
+
+    specs = a.workload or ["swe"]
+    per = dict(x.split("=", 1) for x in (a.workload_jps or []))
+    policies = available_policies() if a.policies == "all" else a.policies.split(",")
+    profile = a.profile or ("h200-llama3.1-8b" if a.target == "sim" else None)
+    if profile and a.tp > 1:
+        from continuum.sim.profile import load_profile, tensor_parallel
+        prof = tensor_parallel(load_profile(profile), a.tp)
+        profile = str(Path(a.out or ".") / f"{prof['name']}.json")
+        Path(profile).parent.mkdir(parents=True, exist_ok=True)
+        Path(profile).write_text(json.dumps(prof))
+    host_blocks = 0
+    if a.offload_gb and profile:
+        from continuum.sim.profile import kv_bytes_per_token, load_profile
+        host_blocks = int(a.offload_gb * 1e9 // (kv_bytes_per_token(load_profile(profile)) * a.block_size))
+    sim = {"num_blocks": a.num_blocks, "num_host_blocks": host_blocks, "block_size": a.block_size, "max_num_seqs": a.max_num_seqs,
+           "max_num_batched_tokens": a.max_num_batched_tokens, "enable_prefix_caching": not a.no_prefix_caching}
+    results_runs = []
+    command = "continuum " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    cfg = BenchConfig(target=a.target, policies=policies, seed=a.seed, profile=profile, sim=sim,
+                      engine=engine_kwargs(a), model=a.served_model, progress=not a.no_progress)
+    for spec in specs:
+        wl = load_workload(spec, a.num_programs, a.seed, a.scale, a.tool_time_scale)
+        loads_s = per.get(spec, per.get(wl[0], a.jps))
+        cfg.loads = _floats(loads_s) if loads_s else [None]
+        results_runs += run_bench([wl], cfg, command)["runs"]
+    results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
+               "runs": results_runs}
+    print(markdown_table(results_runs))
+    for line in ratio_lines(results_runs):
+        print(line)
+    if a.out:
+        print(f"wrote {write_report(results, a.out)}")
+    return 0
+
+
+def cmd_trace(a: argparse.Namespace) -> int:
+    from continuum.bench import converters, trace
+    from continuum.bench.generators import generate
+
+    if a.kind in ("swe", "bfcl"):
+        progs = generate(a.kind, a.num_programs, seed=a.seed, scale=a.scale, tool_time_scale=a.tool_time_scale)
+    elif a.kind == "swe-smith":
+        progs = converters.convert_swe_smith(a.input, converters.load_tokenizer(a.tokenizer))
+    elif a.kind == "csv":
+        progs = converters.convert_round_csv(a.input)
+    else:
+        progs = trace.load_trace(a.input)
+    print(json.dumps({k: float(v) for k, v in trace.trace_stats(progs).items()}))
+    if a.output:
+        cmd = "continuum bench-trace " + " ".join(shlex.quote(x) for x in sys.argv[2:])
+        trace.save_trace(progs, a.output, header=f"regenerate: {cmd}")
+        print(f"wrote {len(progs)} programs to {a.output}")
+    return 0
+
+
+def cmd_profile(a: argparse.Namespace, engine_kwargs) -> int:
+    from continuum.sim.cost_model import CostModel
+    from continuum.sim.profile import from_calibration, save_profile
+
+    if a.from_calibration:
+        calib = json.loads(Path(a.from_calibration).read_text())
+        prof = from_calibration(calib, a.name, float(a.device_memory), a.from_calibration)
+    else:
+        from continuum.sim.measure import measure_profile
+        ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+        prof = measure_profile(engine_kwargs(a), ints(a.prefill_new), ints(a.prefill_cached),
+                               ints(a.decode_batch), ints(a.decode_ctx), a.reps, a.name)
+    save_profile(prof, a.output)
+    print(json.dumps(CostModel(prof).summary()))
+    print(f"wrote {a.output}")
+    return 0

@@ -1,0 +1,104 @@
+"""Replay programs against any OpenAI-compatible server (``--target http://host:port``).
+
+Each program is one asyncio task: wait for its arrival, then per turn POST a streaming
+``/v1/completions`` request whose prompt is token ids (context + fresh input), with the output
+length forced by ``max_tokens`` + ``min_tokens`` + ``ignore_eos`` (vLLM's sampling
+extensions), the agent fields in ``continuum: {program_id, is_last_step, tool_name, turn}``
+(ignored by servers that do not know them) and the ``X-Program-Id`` header; wait the tool
+duration; repeat. TTFT = first streamed chunk; finish = end of stream (client-side times).
+The next prompt extends the context with the returned output token ids when the server sends
+them (``choices[].token_ids``), else with seeded filler ids of the same length: the output
+part of the prefix then misses the cache, which is the same for every policy.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from continuum.bench.replay import ProgramState, TurnRecord
+
+
+async def _model_name(client, base: str) -> str:
+    r = await client.get(f"{base}/v1/models")
+    r.raise_for_status()
+    return r.json()["data"][0]["id"]
+
+
+async def _turn(client, base: str, model: str, st: ProgramState, t0: float, vocab_hi: int) -> TurnRecord:
+    turn = st.trace.turns[st.turn]
+    prompt = st.next_prompt()
+    rec = TurnRecord(st.trace.program_id, st.turn, time.monotonic() - t0, prompt_tokens=len(prompt))
+    body = {"model": model, "prompt": prompt, "max_tokens": turn.output_tokens,
+            "min_tokens": turn.output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "continuum": {"program_id": st.trace.program_id, "is_last_step": turn.last,
+                          "tool_name": turn.tool, "turn": st.turn}}
+    out_ids: list[int] = []
+    n_chunks = 0
+    headers = {"X-Program-Id": st.trace.program_id}
+    async with client.stream("POST", f"{base}/v1/completions", json=body, headers=headers) as r:
+        if r.status_code != 200:
+            text = (await r.aread()).decode(errors="replace")[:300]
+            raise RuntimeError(f"{base} answered {r.status_code}: {text}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            msg = json.loads(data)
+            if msg.get("choices"):
+                if rec.first_token is None:
+                    rec.first_token = time.monotonic() - t0
+                n_chunks += 1
+                out_ids.extend(msg["choices"][0].get("token_ids") or [])
+            usage = msg.get("usage")
+            if usage:
+                rec.output_tokens = usage.get("completion_tokens", 0)
+                details = usage.get("prompt_tokens_details") or {}
+                rec.cached_tokens = details.get("cached_tokens") or 0
+    rec.finish = time.monotonic() - t0
+    n_out = rec.output_tokens or turn.output_tokens
+    rec.output_tokens = n_out
+    if len(out_ids) != n_out:
+        out_ids = st.filler_output(n_out)
+    st.record.turns.append(rec)
+    st.finish_turn([min(t, vocab_hi - 1) for t in out_ids])
+    return rec
+
+
+async def _program(client, base, model, st: ProgramState, t0: float, vocab_hi: int, progress) -> None:
+    await asyncio.sleep(max(0.0, st.record.arrival - (time.monotonic() - t0)))
+    while not st.done:
+        wait_after = st.trace.turns[st.turn].tool_duration
+        rec = await _turn(client, base, model, st, t0, vocab_hi)
+        if st.done:
+            st.record.finish = rec.finish
+        else:
+            await asyncio.sleep(wait_after)
+    if progress is not None:
+        progress.update(1)
+
+
+async def _run(programs, arrivals, base: str, model: str | None, seed: int, vocab_hi: int,
+               timeout: float, progress) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        model = model or await _model_name(client, base)
+        states = [ProgramState(p, i, a, seed, (0, vocab_hi)) for i, (p, a) in enumerate(zip(programs, arrivals))]
+        t0 = time.monotonic()
+        await asyncio.gather(*(_program(client, base, model, s, t0, vocab_hi, progress) for s in states))
+        stats: dict[str, float] = {}
+        return {"programs": [s.record for s in states], "stats": stats, "timeline": [],
+                "num_blocks": 0, "wall_seconds": time.monotonic() - t0, "model": model}
+
+
+def run_http(programs, arrivals: list[float], base_url: str, model: str | None = None, seed: int = 0,
+             vocab_hi: int = 256, timeout: float = 600.0, progress=None) -> dict[str, Any]:
+    """Replay against ``base_url`` (e.g. http://127.0.0.1:8000). ``vocab_hi`` bounds the prompt
+    token ids (256: valid for every tokenizer, and plain bytes for the byte tokenizer)."""
+    return asyncio.run(_run(programs, arrivals, base_url.rstrip("/"), model, seed, vocab_hi, timeout, progress))

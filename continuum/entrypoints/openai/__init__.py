@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server (FastAPI) with the agent API extensions."""

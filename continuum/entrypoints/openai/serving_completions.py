@@ -1,0 +1,104 @@
+"""POST /v1/completions: text or token prompts (a batch becomes one choice per prompt)."""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from continuum.entrypoints.openai.errors import bad_request
+from continuum.entrypoints.openai.protocol import CompletionRequest
+from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, completion_logprobs,
+                                                  merge, sse, sse_stream, until_disconnect,
+                                                  usage)
+from continuum.engine.async_engine import RequestStream
+from continuum.outputs import RequestOutput
+
+MAX_BATCH = 64
+
+
+class OpenAIServingCompletion(OpenAIServing):
+    async def create(self, req: CompletionRequest, raw: Request):
+        req.unsupported()
+        self.check_model(req.model)
+        agent = self.agent(req, raw)
+        prompts = req.prompts()
+        if len(prompts) > MAX_BATCH:
+            raise bad_request(f"at most {MAX_BATCH} prompts per request", "prompt")
+        tok = self.engine.tokenizer
+        encoded = []
+        for p in prompts:
+            if isinstance(p, str):
+                ids = tok.encode(p, add_special_tokens=True)
+            elif isinstance(p, list) and all(isinstance(t, int) for t in p):
+                ids = list(p)
+            else:
+                raise bad_request("prompt must be a string, a list of token ids, or a list of "
+                                  "either", "prompt")
+            if not ids:
+                raise bad_request("prompt is empty", "prompt")
+            encoded.append(ids)
+        plans = [(ids, self.max_tokens(len(ids), req.max_tokens)) for ids in encoded]
+        params = [req.sampling_params(mt, req.logprobs) for _, mt in plans]   # validate all first
+        rid = self.new_id("cmpl")
+        streams: list[RequestStream] = []
+        try:
+            for i, ((ids, _), sp) in enumerate(zip(plans, params)):
+                sub = rid if len(plans) == 1 else f"{rid}-{i}"
+                streams.append(await self.submit(ids, sp, sub, agent))
+        except BaseException:
+            for s in streams:
+                s.close()
+            raise
+        created = int(time.time())
+        if req.stream:
+            return StreamingResponse(sse_stream(self._stream(req, rid, created, streams)),
+                                     media_type="text/event-stream")
+        return JSONResponse(await until_disconnect(raw, self._full(req, rid, created, streams)))
+
+    def _choice_logprobs(self, req: CompletionRequest, out: RequestOutput, start: int, off: int):
+        if req.logprobs is None:
+            return None
+        return completion_logprobs(out.outputs[0], start, req.logprobs, off)
+
+    async def _full(self, req, rid, created, streams) -> dict:
+        finals: dict[int, RequestOutput] = {}
+        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        async for i, out in merge(streams):
+            trackers[i].on_output(out)
+            if out.finished:
+                finals[i] = out
+        choices, n_prompt, n_out, n_cached = [], 0, 0, 0
+        for i in range(len(streams)):
+            out = finals[i]
+            c = out.outputs[0]
+            choices.append({"index": i, "text": c.text, "logprobs": self._choice_logprobs(req, out, 0, 0),
+                            "finish_reason": c.finish_reason, "stop_reason": c.stop_reason})
+            n_prompt += len(out.prompt_token_ids)
+            n_out += len(c.token_ids)
+            n_cached += out.num_cached_tokens
+        return {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
+                "choices": choices, "usage": usage(n_prompt, n_out, n_cached)}
+
+    async def _stream(self, req, rid, created, streams) -> AsyncIterator[str]:
+        head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
+        seen = [0] * len(streams)          # tokens already sent, per choice
+        offs = [0] * len(streams)          # text already sent, per choice (logprob offsets)
+        totals = [0, 0, 0]
+        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        async for i, out in merge(streams):
+            trackers[i].on_output(out)
+            c = out.outputs[0]
+            lp = self._choice_logprobs(req, out, seen[i], offs[i])
+            seen[i], offs[i] = len(c.token_ids), offs[i] + len(c.delta_text)
+            if c.delta_text or out.finished or lp:
+                yield sse({**head, "choices": [{"index": i, "text": c.delta_text, "logprobs": lp,
+                                                "finish_reason": c.finish_reason,
+                                                "stop_reason": c.stop_reason}]})
+            if out.finished:
+                totals[0] += len(out.prompt_token_ids)
+                totals[1] += len(c.token_ids)
+                totals[2] += out.num_cached_tokens
+        if req.include_usage:
+            yield sse({**head, "choices": [], "usage": usage(*totals)})

@@ -1,0 +1,83 @@
+"""Program records: what the scheduler remembers about each agent program between turns.
+
+A program is the sequence of requests sharing an ``AgentInfo.program_id``. Its record keeps
+the program's first arrival (program-level FCFS orders by it), turn counts, the finish time
+and tool of its last turn (the next arrival minus that finish is the tool's measured
+duration, METHOD 2.3), and attained service / waiting in scheduler steps (Autellix).
+
+Memory is bounded: a record with no live request and no pin is forgotten once it has been
+idle for ``idle_timeout`` seconds (checked lazily by ``gc(now)``; O(1) amortised, records are
+kept in least-recently-active order). Requests without a program id get no record: each is
+a program of one turn.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass
+class ProgramRecord:
+    program_id: str
+    first_arrival: float
+    last_active: float
+    turns_arrived: int = 0          # requests seen
+    turns_finished: int = 0         # requests finished
+    num_live: int = 0               # requests waiting or running now
+    num_waiting: int = 0            # of which waiting (queued or preempted)
+    last_finish_time: float | None = None
+    last_tool: str | None = None    # tool called after the last finished turn
+    pinned: bool = False            # the pin table holds this program's KV
+    service_steps: int = 0          # Autellix: steps its requests were scheduled (all turns)
+    wait_steps: int = 0             # Autellix: steps its requests waited (all turns)
+
+
+class ProgramTable:
+    def __init__(self, idle_timeout: float = 600.0):
+        self.idle_timeout = idle_timeout
+        self._records: OrderedDict[str, ProgramRecord] = OrderedDict()
+        self.num_forgotten = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, program_id: str) -> bool:
+        return program_id in self._records
+
+    def get(self, program_id: str | None) -> ProgramRecord | None:
+        return None if program_id is None else self._records.get(program_id)
+
+    def on_arrival(self, program_id: str, now: float) -> ProgramRecord:
+        """A request of the program arrived (it is now waiting)."""
+        rec = self._records.get(program_id)
+        if rec is None:
+            rec = self._records[program_id] = ProgramRecord(program_id, now, now)
+        self.touch(rec, now)
+        rec.turns_arrived += 1
+        rec.num_live += 1
+        rec.num_waiting += 1
+        return rec
+
+    def touch(self, rec: ProgramRecord, now: float) -> None:
+        rec.last_active = max(rec.last_active, now)
+        self._records.move_to_end(rec.program_id)
+
+    def gc(self, now: float) -> int:
+        """Forget programs idle for longer than ``idle_timeout``; returns how many."""
+        n = 0
+        cutoff = now - self.idle_timeout
+        for _ in range(len(self._records)):
+            rec = next(iter(self._records.values()))
+            if rec.last_active > cutoff:
+                break
+            if rec.num_live or rec.pinned:
+                # still in use: count it as active now and look further
+                self.touch(rec, now)
+                continue
+            del self._records[rec.program_id]
+            n += 1
+        self.num_forgotten += n
+        return n
+
+    def forget(self, program_id: str) -> None:
+        self._records.pop(program_id, None)

@@ -1,0 +1,180 @@
+"""What the scheduler knows about agent programs, and the pin lifecycle of METHOD 2.1.
+
+The scheduler core calls these hooks; every rule about programs and pins lives here:
+
+- ``on_arrival(req)``: program record; measure the previous tool's duration (this arrival
+  minus the previous turn's finish, METHOD 2.3) and feed the predictor.
+- ``begin_step(now)``: forget idle programs; apply the policy's per-step decisions; lazy
+  expiry: a pin whose TTL has run out is released unless its program has a request waiting
+  (that request's admission releases it).
+- ``force_release(exclude)``: under memory pressure release one pin, latest program arrival
+  first (never the program being admitted). Returns False when none is left, so the caller
+  falls back to preemption or stops admitting: pins can never wedge the engine.
+- ``on_admit(req, delay)``: the next turn now holds its own references to the shared prefix;
+  the pin's are dropped (a pin hit). A continuing program admitted without a pin gives a
+  sample of T (the queueing delay of a request whose KV had been evicted).
+- ``on_finish(req, status, now)``: resolve the tool (client hint, else parsed from the
+  output); if the program continues, ask the policy (free | pin(ttl) | swap), honouring the
+  pin budget; if it ends, record its turn count for eta.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from continuum.kv.kv_manager import KVCacheManager
+from continuum.kv_ttl.pins import Pin, PinTable
+from continuum.kv_ttl.predictor import DurationPredictor
+from continuum.kv_ttl.programs import ProgramTable
+from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
+from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
+from continuum.request import Request, RequestStatus
+from continuum.scheduler.policy import FinishAction, Policy, PolicyContext
+from continuum.scheduler.stats import SchedulerStats
+
+
+def _default_tool_parser(text: str) -> str | None:
+    try:   # written by the server work; without it only client-given tool names count
+        from continuum.kv_ttl.tool_parser import extract_tool_name
+    except ImportError:
+        return None
+    return extract_tool_name(text)
+
+
+class AgentState:
+    def __init__(self, config, kv: KVCacheManager, policy: Policy, stats: SchedulerStats,
+                 running: list[Request], waiting: list[Request]):
+        self.kv = kv
+        self.policy = policy
+        self.stats = stats
+        self.programs = ProgramTable(config.program_idle_timeout)
+        self.pins = PinTable(int(config.pin_budget_fraction * kv.pool.num_blocks))
+        self.ctx = PolicyContext(config, kv, self.programs, self.pins, DurationPredictor(),
+                                 SlidingMean(), EtaEstimator(), PrefillCost(), OffloadCost(),
+                                 running, waiting)
+        policy.bind(self.ctx)
+        # Text of a finished request's output, for tool-name parsing (set by the engine).
+        self.output_text: Callable[[Request], str] | None = None
+        self.parse_tool_name: Callable[[str], str | None] = _default_tool_parser
+
+    # -- arrivals and admission ----------------------------------------------------------------
+    def on_arrival(self, req: Request) -> None:
+        rec = self.programs.on_arrival(req.program_id, req.arrival_time)
+        if rec.last_finish_time is not None and rec.last_tool is not None:
+            self.ctx.predictor.observe(rec.last_tool, req.arrival_time - rec.last_finish_time)
+        rec.last_finish_time = None
+
+    def on_requeue(self, req: Request) -> None:
+        """A running request was preempted back to waiting."""
+        rec = self.programs.get(req.program_id)
+        if rec is not None:
+            rec.num_waiting += 1
+
+    def on_admit(self, req: Request, delay: float, now: float) -> None:
+        rec = self.programs.get(req.program_id)
+        if rec is None:
+            return
+        rec.num_waiting -= 1
+        self.programs.touch(rec, now)
+        if req.program_id in self.pins:
+            self._release(req.program_id)
+            self.stats.pins_hit += 1
+        elif rec.turns_finished > 0 and req.num_preemptions == 0:
+            self.ctx.queue_delay.add(delay)
+
+    # -- the top of each step ------------------------------------------------------------------
+    def begin_step(self, now: float) -> None:
+        self.programs.gc(now)
+        for program_id, action in self.policy.on_step(now):
+            if program_id in self.pins:
+                if action.kind == "swap":
+                    self.kv.swap_out(self.kv.pinned_block_list(self.pins.get(program_id).key))
+                self._release(program_id)
+                self.stats.pins_released_by_policy += 1
+        if len(self.pins):
+            for p in self.pins.expired(now):
+                rec = self.programs.get(p.program_id)
+                if rec is None or rec.num_waiting == 0:
+                    self._release(p.program_id)
+                    self.stats.pins_expired += 1
+
+    def force_release(self, exclude: str | None = None) -> bool:
+        if not len(self.pins):
+            return False
+        victims = self.pins.victims(exclude)
+        if not victims:
+            return False
+        self._release(victims[0].program_id)
+        self.stats.pins_force_released += 1
+        return True
+
+    def _release(self, program_id: str) -> None:
+        pin = self.pins.remove(program_id)
+        self.kv.unpin(pin.key)
+        rec = self.programs.get(program_id)
+        if rec is not None:
+            rec.pinned = False
+
+    # -- finish ------------------------------------------------------------------------------
+    def resolve_tool(self, req: Request) -> str | None:
+        if req.agent.tool_name:
+            return req.agent.tool_name
+        if self.output_text is None:
+            return None
+        return self.parse_tool_name(self.output_text(req))
+
+    def on_finish(self, req: Request, status: RequestStatus, was_waiting: bool, now: float) -> None:
+        """Decide what happens to the finished request's blocks (it still holds them)."""
+        rec = self.programs.get(req.program_id)
+        continues = (status != RequestStatus.FINISHED_ABORTED and req.agent.program_id is not None
+                     and not req.agent.is_last_step)
+        req.tool_name = self.resolve_tool(req) if continues else None
+        continues = continues and req.tool_name is not None
+        action = self.policy.on_finish(req, now) if continues else FinishAction("free")
+        if action.kind == "pin":
+            self._pin(req, action.ttl, now, rec)
+        else:
+            if action.kind == "swap":
+                self.kv.swap_out(self.kv.req_to_blocks.get(req.request_id, []))
+            self.kv.free(req)
+        if rec is None:
+            return
+        rec.num_live -= 1
+        if was_waiting:
+            rec.num_waiting -= 1
+        rec.turns_finished += 1
+        self.programs.touch(rec, now)
+        if continues:
+            rec.last_finish_time, rec.last_tool = now, req.tool_name
+        elif req.agent.program_id is None:
+            self.programs.forget(req.program_id)        # a program of one turn
+        elif status != RequestStatus.FINISHED_ABORTED:
+            self.ctx.eta.add_program(rec.turns_finished)
+            rec.last_finish_time = rec.last_tool = None
+            if req.program_id in self.pins:
+                self._release(req.program_id)
+                self.stats.pins_dropped_program_end += 1
+
+    def _pin(self, req: Request, ttl: float, now: float, rec) -> None:
+        pid = req.program_id
+        if pid in self.pins:                 # a newer turn replaces an older pin
+            self._release(pid)
+        n = self.kv.pinnable_blocks(req)
+        if n == 0 or not self.pins.fits(n):
+            self.stats.pins_rejected += n > 0
+            self.kv.free(req)
+            return
+        block_ids = self.kv.pin_blocks(req, Pin.key_of(pid))
+        self.pins.add(pid, req.request_id, block_ids, now, ttl,
+                      rec.first_arrival if rec is not None else req.arrival_time)
+        if rec is not None:
+            rec.pinned = True
+        self.stats.pins_made += 1
+        self.stats.observe_ttl(ttl)
+
+    def check_integrity(self) -> None:
+        self.pins.check()
+        assert set(self.kv.pinned) == {p.key for p in self.pins.pins.values()}, "pins and holders disagree"
+        for p in self.pins.pins.values():
+            assert [b.block_id for b in self.kv.pinned[p.key]] == p.block_ids
+            assert math.isinf(p.ttl) or p.ttl > 0

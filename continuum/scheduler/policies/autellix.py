@@ -1,0 +1,71 @@
+"""Autellix's PLAS (program-level least attained service), discretised into K queues.
+
+Service and waiting are counted in scheduler steps (one step a request of the program runs
+= one unit of service, one step one waits = one unit of waiting), so the policy is
+deterministic under the scheduler's injected clock. A program's attained service is the sum
+over all its calls, the current one included.
+
+- Queue of a program with attained service ``s``: queue i holds ``s`` in
+  [sum of quanta 0..i-1, sum of quanta 0..i), quantum_i = base_quantum * 2^i (1, 2, ..., 64
+  steps for K = 7); beyond the last bound it stays in queue K-1. Using up a quantum demotes.
+- Anti-starvation: a program with ``(W_prog + W_call) / (T_prog + T_call) >= beta`` (total
+  waiting over total service) is promoted to queue 0 until its service catches up.
+
+Waiting order: queue, preempted first, request arrival, id. Victims: highest queue, latest
+arrival first. Finished turns free their KV. (Autellix also preempts a running request when
+a higher-priority one waits; the core here admits only into free memory, so queues act on
+admission and preemption order.)
+"""
+from __future__ import annotations
+
+from continuum.request import Request, RequestStatus
+from continuum.scheduler.policy import FinishAction, Policy
+
+
+class AutellixPolicy(Policy):
+    name = "autellix"
+
+    def __init__(self, num_queues: int = 7, base_quantum: int = 1, beta: float = 8.0):
+        self.num_queues = num_queues
+        self.beta = beta
+        self.bounds: list[int] = []          # cumulative quanta: upper bound of each queue
+        acc = 0
+        for i in range(num_queues):
+            acc += base_quantum * 2 ** i
+            self.bounds.append(acc)
+
+    @classmethod
+    def from_config(cls, config) -> "AutellixPolicy":
+        return cls(config.autellix_num_queues, config.autellix_base_quantum, config.autellix_beta)
+
+    def queue_of(self, program_id: str) -> int:
+        rec = self.ctx.programs.get(program_id)
+        if rec is None:
+            return 0
+        s = rec.service_steps
+        if s and rec.wait_steps / s >= self.beta:
+            return 0
+        for i, b in enumerate(self.bounds):
+            if s < b:
+                return i
+        return self.num_queues - 1
+
+    def waiting_key(self, req: Request) -> tuple:
+        return (self.queue_of(req.program_id), req.status != RequestStatus.PREEMPTED,
+                req.arrival_time, req.seq_no)
+
+    def victim_key(self, req: Request) -> tuple:
+        return (self.queue_of(req.program_id), req.arrival_time, req.seq_no)
+
+    def on_step(self, now: float) -> list[tuple[str, FinishAction]]:
+        # The previous step ran every request now running; every waiting one waited.
+        programs = self.ctx.programs
+        for req in self.ctx.running:
+            rec = programs.get(req.program_id)
+            if rec is not None:
+                rec.service_steps += 1
+        for req in self.ctx.waiting:
+            rec = programs.get(req.program_id)
+            if rec is not None:
+                rec.wait_steps += 1
+        return []

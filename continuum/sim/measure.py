@@ -1,0 +1,91 @@
+"""``continuum profile``: measure a profile (profile.py format) on this machine with the real
+engine's model runner, in the same shape as ../shared/calibration/calibrate.py:
+prefill of N new tokens over C cached ones, and decode steps of batch B at context L.
+
+Steps are fabricated SchedulerOutputs run through ``ModelRunner.execute`` on the engine's own
+paged KV cache (block ids are arbitrary distinct blocks), so the numbers are what the engine's
+executor costs. ``step_overhead_s`` adds the mean time of an engine step outside the model
+(scheduling, output building), measured with a short decode run through ``LLMEngine.step``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from continuum.request import Request
+from continuum.sampling_params import SamplingParams
+from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
+
+
+def _timeit(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def measure_profile(engine_kwargs: dict[str, Any], prefill_new: list[int], prefill_cached: list[int],
+                    decode_batch: list[int], decode_ctx: list[int], reps: int = 3,
+                    name: str = "cpu") -> dict[str, Any]:
+    from continuum.config import EngineArgs
+    from continuum.engine.engine import LLMEngine
+
+    engine = LLMEngine(EngineArgs.from_kwargs(**engine_kwargs))
+    runner, bs = engine.runner, engine.args.block_size
+    nblocks = engine.scheduler.kv.pool.num_blocks
+    params = SamplingParams(max_tokens=1, temperature=0.0)
+
+    def seq(rid: str, length: int, first_block: int) -> tuple[Request, list[int]]:
+        req = Request(rid, [i % 200 for i in range(length + 1)], params, 0.0)
+        need = -(-(length + 1) // bs)
+        if first_block + need > nblocks:
+            raise ValueError(f"KV cache too small for {length} tokens at block {first_block}")
+        return req, list(range(first_block, first_block + need))
+
+    prefill = []
+    for c in prefill_cached:
+        for n in prefill_new:
+            if c + n >= engine.max_model_len:
+                continue
+            req, blocks = seq("p", c + n, 0)
+            out = SchedulerOutput([ScheduledRequest(req, c, n, blocks, True)])
+            prefill.append({"cached": c, "new": n, "seconds": _timeit(lambda: runner.execute(out), reps)})
+    decode = []
+    for length in decode_ctx:
+        for b in decode_batch:
+            per = -(-(length + 1) // bs)
+            if b * per > nblocks or length >= engine.max_model_len:
+                continue
+            sched = []
+            for i in range(b):
+                req, blocks = seq(f"d{i}", length, i * per)
+                sched.append(ScheduledRequest(req, length - 1, 1, blocks, True))
+            out = SchedulerOutput(sched)
+            decode.append({"batch": b, "context": length, "seconds": _timeit(lambda: runner.execute(out), reps)})
+    # Per-step overhead outside the model: a short real decode run, minus the runner's time.
+    engine.add_request(list(range(1, 33)), SamplingParams(max_tokens=24, ignore_eos=True, temperature=0.0))
+    engine.step_times.clear()
+    t = time.perf_counter()
+    n = 0
+    while engine.has_unfinished_requests():
+        engine.step()
+        n += 1
+    wall = time.perf_counter() - t
+    overhead = max((wall - sum(engine.step_times)) / max(n, 1), 0.0)
+    cfg = engine.loaded.model.config
+    kv_heads = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dtype_bytes = engine.dtype.itemsize if hasattr(engine.dtype, "itemsize") else 4
+    cap = nblocks * bs * 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    from continuum.models.loader import num_params
+    return {"name": name, "device": str(engine.device), "source": f"continuum profile {engine_kwargs}",
+            "model": {"layers": cfg.num_hidden_layers, "kv_heads": kv_heads, "head_dim": head_dim,
+                      "dtype_bytes": dtype_bytes, "params": num_params(cfg), "max_model_len": engine.max_model_len},
+            # The KV capacity the engine had (weights excluded) is what the simulator needs.
+            "memory": {"device_bytes": cap / 0.87, "weights_bytes": 0.0},
+            "bandwidth": {"h2d_Bps": 10e9, "d2h_Bps": 10e9, "swap_latency_s": 1e-5},
+            "prefill": prefill, "decode": decode, "step_overhead_s": overhead}

@@ -1,0 +1,192 @@
+// Torch binding: registers continuum's kernels as custom ops `torch.ops.continuum_C.*`.
+// Built only where a CUDA torch exists (continuum/ops/build.py); the kernels themselves are
+// plain CUDA (paged_attention.cu, cache_kernels.cu). Argument order follows vLLM.
+// Light headers only (no cuBLAS/cuSPARSE): the binding also syntax-checks on CPU machines.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "cache_kernels.h"
+#include "paged_attention.h"
+
+namespace {
+
+using continuum::DType;
+
+void check_cuda(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "continuum_C.", what, ": ", cudaGetErrorString(err));
+}
+
+DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16: return DType::kBFloat16;
+    case at::kHalf: return DType::kFloat16;
+    case at::kFloat: return DType::kFloat32;
+    default: TORCH_CHECK(false, "continuum_C: unsupported dtype ", t.scalar_type());
+  }
+}
+
+bool aligned16(const at::Tensor& t) {
+  const int64_t e = t.element_size();
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && (t.stride(0) * e) % 16 == 0 &&
+         (t.dim() < 3 || (t.stride(1) * e) % 16 == 0) && t.stride(-1) == 1;
+}
+
+// out[b, h, :] = softmax(q[b, h] . K_b^T * scale) V_b over the first seq_lens[b] cached tokens.
+void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& k_cache,
+                            const at::Tensor& v_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, double scale, int64_t max_seq_len) {
+  TORCH_CHECK(q.is_cuda() && k_cache.is_cuda() && out.is_cuda(), "paged_attention_decode: CUDA tensors");
+  TORCH_CHECK(q.dim() == 3 && out.dim() == 3 && k_cache.dim() == 4, "q/out [B,H,D], caches [N,bs,Hkv,D]");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && out.scalar_type() == q.scalar_type() &&
+              v_cache.scalar_type() == q.scalar_type(), "q, out and caches must share a dtype");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
+              "block_tables and seq_lens must be int64");
+  TORCH_CHECK(block_tables.stride(1) == 1 && seq_lens.is_contiguous(), "block_tables rows contiguous");
+  TORCH_CHECK(aligned16(q) && out.stride(-1) == 1, "q must have 16-byte aligned rows, out unit stride");
+  const c10::cuda::CUDAGuard guard(q.device());
+  continuum::PagedDecodeParams p{};
+  p.num_seqs = (int)q.size(0);
+  p.num_heads = (int)q.size(1);
+  p.head_size = (int)q.size(2);
+  p.num_kv_heads = (int)k_cache.size(2);
+  p.block_size = (int)k_cache.size(1);
+  TORCH_CHECK(p.num_heads % p.num_kv_heads == 0, "num_heads must be a multiple of num_kv_heads");
+  TORCH_CHECK((p.block_size & (p.block_size - 1)) == 0, "block_size must be a power of two");
+  TORCH_CHECK(k_cache.size(3) == p.head_size, "head size mismatch");
+  p.block_shift = 0;
+  while ((1 << p.block_shift) < p.block_size) ++p.block_shift;
+  p.out = out.data_ptr();
+  p.q = q.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int64_t>();
+  p.seq_lens = seq_lens.data_ptr<int64_t>();
+  p.q_stride_b = q.stride(0);
+  p.q_stride_h = q.stride(1);
+  p.out_stride_b = out.stride(0);
+  p.out_stride_h = out.stride(1);
+  p.bt_stride = block_tables.stride(0);
+  p.scale_log2 = (float)(scale * 1.4426950408889634);
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.device().index()),
+             "multiprocessor count");
+  continuum::paged_decode_plan(p, (int)max_seq_len, sms);
+  at::Tensor tmp_out, tmp_ml;
+  if (p.num_splits > 1) {
+    auto f = q.options().dtype(at::kFloat);
+    tmp_out = at::empty({p.num_seqs, p.num_heads, p.num_splits, p.head_size}, f);
+    tmp_ml = at::empty({p.num_seqs, p.num_heads, p.num_splits, 2}, f);
+    p.tmp_out = tmp_out.data_ptr<float>();
+    p.tmp_ml = tmp_ml.data_ptr<float>();
+  }
+  check_cuda(continuum::paged_decode_launch(p, dtype_of(q), c10::cuda::getCurrentCUDAStream()),
+             "paged_attention_decode");
+}
+
+void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
+                       at::Tensor& value_cache, const at::Tensor& slot_mapping) {
+  TORCH_CHECK(key.is_cuda() && key_cache.is_cuda() && slot_mapping.is_cuda(), "reshape_and_cache: CUDA tensors");
+  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == value_cache.scalar_type(),
+              "reshape_and_cache: cast key/value to the cache dtype first");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "caches must be contiguous");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous(), "slot_mapping int64");
+  const int64_t hkv = key_cache.size(2), d = key_cache.size(3);
+  // Each token's [Hkv, D] must be contiguous; the token stride is free (a view of fused qkv).
+  TORCH_CHECK(key.size(1) == hkv && key.size(2) == d && key.stride(2) == 1 && key.stride(1) == d &&
+              value.stride(2) == 1 && value.stride(1) == d, "key/value [T, Hkv, D] with contiguous heads");
+  const c10::cuda::CUDAGuard guard(key.device());
+  const int64_t e = key.element_size();
+  check_cuda(continuum::reshape_and_cache_launch(
+                 key.data_ptr(), value.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+                 slot_mapping.data_ptr<int64_t>(), key.size(0), key.stride(0) * e, value.stride(0) * e,
+                 hkv * d * e, c10::cuda::getCurrentCUDAStream()),
+             "reshape_and_cache");
+}
+
+at::Tensor pointer_array(const std::vector<at::Tensor>& ts, const at::Device& dev) {
+  std::vector<int64_t> ptrs;
+  ptrs.reserve(ts.size());
+  for (const auto& t : ts) ptrs.push_back(reinterpret_cast<int64_t>(t.data_ptr()));
+  return at::from_blob(ptrs.data(), {(int64_t)ptrs.size()}, at::kLong).to(dev);   // synchronous copy
+}
+
+int64_t block_bytes_of(const at::Tensor& t) { return t[0].numel() * t.element_size(); }
+
+void launch_block_copy(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts,
+                       const at::Tensor& block_mapping, const at::Device& dev) {
+  TORCH_CHECK(srcs.size() == dsts.size(), "as many sources as destinations");
+  if (srcs.empty() || block_mapping.numel() == 0) return;
+  const int64_t bb = block_bytes_of(srcs[0]);
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    TORCH_CHECK(srcs[i].is_contiguous() && dsts[i].is_contiguous(), "caches must be contiguous");
+    TORCH_CHECK(block_bytes_of(srcs[i]) == bb && block_bytes_of(dsts[i]) == bb, "all blocks the same size");
+    TORCH_CHECK(srcs[i].is_cuda() || srcs[i].is_pinned(), "host tensors must be pinned");
+    TORCH_CHECK(dsts[i].is_cuda() || dsts[i].is_pinned(), "host tensors must be pinned");
+  }
+  const c10::cuda::CUDAGuard guard(dev);
+  at::Tensor mapping = block_mapping.to(dev, at::kLong).contiguous();
+  at::Tensor sp = pointer_array(srcs, dev), dp = pointer_array(dsts, dev);
+  check_cuda(continuum::copy_blocks_launch(sp.data_ptr<int64_t>(), dp.data_ptr<int64_t>(),
+                                           mapping.data_ptr<int64_t>(), (int64_t)srcs.size(),
+                                           mapping.size(0), bb, c10::cuda::getCurrentCUDAStream()),
+             "copy_blocks");
+}
+
+// vLLM: copy block src -> dst (both on the GPU) in every layer's K and V caches, one launch.
+void copy_blocks(std::vector<at::Tensor> key_caches, std::vector<at::Tensor> value_caches,
+                 const at::Tensor& block_mapping) {
+  TORCH_CHECK(!key_caches.empty() && key_caches[0].is_cuda(), "copy_blocks: CUDA caches");
+  std::vector<at::Tensor> all(key_caches);
+  all.insert(all.end(), value_caches.begin(), value_caches.end());
+  launch_block_copy(all, all, block_mapping, key_caches[0].device());
+}
+
+// vLLM: swap blocks between one device cache and one (pinned) host cache, or two device caches.
+// block_mapping: [n, 2] int64 (src id, dst id), read on the host.
+void swap_blocks(const at::Tensor& src, at::Tensor& dst, const at::Tensor& block_mapping) {
+  TORCH_CHECK(src.is_cuda() || dst.is_cuda(), "swap_blocks: one side must be on the GPU");
+  TORCH_CHECK(src.is_cuda() || src.is_pinned(), "swap_blocks: host source must be pinned");
+  TORCH_CHECK(dst.is_cuda() || dst.is_pinned(), "swap_blocks: host destination must be pinned");
+  TORCH_CHECK(src.is_contiguous() && dst.is_contiguous(), "swap_blocks: contiguous caches");
+  const int64_t bb = block_bytes_of(src);
+  TORCH_CHECK(block_bytes_of(dst) == bb, "swap_blocks: block sizes differ");
+  const at::Tensor m = block_mapping.to(at::kCPU, at::kLong).contiguous();
+  const c10::cuda::CUDAGuard guard(src.is_cuda() ? src.device() : dst.device());
+  check_cuda(continuum::swap_blocks_runs(src.data_ptr(), dst.data_ptr(), m.data_ptr<int64_t>(), m.size(0),
+                                         bb, c10::cuda::getCurrentCUDAStream(), nullptr),
+             "swap_blocks");
+}
+
+// All layers in one kernel launch; host sides are read/written in place through UVA.
+void swap_blocks_batched(std::vector<at::Tensor> srcs, std::vector<at::Tensor> dsts,
+                         const at::Tensor& block_mapping) {
+  TORCH_CHECK(!srcs.empty(), "swap_blocks_batched: no tensors");
+  const at::Device dev = srcs[0].is_cuda() ? srcs[0].device() : dsts[0].device();
+  TORCH_CHECK(dev.is_cuda(), "swap_blocks_batched: one side must be on the GPU");
+  launch_block_copy(srcs, dsts, block_mapping, dev);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(continuum_C, m) {
+  m.def("paged_attention_decode(Tensor(a!) out, Tensor q, Tensor k_cache, Tensor v_cache, "
+        "Tensor block_tables, Tensor seq_lens, float scale, int max_seq_len) -> ()");
+  m.def("reshape_and_cache(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, "
+        "Tensor slot_mapping) -> ()");
+  m.def("copy_blocks(Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor block_mapping) -> ()");
+  // Host/device mixes: registered for every backend (catch-all), the function checks devices.
+  m.def("swap_blocks(Tensor src, Tensor(a!) dst, Tensor block_mapping) -> ()", &swap_blocks);
+  m.def("swap_blocks_batched(Tensor[] srcs, Tensor(a!)[] dsts, Tensor block_mapping) -> ()",
+        &swap_blocks_batched);
+}
+
+TORCH_LIBRARY_IMPL(continuum_C, CUDA, m) {
+  m.impl("paged_attention_decode", &paged_attention_decode);
+  m.impl("reshape_and_cache", &reshape_and_cache);
+  m.impl("copy_blocks", &copy_blocks);
+}
