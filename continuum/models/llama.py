@@ -210,7 +210,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] (e.g. only each sequence's last token) -> logits [N, vocab] fp32."""
-        return F.linear(hidden, self.lm_head.weight).float()
+        return self.lm_head(hidden).float()
 
     def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
         """Install llama.cpp-style per-frequency rope divisors (GGUF ``rope_freqs``)."""
