@@ -7,9 +7,6 @@ namespace continuum {
 
 namespace {
 
-constexpr int kMaxPartition = 512;
-constexpr int kMinPartition = 128;
-
 template <typename T, int D, int GP>
 cudaError_t launch_typed(const PagedDecodeParams& p, cudaStream_t stream) {
   using S = DecodeShape<T, D>;
@@ -45,22 +42,6 @@ cudaError_t launch_head(const PagedDecodeParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
-
-void paged_decode_plan(PagedDecodeParams& p, int max_seq_len, int num_sms) {
-  p.group = p.num_heads / p.num_kv_heads;
-  p.group_pad = p.group <= 1 ? 1 : p.group <= 2 ? 2 : p.group <= 4 ? 4 : 8;
-  p.head_chunks = (p.group + p.group_pad - 1) / p.group_pad;
-  const int len = std::max(max_seq_len, 1);
-  // Halve the partition while the grid would leave SMs idle (batch 1 at a few k tokens):
-  // more splits cost only 2 KiB of fp32 partials each.
-  int part = kMaxPartition;
-  auto ctas = [&](int pp) {
-    return (int64_t)p.num_seqs * p.num_kv_heads * p.head_chunks * ((len + pp - 1) / pp);
-  };
-  while (part > kMinPartition && ctas(part) < 2 * (int64_t)num_sms) part /= 2;
-  p.partition_size = part;
-  p.num_splits = (len + part - 1) / part;
-}
 
 cudaError_t paged_decode_launch(const PagedDecodeParams& p, DType dtype, cudaStream_t stream) {
   if (p.num_seqs == 0) return cudaSuccess;

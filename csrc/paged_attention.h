@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <algorithm>
+
 #include "dtype.h"
 
 namespace continuum {
@@ -38,9 +40,27 @@ struct PagedDecodeParams {
   int num_splits;              // ceil(max_seq_len / partition_size)
 };
 
+constexpr int kMaxPartition = 512;   // tokens per split: 16 KiB of fp32 logits for 8 heads
+constexpr int kMinPartition = 128;
+
 // Choose the per-CTA head group, the partition size and the number of splits for a step whose
 // longest context is max_seq_len (a CUDA graph passes the longest context it will ever see).
-void paged_decode_plan(PagedDecodeParams& p, int max_seq_len, int num_sms);
+// Host-only and inline so that the binding and the CPU emulation test share it.
+inline void paged_decode_plan(PagedDecodeParams& p, int max_seq_len, int num_sms) {
+  p.group = p.num_heads / p.num_kv_heads;
+  p.group_pad = p.group <= 1 ? 1 : p.group <= 2 ? 2 : p.group <= 4 ? 4 : 8;
+  p.head_chunks = (p.group + p.group_pad - 1) / p.group_pad;
+  const int len = std::max(max_seq_len, 1);
+  // Halve the partition while the grid would leave SMs idle (batch 1 at a few k tokens):
+  // more splits cost only 2 KiB of fp32 partials each.
+  int part = kMaxPartition;
+  auto ctas = [&](int pp) {
+    return (int64_t)p.num_seqs * p.num_kv_heads * p.head_chunks * ((len + pp - 1) / pp);
+  };
+  while (part > kMinPartition && ctas(part) < 2 * (int64_t)num_sms) part /= 2;
+  p.partition_size = part;
+  p.num_splits = (len + part - 1) / part;
+}
 
 // Launch the decode kernel (and the split reduction when num_splits > 1) on `stream`.
 // Returns cudaErrorInvalidValue for an unsupported dtype / head size.

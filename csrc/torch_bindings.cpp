@@ -72,9 +72,14 @@ void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tens
   p.out_stride_h = out.stride(1);
   p.bt_stride = block_tables.stride(0);
   p.scale_log2 = (float)(scale * 1.4426950408889634);
-  int sms = 0;
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.device().index()),
-             "multiprocessor count");
+  static int sms_of[64] = {0};   // per device; a race only recomputes the same value
+  const int dev = q.device().index();
+  if (dev >= 64 || sms_of[dev] == 0) {
+    int n = 0;
+    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "multiprocessor count");
+    if (dev < 64) sms_of[dev] = n;
+  }
+  const int sms = dev < 64 ? sms_of[dev] : 132;
   continuum::paged_decode_plan(p, (int)max_seq_len, sms);
   at::Tensor tmp_out, tmp_ml;
   if (p.num_splits > 1) {

@@ -34,7 +34,7 @@ def load():
         build = cache_dir() / "continuum_cpu"
         build.mkdir(parents=True, exist_ok=True)
         _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
-                           extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                           extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
                            extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # any build problem: fall back, say why once
         _failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"

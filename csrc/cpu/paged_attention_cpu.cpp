@@ -27,6 +27,7 @@ inline float to_f(c10::Half x) { return static_cast<float>(x); }
 
 template <typename T>
 inline void row_to_float(const T* __restrict src, float* __restrict dst, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
 }
 
@@ -54,6 +55,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
         for (int64_t j = 0; j < g; ++j) {
           const float* qj = qf.data() + j * D;
           float s = 0.f;
+#pragma omp simd reduction(+ : s)
           for (int64_t d = 0; d < D; ++d) s += qj[d] * row[d];
           scores[j * L + t] = s * scale;
         }
@@ -62,8 +64,10 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
       for (int64_t j = 0; j < g; ++j) {
         float* sj = scores.data() + j * L;
         float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
         for (int64_t t = 0; t < L; ++t) m = sj[t] > m ? sj[t] : m;
         float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t t = 0; t < L; ++t) { sj[t] = std::exp(sj[t] - m); sum += sj[t]; }
         const float inv = 1.f / sum;
         for (int64_t t = 0; t < L; ++t) sj[t] *= inv;
@@ -76,6 +80,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
         for (int64_t j = 0; j < g; ++j) {
           const float p = scores[j * L + t];
           float* aj = acc.data() + j * D;
+#pragma omp simd
           for (int64_t d = 0; d < D; ++d) aj[d] += p * row[d];
         }
       }
