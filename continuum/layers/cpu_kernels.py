@@ -22,6 +22,20 @@ def cache_dir() -> Path:
     return root / "torch_extensions"
 
 
+def _cpu_tag() -> str:
+    """The build uses -march=native: key the cache by the CPU's feature flags so a cache dir
+    shared across machines never hands one CPU another's instructions."""
+    import hashlib
+    import platform
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags += next((l for l in f if l.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
 def load():
     """The compiled module, or None (reason in ``failure()``)."""
     global _module, _failed
@@ -31,7 +45,9 @@ def load():
         from torch.utils.cpp_extension import load as jit_load
         if not _SRC.exists():
             raise FileNotFoundError(f"{_SRC} is missing (an install without csrc/)")
-        build = cache_dir() / "continuum_cpu"
+        build = cache_dir() / f"continuum_cpu-{_cpu_tag()}"
+        if not (build / "continuum_cpu.so").exists():
+            logger.warning("building the CPU attention kernel into %s (first run only, about a minute)", build)
         build.mkdir(parents=True, exist_ok=True)
         _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
                            extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
