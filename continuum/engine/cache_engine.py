@@ -7,6 +7,7 @@ import logging
 import torch
 from torch import nn
 
+from continuum import ops
 from continuum.layers.attention import Attention
 
 logger = logging.getLogger(__name__)
@@ -79,16 +80,14 @@ class CacheEngine:
     def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
         """Run one step's copies: swap-outs (device -> host) first, then swap-ins (host ->
         device), so a block evicted and refilled in the same step is saved before reuse."""
+        # Every layer's K and V blocks in one launch (CUDA: a copy kernel reading/writing the
+        # pinned host tier in place; elsewhere the torch reference with the same semantics).
         if swap_out:
-            src = torch.tensor([d for d, _ in swap_out], device=self.k_caches[0].device)
-            dst = torch.tensor([h for _, h in swap_out])
-            for dev, host in zip(self.k_caches + self.v_caches, self.host_k + self.host_v):
-                host.index_copy_(0, dst, dev.index_select(0, src).to("cpu"))
+            ops.swap_blocks_batched(self.k_caches + self.v_caches, self.host_k + self.host_v,
+                                    torch.tensor(swap_out, dtype=torch.long))
         if swap_in:
-            src = torch.tensor([h for h, _ in swap_in])
-            dst = torch.tensor([d for _, d in swap_in], device=self.k_caches[0].device)
-            for dev, host in zip(self.k_caches + self.v_caches, self.host_k + self.host_v):
-                dev.index_copy_(0, dst, host.index_select(0, src).to(dev.device, non_blocking=True))
+            ops.swap_blocks_batched(self.host_k + self.host_v, self.k_caches + self.v_caches,
+                                    torch.tensor(swap_in, dtype=torch.long))
 
     @property
     def nbytes(self) -> int:

@@ -19,6 +19,7 @@ from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
 from continuum.errors import InvalidRequestError, PromptTooLongError
 from continuum.layers.attention import select_backend
+from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
 from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
@@ -39,7 +40,10 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        # bf16 where the hardware has fast bf16 matmuls (CUDA; CPUs with AVX512-BF16/AMX).
+        if device.type == "cuda" or packing_supported(torch.bfloat16):
+            return torch.bfloat16
+        return torch.float32
     return _DTYPES[name]
 
 
@@ -75,6 +79,8 @@ class LLMEngine:
         num_host_blocks = cc.host_kv_cache_memory // per_block
         self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
                                         num_host_blocks)
+        self.attention_backend = select_backend(self.device)
+        self.num_packed_linears = pack_linears(model) if self.device.type == "cpu" else 0
         max_len = mc.max_model_len or self.loaded.max_model_len
         capacity = num_blocks * cc.block_size
         if max_len > capacity:
@@ -83,6 +89,13 @@ class LLMEngine:
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
         self.runner = ModelRunner(model, cc.block_size, self.device)
+        if self.attention_backend == "cuda" and not getattr(args, "enforce_eager", False):
+            # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
+            # cache is bound, since graphs capture its addresses.
+            from continuum.engine.cuda_graph import DecodeGraphRunner, GraphedModel
+            graphs = DecodeGraphRunner(model, cc.block_size, max_len, sc.max_num_seqs, self.device)
+            graphs.capture()
+            self.runner.model = GraphedModel(model, graphs)
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)
         # Tool names parsed from the output text when the client gave none (METHOD 2.3);
         # host reloads cost this model's KV bytes per token.
@@ -231,7 +244,11 @@ class LLMEngine:
             "pins_released_by_policy_total": st.pins_released_by_policy,
             "pinned_programs": len(sch.agents.pins),
             "pinned_blocks": sch.agents.pins.pinned_blocks,
+            "pins_dropped_program_end_total": st.pins_dropped_program_end,
             "pin_ttl_seconds_sum": st.ttl_sum,
+            "pin_ttl_queue_delay_seconds": sch.agents.ctx.queue_delay.value,   # T of METHOD 2.2
+            "pin_ttl_eta": sch.agents.ctx.eta.value,
+            "tool_durations_seen_total": sch.agents.ctx.predictor.total_seen,
             **st.ttl_histogram(),
             "programs_tracked": len(sch.agents.programs),
             "scheduler_time_seconds_total": self.scheduler_time_total,

@@ -1,0 +1,142 @@
+"""Shared helpers of the GPU kernel benchmarks: timing, copy bandwidth, a fast random model,
+routing attention through the CUDA backend, and result files.
+
+Every script here prints a markdown table and writes ``<out>/<name>.json`` (+ ``.md``) whose
+header names the card, so results from different GPUs never get mixed up.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def card() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def cuda_time(fn, iters: int = 20, warmup: int = 3) -> float:
+    """Mean seconds per call of ``fn`` measured with CUDA events (after warm-up calls)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / iters
+
+
+def copy_bandwidth(nbytes: int = 2 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read + written (the same
+    convention as ../shared/calibration)."""
+    x = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    t = cuda_time(lambda: y.copy_(x), iters=10)
+    del x, y
+    torch.cuda.empty_cache()
+    return 2 * nbytes / t
+
+
+def build_random_model(preset: str = "llama3.1-8b", dtype=torch.bfloat16, overrides: dict | None = None,
+                       seed: int = 0):
+    """A random model of a continuum preset, initialised directly on the GPU (N(0, 0.02),
+    norms 1): seconds instead of the minutes a CPU init of 8B parameters takes. Not the
+    loader's seeded weights: for timing only."""
+    from continuum.models.llama import LlamaForCausalLM
+    from continuum.models.loader import random_config
+
+    config = random_config(preset, overrides)
+    model = LlamaForCausalLM(config)             # parameters uninitialised (never touched on CPU)
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            new = torch.empty(p.shape, dtype=dtype, device="cuda")
+            if name.endswith("norm.weight"):
+                new.fill_(1.0)
+            else:
+                new.normal_(0.0, 0.02, generator=gen)
+            p.data = new
+    return model.to(device="cuda", dtype=dtype).eval(), config
+
+
+def weight_read_bytes(model) -> int:
+    """Bytes of weights one decode step reads: every parameter but the embedding table (a
+    gather of a few rows) unless it is tied to the LM head."""
+    emb = model.model.embed_tokens.weight
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    tied = model.lm_head.weight is emb
+    return total if tied else total - emb.numel() * emb.element_size()
+
+
+def _cuda_forward(self, q, k, v):
+    from continuum.layers import attention as attn_mod
+    from continuum.layers import attention_cuda
+
+    meta = attn_mod.get_forward_context()
+    if meta is None or self.k_cache is None:
+        return _ORIG_FORWARD[0](self, q, k, v)
+    T = q.shape[0]
+    q = q.view(T, self.num_heads, self.head_size)
+    k = k.view(T, self.num_kv_heads, self.head_size)
+    v = v.view(T, self.num_kv_heads, self.head_size)
+    return attention_cuda.forward(q, k, v, self.k_cache, self.v_cache, meta, self.scale).reshape(T, -1)
+
+
+_ORIG_FORWARD: list = []
+
+
+@contextlib.contextmanager
+def attention_backend(name: str):
+    """Route every Attention layer through ``"cuda"`` (attention_cuda) or ``"torch"`` (the
+    reference) for the duration: what the engine's dispatch line does, forced either way."""
+    from continuum.layers import attention as attn_mod
+
+    if not _ORIG_FORWARD:
+        _ORIG_FORWARD.append(attn_mod.Attention.forward)
+    prev_env = os.environ.get("CONTINUUM_ATTENTION_BACKEND")
+    os.environ["CONTINUUM_ATTENTION_BACKEND"] = "torch"       # keep the engine from picking others
+    attn_mod.Attention.forward = _cuda_forward if name == "cuda" else _ORIG_FORWARD[0]
+    try:
+        yield
+    finally:
+        attn_mod.Attention.forward = _ORIG_FORWARD[0]
+        if prev_env is None:
+            os.environ.pop("CONTINUUM_ATTENTION_BACKEND", None)
+        else:
+            os.environ["CONTINUUM_ATTENTION_BACKEND"] = prev_env
+
+
+def write_results(out_dir: str | Path, name: str, header: dict, rows: list[dict], columns: list[str]) -> str:
+    """Write ``name.json`` and ``name.md`` (a table) under out_dir; returns the markdown."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = {"card": card(), "torch": torch.__version__, "cuda": torch.version.cuda,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **header}
+    (out / f"{name}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    lines = [f"### {name} on {header['card']}", "",
+             "; ".join(f"{k}: {v}" for k, v in header.items() if k != "card"), "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+    md = "\n".join(lines) + "\n"
+    (out / f"{name}.md").write_text(md)
+    print(md, flush=True)
+    return md
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)

@@ -1,0 +1,166 @@
+"""Every CUDA kernel against the torch reference (skipped without CUDA).
+
+Fresh random inputs per case (never zeros), outputs poisoned with NaN before each run, shapes
+that cross block and split-partition boundaries, long contexts, GQA ratios including ones that
+pad (3) or chunk (10) the per-CTA head group. Tolerances: relative L2 error of the output.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from continuum import ops
+from continuum.ops import reference
+from tests.ops.helpers import random_block_tables, random_caches, rel_err
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+DEV = "cuda"
+TOL = {torch.bfloat16: 1e-2, torch.float16: 3e-3, torch.float32: 2e-5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    # On a GPU machine a build failure is a failure, not a skip.
+    assert ops.load(verbose=True), ops.unavailable_reason()
+
+
+def _decode_case(dtype, d, h, hkv, seq_lens, block_size=16, seed=0, q_view=False):
+    gen = torch.Generator().manual_seed(seed)
+    need = sum(-(-max(L, 1) // block_size) for L in seq_lens)
+    nb = need + 7
+    kc, vc = random_caches(nb, block_size, hkv, d, dtype, DEV, gen)
+    bt = random_block_tables(seq_lens, block_size, nb, gen, DEV)
+    B = len(seq_lens)
+    if q_view:   # q as a strided view of a fused qkv-like buffer
+        big = torch.randn(B, (h + 2 * hkv) * d, generator=gen).to(DEV, dtype)
+        q = big[:, :h * d].view(B, h, d)
+    else:
+        q = torch.randn(B, h, d, generator=gen).to(DEV, dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.long, device=DEV)
+    return q, kc, vc, bt, lens
+
+
+def _check_decode(dtype, d, h, hkv, seq_lens, **kw):
+    q, kc, vc, bt, lens = _decode_case(dtype, d, h, hkv, seq_lens, **kw)
+    scale = d ** -0.5
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+    ops.paged_attention_decode(out, q, kc, vc, bt, lens, scale, max(seq_lens))
+    torch.cuda.synchronize()
+    ref = torch.empty(q.shape, dtype=torch.float32, device=DEV)
+    reference.paged_attention_decode(ref, q.float(), kc.float(), vc.float(), bt, lens, scale, max(seq_lens))
+    assert not torch.isnan(out).any()
+    live = lens > 0
+    assert torch.all(out[~live] == 0)
+    assert rel_err(out[live], ref[live]) < TOL[dtype], (dtype, d, h, hkv, seq_lens)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_decode_dtypes_and_head_sizes(dtype, d):
+    # block boundaries (15/16/17), partition boundaries (511-513), one token
+    _check_decode(dtype, d, 8, 2, [1, 15, 16, 17, 511, 512, 513, 100], seed=d)
+
+
+@pytest.mark.parametrize("h,hkv", [(8, 8), (8, 1), (32, 8), (12, 4), (40, 4), (64, 8)])
+def test_decode_gqa_ratios(h, hkv):
+    _check_decode(torch.bfloat16, 128, h, hkv, [3, 77, 1000, 2049], seed=h)
+
+
+@pytest.mark.parametrize("seq_lens", [[32768], [20000, 5, 12345], [131072 // 4] * 2])
+def test_decode_long_contexts_split(seq_lens):
+    _check_decode(torch.bfloat16, 128, 32, 8, seq_lens, seed=len(seq_lens))
+
+
+@pytest.mark.parametrize("block_size", [8, 32, 128])
+def test_decode_block_sizes(block_size):
+    _check_decode(torch.float16, 128, 16, 4, [1, block_size - 1, block_size + 1, 3000], block_size=block_size)
+
+
+def test_decode_padding_rows_and_strided_q():
+    _check_decode(torch.bfloat16, 128, 16, 4, [0, 300, 0, 4096], q_view=True)
+    _check_decode(torch.bfloat16, 64, 4, 2, [0, 1], q_view=True)
+
+
+def test_decode_in_cuda_graph_with_shorter_contexts():
+    q, kc, vc, bt, lens = _decode_case(torch.bfloat16, 128, 32, 8, [4000, 10, 2500], seed=9)
+    out = torch.empty_like(q)
+    ops.paged_attention_decode(out, q, kc, vc, bt, lens, 0.1, 4096)    # warm-up
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        ops.paged_attention_decode(out, q, kc, vc, bt, lens, 0.1, 4096)
+    for new in ([4096, 1, 17], [1, 2, 3], [513, 4000, 0]):
+        lens.copy_(torch.tensor(new))
+        out.fill_(float("nan"))
+        g.replay()
+        ref = torch.empty(q.shape, dtype=torch.float32, device=DEV)
+        reference.paged_attention_decode(ref, q.float(), kc.float(), vc.float(), bt, lens, 0.1, 4096)
+        live = lens > 0
+        assert rel_err(out[live], ref[live]) < 1e-2 and torch.all(out[~live] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("hkv,d", [(8, 128), (2, 64), (1, 256)])
+def test_reshape_and_cache(dtype, hkv, d):
+    gen = torch.Generator().manual_seed(hkv * d)
+    nb, bs, T = 40, 16, 300
+    kc, vc = random_caches(nb, bs, hkv, d, dtype, DEV, gen)
+    kc2, vc2 = kc.clone(), vc.clone()
+    # key/value as views of a fused qkv output: token stride (H + 2*Hkv)*D, heads contiguous
+    h = 4 * hkv
+    qkv = torch.randn(T, (h + 2 * hkv) * d, generator=gen).to(DEV, dtype)
+    key = qkv[:, h * d:(h + hkv) * d].view(T, hkv, d)
+    value = qkv[:, (h + hkv) * d:].view(T, hkv, d)
+    slots = torch.randperm(nb * bs, generator=gen)[:T]
+    slots[::7] = -1                                   # padding tokens
+    slots = slots.to(DEV)
+    ops.reshape_and_cache(key, value, kc, vc, slots)
+    reference.reshape_and_cache(key, value, kc2, vc2, slots)
+    torch.cuda.synchronize()
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+def test_copy_blocks_all_layers():
+    gen = torch.Generator().manual_seed(5)
+    layers = 3
+    kcs = [random_caches(32, 16, 8, 128, torch.bfloat16, DEV, gen)[0] for _ in range(layers)]
+    vcs = [random_caches(32, 16, 8, 128, torch.bfloat16, DEV, gen)[0] for _ in range(layers)]
+    ref_k, ref_v = [c.clone() for c in kcs], [c.clone() for c in vcs]
+    m = torch.tensor([[0, 9], [1, 10], [4, 31], [30, 2]], device=DEV)
+    ops.copy_blocks(kcs, vcs, m)
+    reference.copy_blocks(ref_k, ref_v, m)
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(kcs + vcs, ref_k + ref_v))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_swap_out_and_in_through_pinned_host(batched):
+    gen = torch.Generator().manual_seed(7)
+    layers = 2
+    dev = [random_caches(64, 16, 8, 128, torch.bfloat16, DEV, gen)[0] for _ in range(layers)]
+    host = [torch.randn(48, 16, 8, 128, generator=gen).to(torch.bfloat16).pin_memory() for _ in range(layers)]
+    # runs (3,4,5 -> 0,1,2) and scattered blocks (40 -> 10, 7 -> 30, 63 -> 47)
+    out_map = torch.tensor([[3, 0], [4, 1], [5, 2], [40, 10], [7, 30], [63, 47]])
+    want_host = [h.clone() for h in host]
+    for d_, h_ in zip(dev, want_host):
+        reference.swap_blocks(d_, h_, out_map)
+    if batched:
+        ops.swap_blocks_batched(dev, host, out_map)
+    else:
+        for d_, h_ in zip(dev, host):
+            ops.swap_blocks(d_, h_, out_map)
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(host, want_host))
+    # and back in, to other device blocks
+    in_map = torch.tensor([[0, 20], [1, 21], [2, 22], [10, 50], [30, 8], [47, 0]])
+    want_dev = [d_.clone() for d_ in dev]
+    for h_, d_ in zip(host, want_dev):
+        reference.swap_blocks(h_, d_, in_map)
+    if batched:
+        ops.swap_blocks_batched(host, dev, in_map)
+    else:
+        for h_, d_ in zip(host, dev):
+            ops.swap_blocks(h_, d_, in_map)
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(dev, want_dev))

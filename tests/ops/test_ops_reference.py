@@ -1,0 +1,97 @@
+"""CPU tests of the op layer: the reference ops against the attention oracle, the CUDA
+backend's batching logic (run with the reference ops on CPU), the fallback, graph buckets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from continuum import ops
+from continuum.engine.cuda_graph import DecodeGraphRunner, buckets_upto
+from continuum.layers import attention_cuda
+from continuum.layers.attention import paged_attention_ref, reshape_and_cache
+from continuum.ops import reference
+from tests.ops.helpers import metadata, random_block_tables, random_caches, rel_err
+
+BS, NB = 16, 64
+
+
+def _step(query_lens, seq_lens, h, hkv, d, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    k_cache, v_cache = random_caches(NB, BS, hkv, d, torch.float32, "cpu", gen)
+    bt = random_block_tables(seq_lens, BS, NB, gen, "cpu")
+    meta = metadata(query_lens, seq_lens, bt, BS, "cpu")
+    t = sum(query_lens)
+    q = torch.randn(t, h, d, generator=gen)
+    k = torch.randn(t, hkv, d, generator=gen)
+    v = torch.randn(t, hkv, d, generator=gen)
+    return q, k, v, k_cache, v_cache, meta
+
+
+@pytest.mark.parametrize("h,hkv", [(4, 4), (8, 2), (6, 2)])
+def test_backend_forward_matches_reference_on_mixed_batch(h, hkv):
+    # decode rows, a 1-token prefill chunk over a prefix, a chunk over a prefix, a fresh prompt
+    qls, sls = [1, 1, 7, 20, 1], [33, 1, 40, 20, 16]
+    q, k, v, kc, vc, meta = _step(qls, sls, h, hkv, 32)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
+    reshape_and_cache(k, v, kc2, vc2, meta.slot_mapping)
+    ref = paged_attention_ref(q, kc2, vc2, meta, 0.3)
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_backend_forward_pure_decode_matches_reference():
+    q, k, v, kc, vc, meta = _step([1, 1, 1], [17, 16, 100], 8, 2, 64, seed=1)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = attention_cuda.forward(q, k, v, kc, vc, meta, 0.125)
+    reshape_and_cache(k, v, kc2, vc2, meta.slot_mapping)
+    assert rel_err(out, paged_attention_ref(q, kc2, vc2, meta, 0.125)) < 1e-5
+
+
+def test_reference_decode_zero_length_rows_are_zero():
+    q, k, v, kc, vc, meta = _step([1, 1], [5, 9], 4, 2, 16)
+    out = torch.full_like(q, float("nan"))
+    lens = torch.tensor([5, 0])
+    reference.paged_attention_decode(out, q, kc, vc, meta.block_tables, lens, 0.25, 9)
+    assert torch.all(out[1] == 0) and not torch.isnan(out[0]).any()
+
+
+def test_reference_copy_and_swap_blocks():
+    gen = torch.Generator().manual_seed(3)
+    kcs = [torch.randn(8, 4, 2, 8, generator=gen) for _ in range(2)]
+    vcs = [torch.randn(8, 4, 2, 8, generator=gen) for _ in range(2)]
+    before = [c.clone() for c in kcs + vcs]
+    m = torch.tensor([[0, 5], [1, 0], [3, 7]])          # block 0 is both read and written
+    ops.copy_blocks(kcs, vcs, m)
+    for c, b in zip(kcs + vcs, before):
+        assert torch.equal(c[5], b[0]) and torch.equal(c[0], b[1]) and torch.equal(c[7], b[3])
+        assert torch.equal(c[2], b[2])
+    host = torch.randn(8, 4, 2, 8, generator=gen)
+    ops.swap_blocks(kcs[0], host, torch.tensor([[2, 6], [3, 7]]))
+    assert torch.equal(host[6], kcs[0][2]) and torch.equal(host[7], kcs[0][3])
+
+
+def test_load_falls_back_cleanly_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the GPU tests cover the kernels")
+    assert ops.load() is False and ops.available() is False
+    assert "CUDA" in ops.unavailable_reason() or "disabled" in ops.unavailable_reason()
+    assert attention_cuda.enabled(torch.device("cpu")) is False
+
+
+def test_graph_buckets():
+    assert buckets_upto(20, (1, 2, 4, 8, 16, 32)) == [1, 2, 4, 8, 16, 20]
+    r = DecodeGraphRunner(torch.nn.Identity(), 16, 5000, 20, torch.device("cpu"))
+    assert r.batch_buckets[-1] == 20 and r.context_buckets == [1024, 4096, 5000]
+    assert r.bucket_for(3, 17) == (4, 1024)
+    assert r.bucket_for(20, 4097) == (20, 5000)
+    assert r.bucket_for(21, 10) is None and r.bucket_for(1, 5001) is None
+    assert r.max_blocks == 313
+
+
+def test_graph_capture_declines_without_kernels():
+    from continuum.models.loader import load_model
+    m = load_model("random:tiny", dtype=torch.float32, device=torch.device("cpu"), seed=0).model
+    r = DecodeGraphRunner(m, 16, 256, 4, torch.device("cpu"))
+    r.capture()                         # no CUDA kernels here (and head size 16): stays eager
+    assert r.graphs == {}
