@@ -83,6 +83,14 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--enable-debug-endpoints", action="store_true",
                    help="expose GET /debug/kv (KV integrity check + engine stats)")
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    d = s.add_argument_group("distributed (Ray replicas; see docs/distributed.md)")
+    d.add_argument("--replicas", "--data-parallel-size", dest="replicas", type=int, default=1,
+                   help="engine replicas as Ray actors (one GPU each when GPUs exist)")
+    d.add_argument("--ray-address", default=None,
+                   help="existing Ray cluster ('auto' or host:port); default: start a local one")
+    d.add_argument("--routing-policy", default="continuum",
+                   choices=["continuum", "round-robin", "least-loaded", "autellix"],
+                   help="how requests are placed on replicas (continuum: program affinity)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -103,6 +111,12 @@ def cmd_serve(a: argparse.Namespace) -> int:
     opts = ServerOptions(model_name=name, api_key=a.api_key or os.environ.get("CONTINUUM_API_KEY") or None,
                          max_body_bytes=parse_bytes(a.max_request_body),
                          shutdown_timeout=a.shutdown_timeout, debug_endpoints=a.enable_debug_endpoints)
+    if a.replicas != 1 or a.ray_address:
+        from continuum.distributed.server import run_distributed_server
+        run_distributed_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests,
+                               a.log_level, num_replicas=a.replicas, ray_address=a.ray_address,
+                               routing_policy=a.routing_policy)
+        return 0
     run_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests, a.log_level)
     return 0
 

@@ -58,6 +58,11 @@ class Request:
         self.arrival_time = arrival_time
         self.eos_token_ids = list(eos_token_ids or [])
         self.agent = agent or AgentInfo()
+        # The program this request belongs to (a program of one turn without an id), and that
+        # program's first arrival (set by the scheduler's program table on arrival).
+        self.program_id: str = self.agent.program_id or f"req-{request_id}"
+        self.program_arrival: float = arrival_time
+        self.program_record = None              # the scheduler's ProgramRecord (hot-path lookups)
         self.max_model_len = max_model_len
         self.seq_no = next(_SEQ)                # tie-breaker in orderings
         self.status = RequestStatus.WAITING
@@ -77,10 +82,6 @@ class Request:
         self.finished_time: float | None = None
         self.queued_time = 0.0                  # total time spent waiting for admission
         self.last_enqueue_time = arrival_time
-
-    @property
-    def program_id(self) -> str:
-        return self.agent.program_id or f"req-{self.request_id}"
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -4,8 +4,9 @@ executes the copies the KV manager queues (swap-out: device -> host, swap-in: ho
 
 Invariants (``check_integrity``): every host block is either free or holds exactly one hash
 in ``lru``; ``len(free) + len(lru) == num_blocks``. A host block that is the source of a
-swap-in queued this step is locked: it is not reused until ``end_step()``, because the
-copies of one step run swap-outs first, then swap-ins.
+swap-in or the destination of a swap-out queued this step is locked: it is not reused until
+``end_step()``, because one step's copies run as batches (swap-outs first, then swap-ins) and
+a block written twice, or overwritten before it is read, in one batch would be corrupt.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class HostBlockPool:
             hid = self.lru.pop(victim)
             self.num_evictions += 1
         self.lru[block_hash] = hid
+        self.locked.add(hid)
         return hid
 
     def check_integrity(self) -> None:

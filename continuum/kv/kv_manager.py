@@ -46,6 +46,8 @@ class KVCacheManager:
         self.enable_caching = enable_caching
         self.pool = BlockPool(num_blocks, enable_caching)
         self.req_to_blocks: dict[str, list[KVBlock]] = {}
+        self.req_to_block_ids: dict[str, list[int]] = {}     # the same tables as ids
+        self._num_registered: dict[str, int] = {}            # leading blocks already hashed
         self.pinned: dict[str, list[KVBlock]] = {}
         self.stats = PrefixCacheStats()
         self.host = HostBlockPool(num_host_blocks) if num_host_blocks > 0 and enable_caching else None
@@ -127,13 +129,23 @@ class KVCacheManager:
         """Make room for ``num_new_tokens`` more tokens after the computed ones (and after the
         prefix-hit blocks, which are taken first, and the host hits, which are swapped in).
         Returns the new blocks, or None (and changes nothing) when the pool cannot supply them."""
+        rid = req.request_id
+        if not hit_blocks and not host_hits and rid in self.req_to_blocks:
+            # Fast path (most decode steps): the tokens fit in the blocks the request has and
+            # fill no new block, so there is nothing to allocate or register.
+            total = req.num_computed_tokens + num_new_tokens
+            if (total <= len(self.req_to_blocks[rid]) * self.block_size
+                    and (not self.enable_caching or total // self.block_size <= self._num_registered.get(rid, 0))):
+                return []
         need = self._num_blocks_needed(req, num_new_tokens, hit_blocks, len(host_hits))
         if need is None:
             return None
-        blocks = self.req_to_blocks.setdefault(req.request_id, [])
+        blocks = self.req_to_blocks.setdefault(rid, [])
+        ids = self.req_to_block_ids.setdefault(rid, [])
         if hit_blocks:
             self.pool.touch(hit_blocks)
             blocks.extend(hit_blocks)
+            ids.extend(b.block_id for b in hit_blocks)
         for hid in host_hits:          # keep the sources alive while evictions refill the host
             self.host.lock(hid)
         new = self.pool.get_new_blocks(need)
@@ -145,14 +157,22 @@ class KVCacheManager:
             self.swap_in_ops.append((hid, new[i].block_id))
         self.stats.swap_in_blocks += len(host_hits)
         blocks.extend(new)
+        if new:
+            ids.extend(b.block_id for b in new)
         if self.enable_caching:
             # Blocks full once this step's tokens are written can be found by later requests:
             # their token ids are known now and the KV is written before anyone reads it.
+            # Only blocks past those registered by earlier calls are visited (a decode step
+            # is O(1), not O(blocks)).
             n_after = (req.num_computed_tokens + (len(hit_blocks) + len(host_hits)) * self.block_size
                        + num_new_tokens)
-            for i in range(min(n_after // self.block_size, len(hashes))):
+            n_full = min(n_after // self.block_size, len(hashes))
+            start = self._num_registered.get(rid, 0)
+            for i in range(start, n_full):
                 if blocks[i].block_hash is None:
                     self.pool.cache_block(blocks[i], hashes[i])
+            if n_full > start:
+                self._num_registered[rid] = n_full
         return new
 
     def _drain_evictions(self) -> None:
@@ -190,9 +210,14 @@ class KVCacheManager:
 
     def free(self, req: Request) -> None:
         """Release the request's blocks, tail first (the tail is evicted before the head)."""
-        blocks = self.req_to_blocks.pop(req.request_id, None)
+        blocks = self._pop(req.request_id)
         if blocks:
             self.pool.free_blocks(reversed(blocks))
+
+    def _pop(self, rid: str) -> list[KVBlock]:
+        self.req_to_block_ids.pop(rid, None)
+        self._num_registered.pop(rid, None)
+        return self.req_to_blocks.pop(rid, [])
 
     # -- pins ------------------------------------------------------------------------------
     def pinnable_blocks(self, req: Request) -> int:
@@ -209,7 +234,7 @@ class KVCacheManager:
         change owner; nothing is freed or taken) and free the rest (a partial tail block
         can never be hit). Returns the pinned block ids."""
         assert key not in self.pinned, f"{key} already holds blocks"
-        blocks = self.req_to_blocks.pop(req.request_id, [])
+        blocks = self._pop(req.request_id)
         n = 0
         while n < len(blocks) and blocks[n].block_hash is not None:
             n += 1
@@ -228,7 +253,8 @@ class KVCacheManager:
             self.pool.free_blocks(reversed(blocks))
 
     def get_block_ids(self, req: Request) -> list[int]:
-        return [b.block_id for b in self.req_to_blocks.get(req.request_id, [])]
+        """A copy of the request's block table (block ids)."""
+        return list(self.req_to_block_ids.get(req.request_id, ()))
 
     def check_integrity(self) -> None:
         """Pool invariants, plus: ref count == holders (requests and pins) for every block."""
@@ -239,5 +265,8 @@ class KVCacheManager:
                 refs[b.block_id] = refs.get(b.block_id, 0) + 1
         for b in self.pool.blocks:
             assert b.ref_cnt == refs.get(b.block_id, 0), f"{b}: ref count != number of holders"
+        for rid, blocks in self.req_to_blocks.items():
+            assert self.req_to_block_ids[rid] == [b.block_id for b in blocks], f"{rid}: id table stale"
+        assert set(self.req_to_block_ids) == set(self.req_to_blocks)
         if self.host is not None:
             self.host.check_integrity()

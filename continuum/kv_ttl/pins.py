@@ -13,6 +13,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -47,6 +48,11 @@ class PinTable:
         self.pins: dict[str, Pin] = {}
         self.pinned_blocks = 0
         self._seq = 0
+        # Expiry without scanning every pin each step: a heap of (expires_at, seq, program),
+        # stale entries skipped by seq; pins found expired stay in ``_due`` (in expiry order)
+        # until removed, since one whose follow-up waits is kept.
+        self._heap: list[tuple[float, int, str]] = []
+        self._due: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self.pins)
@@ -68,16 +74,26 @@ class PinTable:
         pin = Pin(program_id, request_id, list(block_ids), now, ttl, program_arrival, self._seq)
         self.pins[program_id] = pin
         self.pinned_blocks += len(block_ids)
+        if math.isfinite(ttl):
+            heapq.heappush(self._heap, (pin.expires_at, pin.seq, program_id))
         return pin
 
     def remove(self, program_id: str) -> Pin:
         pin = self.pins.pop(program_id)
         self.pinned_blocks -= len(pin.block_ids)
+        self._due.pop(program_id, None)
         return pin
 
     def expired(self, now: float) -> list[Pin]:
-        """Pins whose TTL has run out at ``now`` (the caller keeps those whose follow-up waits)."""
-        return [p for p in self.pins.values() if p.expires_at <= now]
+        """Pins whose TTL has run out at ``now``, in expiry order (the caller keeps those whose
+        follow-up waits; they are returned again at every call until removed)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, seq, pid = heapq.heappop(heap)
+            p = self.pins.get(pid)
+            if p is not None and p.seq == seq:
+                self._due[pid] = None
+        return [self.pins[pid] for pid in self._due]
 
     def victims(self, exclude: str | None = None) -> list[Pin]:
         """Pins in forced-release order: latest program arrival first (then newest pin)."""

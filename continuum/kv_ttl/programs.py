@@ -7,8 +7,9 @@ duration, METHOD 2.3), and attained service / waiting in scheduler steps (Autell
 
 Memory is bounded: a record with no live request and no pin is forgotten once it has been
 idle for ``idle_timeout`` seconds (checked lazily by ``gc(now)``; O(1) amortised, records are
-kept in least-recently-active order). Requests without a program id get no record: each is
-a program of one turn.
+kept in least-recently-active order). A request without a program id is a program of one
+turn (``Request.program_id`` is then ``req-<request id>``): its record is dropped when it
+finishes.
 """
 from __future__ import annotations
 
@@ -28,8 +29,33 @@ class ProgramRecord:
     last_finish_time: float | None = None
     last_tool: str | None = None    # tool called after the last finished turn
     pinned: bool = False            # the pin table holds this program's KV
-    service_steps: int = 0          # Autellix: steps its requests were scheduled (all turns)
-    wait_steps: int = 0             # Autellix: steps its requests waited (all turns)
+    num_running: int = 0
+    # Steps its requests ran / waited, all turns (Autellix), kept as open intervals so that
+    # nothing is visited per step: total = base + (number open) * current step.
+    service_base: int = 0
+    wait_base: int = 0
+
+    def service_steps(self, step: int) -> int:
+        return self.service_base + self.num_running * step
+
+    def wait_steps(self, step: int) -> int:
+        return self.wait_base + self.num_waiting * step
+
+    def start_waiting(self, step: int) -> None:
+        self.num_waiting += 1
+        self.wait_base -= step
+
+    def stop_waiting(self, step: int) -> None:
+        self.num_waiting -= 1
+        self.wait_base += step
+
+    def start_running(self, step: int) -> None:
+        self.num_running += 1
+        self.service_base -= step
+
+    def stop_running(self, step: int) -> None:
+        self.num_running -= 1
+        self.service_base += step
 
 
 class ProgramTable:
@@ -47,15 +73,15 @@ class ProgramTable:
     def get(self, program_id: str | None) -> ProgramRecord | None:
         return None if program_id is None else self._records.get(program_id)
 
-    def on_arrival(self, program_id: str, now: float) -> ProgramRecord:
-        """A request of the program arrived (it is now waiting)."""
+    def on_arrival(self, program_id: str, now: float, step: int = 0) -> ProgramRecord:
+        """A request of the program arrived (it is now waiting, from scheduler step ``step``)."""
         rec = self._records.get(program_id)
         if rec is None:
             rec = self._records[program_id] = ProgramRecord(program_id, now, now)
         self.touch(rec, now)
         rec.turns_arrived += 1
         rec.num_live += 1
-        rec.num_waiting += 1
+        rec.start_waiting(step)
         return rec
 
     def touch(self, rec: ProgramRecord, now: float) -> None:

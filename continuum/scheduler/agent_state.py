@@ -29,7 +29,7 @@ from continuum.kv_ttl.programs import ProgramTable
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
 from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.policy import FinishAction, Policy, PolicyContext
+from continuum.scheduler.policy import FREE, Policy, PolicyContext
 from continuum.scheduler.stats import SchedulerStats
 
 
@@ -59,7 +59,10 @@ class AgentState:
 
     # -- arrivals and admission ----------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
-        rec = self.programs.on_arrival(req.program_id, req.arrival_time)
+        # Arrivals land between steps: they wait from the next one.
+        rec = self.programs.on_arrival(req.program_id, req.arrival_time, self.ctx.step_no + 1)
+        req.program_arrival = rec.first_arrival
+        req.program_record = rec
         if rec.last_finish_time is not None and rec.last_tool is not None:
             self.ctx.predictor.observe(rec.last_tool, req.arrival_time - rec.last_finish_time)
         rec.last_finish_time = None
@@ -68,13 +71,15 @@ class AgentState:
         """A running request was preempted back to waiting."""
         rec = self.programs.get(req.program_id)
         if rec is not None:
-            rec.num_waiting += 1
+            rec.stop_running(self.ctx.step_no)          # it did not run in this step
+            rec.start_waiting(self.ctx.step_no)
 
     def on_admit(self, req: Request, delay: float, now: float) -> None:
         rec = self.programs.get(req.program_id)
         if rec is None:
             return
-        rec.num_waiting -= 1
+        rec.stop_waiting(self.ctx.step_no)
+        rec.start_running(self.ctx.step_no)
         self.programs.touch(rec, now)
         if req.program_id in self.pins:
             self._release(req.program_id)
@@ -84,6 +89,7 @@ class AgentState:
 
     # -- the top of each step ------------------------------------------------------------------
     def begin_step(self, now: float) -> None:
+        self.ctx.step_no += 1
         self.programs.gc(now)
         for program_id, action in self.policy.on_step(now):
             if program_id in self.pins:
@@ -130,7 +136,7 @@ class AgentState:
                      and not req.agent.is_last_step)
         req.tool_name = self.resolve_tool(req) if continues else None
         continues = continues and req.tool_name is not None
-        action = self.policy.on_finish(req, now) if continues else FinishAction("free")
+        action = self.policy.on_finish(req, now) if continues else FREE
         if action.kind == "pin":
             self._pin(req, action.ttl, now, rec)
         else:
@@ -140,8 +146,11 @@ class AgentState:
         if rec is None:
             return
         rec.num_live -= 1
+        # Finishes land after the step that ran (or between steps, for aborts).
         if was_waiting:
-            rec.num_waiting -= 1
+            rec.stop_waiting(self.ctx.step_no + 1)
+        else:
+            rec.stop_running(self.ctx.step_no + 1)
         rec.turns_finished += 1
         self.programs.touch(rec, now)
         if continues:
@@ -173,7 +182,20 @@ class AgentState:
         self.stats.observe_ttl(ttl)
 
     def check_integrity(self) -> None:
+        """Pin table == the KV manager's pin holders; program records count exactly the
+        requests waiting and live in the scheduler's queues."""
         self.pins.check()
+        waiting: dict[str, int] = {}
+        running: dict[str, int] = {}
+        for r in self.ctx.waiting:
+            waiting[r.program_id] = waiting.get(r.program_id, 0) + 1
+        for r in self.ctx.running:
+            running[r.program_id] = running.get(r.program_id, 0) + 1
+        for pid in set(waiting) | set(running):
+            rec = self.programs.get(pid)
+            w, r = waiting.get(pid, 0), running.get(pid, 0)
+            assert rec is not None and (rec.num_live, rec.num_waiting, rec.num_running) == (w + r, w, r), \
+                f"program {pid}: record {rec} disagrees with the queues"
         assert set(self.kv.pinned) == {p.key for p in self.pins.pins.values()}, "pins and holders disagree"
         for p in self.pins.pins.values():
             assert [b.block_id for b in self.kv.pinned[p.key]] == p.block_ids

@@ -59,15 +59,16 @@ class PolicyContext:
     offload_cost: "ReloadCostModel"     # host -> device reload time of n tokens
     running: list[Request]
     waiting: list[Request]
+    step_no: int = 0                    # schedule() calls so far (the current one included)
 
     @property
     def reload_cost(self) -> "ReloadCostModel":
         """PrefillReload: reload from the host tier when there is one, else recompute."""
         return self.offload_cost if self.kv.host is not None else self.prefill_cost
 
-    def program_arrival(self, req: Request) -> float:
-        rec = self.programs.get(req.program_id)
-        return rec.first_arrival if rec is not None else req.arrival_time
+    @staticmethod
+    def program_arrival(req: Request) -> float:
+        return req.program_arrival
 
     def is_pinned(self, req: Request) -> bool:
         return req.program_id in self.pins

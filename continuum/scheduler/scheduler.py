@@ -12,8 +12,9 @@ Each ``schedule(now)`` step:
 2. If nothing was preempted, waiting requests are admitted in the policy's order while the
    token budget, ``max_num_seqs`` and the pool allow; prefix-cache hits (device, then host
    tier by swap-in) skip computed tokens and long prompts are chunked. If the head does not
-   fit, pins of other programs are released (latest program arrival first) until it does
-   or none is left; then admission stops (head-of-line: nobody behind it jumps the queue).
+   fit, pins of other programs are released (latest program arrival first), then its own,
+   until it does or none is left; then admission stops (head-of-line: nobody behind it
+   jumps the queue).
 
 The scheduler reads no wall clock (``now`` is passed in) and touches no tensors.
 ``num_computed_tokens`` advances when a chunk is scheduled (the executor always runs what it
@@ -116,8 +117,10 @@ class Scheduler:
             budget -= n
             idx += 1
 
-        # 2. Waiting requests, in policy order, unless this step already had to preempt.
-        if not out.preempted_ids and self.waiting:
+        # 2. Waiting requests, in policy order, unless this step already had to preempt (or
+        #    there is no room: then the sort is skipped, it is most of a busy step's cost).
+        if (not out.preempted_ids and self.waiting and budget > 0
+                and len(self.running) < self.config.max_num_seqs):
             self.waiting.sort(key=self.policy.waiting_key)
             admitted = 0
             for req in self.waiting:
@@ -143,7 +146,10 @@ class Scheduler:
                 return False
             n = budget
         while self.kv.allocate_slots(req, n, hit_blocks, host_hits) is None:
-            if not self.agents.force_release(exclude=req.program_id):
+            # Other programs' pins first; the request's own pin last (it usually holds the
+            # prefix just hit, but if the new prompt diverged it is dead weight, and keeping it
+            # while its follow-up waits would wedge an otherwise idle engine).
+            if not (self.agents.force_release(exclude=req.program_id) or self.agents.force_release()):
                 return False
         self.kv.record_lookup(req, n_hit, n_host)
         if req.num_cached_tokens < 0:

@@ -26,9 +26,13 @@ def test_idle_programs_are_forgotten_live_and_pinned_ones_kept():
 
 def test_program_record_keeps_first_arrival_and_counts_turns():
     t = ProgramTable()
-    r = t.on_arrival("p", 3.0)
-    r2 = t.on_arrival("p", 8.0)
+    r = t.on_arrival("p", 3.0, step=1)
+    r2 = t.on_arrival("p", 8.0, step=4)
     assert r is r2 and r.first_arrival == 3.0 and r.turns_arrived == 2 and r.num_waiting == 2
+    assert r.wait_steps(6) == 5 + 2                        # open intervals since steps 1 and 4
+    r.stop_waiting(6)
+    r.start_running(6)
+    assert r.wait_steps(9) == 5 + 5 and r.service_steps(9) == 3
 
 
 def test_pin_table_budget_victims_and_expiry():
@@ -40,7 +44,7 @@ def test_pin_table_budget_victims_and_expiry():
     assert [p.program_id for p in pins.victims()] == ["new", "mid", "old"]
     assert [p.program_id for p in pins.victims(exclude="new")] == ["mid", "old"]
     assert [p.program_id for p in pins.expired(2.5)] == ["mid"]
-    assert [p.program_id for p in pins.expired(3.0)] == ["old", "mid"]
+    assert [p.program_id for p in pins.expired(3.0)] == ["mid", "old"]
     pins.remove("mid")
     assert pins.pinned_blocks == 4 and pins.fits(1)
     pins.check()

@@ -1,12 +1,17 @@
 """Scheduler core with the vllm policy: a fake executor (no model) and an injected clock."""
+import pytest
+
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.request import Request, RequestStatus
 from continuum.sampling_params import SamplingParams
 from continuum.scheduler.scheduler import Scheduler
 
+# Without program ids every policy orders like vllm and never pins: the same exact plans.
+ALL_POLICIES = ["vllm", "continuum", "program-fcfs", "fixed-ttl", "infercept"]
 
-def make_sched(num_blocks=16, block_size=4, budget=16, max_seqs=8, max_len=64):
-    return Scheduler(SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs),
+
+def make_sched(num_blocks=16, block_size=4, budget=16, max_seqs=8, max_len=64, policy="vllm"):
+    return Scheduler(SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs, policy=policy),
                      CacheConfig(block_size=block_size), num_blocks, max_len)
 
 
@@ -26,8 +31,9 @@ def plan(out):
     return [(x.request.request_id, x.start, x.num_new_tokens, x.samples) for x in out.scheduled]
 
 
-def test_chunked_prefill_shares_budget_with_decodes():
-    s = make_sched(budget=8)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_chunked_prefill_shares_budget_with_decodes(policy):
+    s = make_sched(budget=8, policy=policy)
     s.add_request(req("a", 5, 0.0, max_tokens=4))
     s.add_request(req("b", 12, 1.0, base=100))
     out, _ = step(s, 2.0)
@@ -53,8 +59,9 @@ def test_prefix_hit_within_one_step_on_blocks_filled_by_an_earlier_request():
     assert s.kv.get_block_ids(s.requests["b"])[0] == s.kv.get_block_ids(s.requests["a"])[0] == 0
 
 
-def test_fcfs_admission_and_max_num_seqs():
-    s = make_sched(max_seqs=2, budget=64)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_fcfs_admission_and_max_num_seqs(policy):
+    s = make_sched(max_seqs=2, budget=64, policy=policy)
     for i, t in enumerate([3.0, 1.0, 2.0]):
         s.add_request(req(f"r{i}", 4, t, base=10 * i))
     out, _ = step(s, 5.0)
@@ -100,9 +107,10 @@ def test_prefix_hit_skips_computed_tokens():
     assert s.kv.stats.hits == 8
 
 
-def test_preemption_by_recompute_picks_latest_arrival_and_recovers():
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_preemption_by_recompute_picks_latest_arrival_and_recovers(policy):
     # 4 blocks of 4 tokens; two requests of 6 prompt tokens grow until they collide
-    s = make_sched(num_blocks=4, block_size=4, budget=64, max_len=16)
+    s = make_sched(num_blocks=4, block_size=4, budget=64, max_len=16, policy=policy)
     a, b = req("a", 6, 0.0, max_tokens=6), req("b", 6, 1.0, max_tokens=6, base=100)
     s.add_request(a)
     s.add_request(b)

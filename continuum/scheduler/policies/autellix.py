@@ -3,7 +3,8 @@
 Service and waiting are counted in scheduler steps (one step a request of the program runs
 = one unit of service, one step one waits = one unit of waiting), so the policy is
 deterministic under the scheduler's injected clock. A program's attained service is the sum
-over all its calls, the current one included.
+over all its calls, the current one included. The program table keeps both as open
+intervals, so no request is visited per step.
 
 - Queue of a program with attained service ``s``: queue i holds ``s`` in
   [sum of quanta 0..i-1, sum of quanta 0..i), quantum_i = base_quantum * 2^i (1, 2, ..., 64
@@ -18,8 +19,10 @@ admission and preemption order.)
 """
 from __future__ import annotations
 
+import bisect
+
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.policy import FinishAction, Policy
+from continuum.scheduler.policy import Policy
 
 
 class AutellixPolicy(Policy):
@@ -39,33 +42,20 @@ class AutellixPolicy(Policy):
         return cls(config.autellix_num_queues, config.autellix_base_quantum, config.autellix_beta)
 
     def queue_of(self, program_id: str) -> int:
-        rec = self.ctx.programs.get(program_id)
+        return self._queue(self.ctx.programs.get(program_id))
+
+    def _queue(self, rec) -> int:
         if rec is None:
             return 0
-        s = rec.service_steps
-        if s and rec.wait_steps / s >= self.beta:
+        step = self.ctx.step_no
+        s = rec.service_base + rec.num_running * step
+        if s and (rec.wait_base + rec.num_waiting * step) / s >= self.beta:
             return 0
-        for i, b in enumerate(self.bounds):
-            if s < b:
-                return i
-        return self.num_queues - 1
+        return min(bisect.bisect_right(self.bounds, s), self.num_queues - 1)
 
     def waiting_key(self, req: Request) -> tuple:
-        return (self.queue_of(req.program_id), req.status != RequestStatus.PREEMPTED,
+        return (self._queue(req.program_record), req.status != RequestStatus.PREEMPTED,
                 req.arrival_time, req.seq_no)
 
     def victim_key(self, req: Request) -> tuple:
-        return (self.queue_of(req.program_id), req.arrival_time, req.seq_no)
-
-    def on_step(self, now: float) -> list[tuple[str, FinishAction]]:
-        # The previous step ran every request now running; every waiting one waited.
-        programs = self.ctx.programs
-        for req in self.ctx.running:
-            rec = programs.get(req.program_id)
-            if rec is not None:
-                rec.service_steps += 1
-        for req in self.ctx.waiting:
-            rec = programs.get(req.program_id)
-            if rec is not None:
-                rec.wait_steps += 1
-        return []
+        return (self._queue(req.program_record), req.arrival_time, req.seq_no)

@@ -20,13 +20,16 @@ from continuum.scheduler.policy import FinishAction, Policy, pin
 class ContinuumPolicy(Policy):
     name = "continuum"
 
+    def bind(self, ctx) -> None:
+        super().bind(ctx)
+        self._pinned = ctx.pins.pins          # program id -> pin (a plain dict: hot path)
+
     def waiting_key(self, req: Request) -> tuple:
-        ctx = self.ctx
-        return (req.status != RequestStatus.PREEMPTED, req.program_id not in ctx.pins,
-                ctx.program_arrival(req), req.arrival_time, req.seq_no)
+        return (req.status != RequestStatus.PREEMPTED, req.program_id not in self._pinned,
+                req.program_arrival, req.arrival_time, req.seq_no)
 
     def victim_key(self, req: Request) -> tuple:
-        return (self.ctx.program_arrival(req), req.arrival_time, req.seq_no)
+        return (req.program_arrival, req.arrival_time, req.seq_no)
 
     def choose_ttl(self, tool: str | None, context_tokens: int) -> float:
         ctx = self.ctx

@@ -30,11 +30,11 @@ class InferCeptPolicy(Policy):
         self.swap_budget_tokens = swap_budget_tokens
 
     def waiting_key(self, req: Request) -> tuple:
-        return (req.status != RequestStatus.PREEMPTED, self.ctx.program_arrival(req),
+        return (req.status != RequestStatus.PREEMPTED, req.program_arrival,
                 req.arrival_time, req.seq_no)
 
     def victim_key(self, req: Request) -> tuple:
-        return (self.ctx.program_arrival(req), req.arrival_time, req.seq_no)
+        return (req.program_arrival, req.arrival_time, req.seq_no)
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
         return pin(math.inf)              # preserve; T_int = 0 makes it the least waste

@@ -14,8 +14,8 @@ class ProgramFCFSPolicy(Policy):
     name = "program-fcfs"
 
     def waiting_key(self, req: Request) -> tuple:
-        return (req.status != RequestStatus.PREEMPTED, self.ctx.program_arrival(req),
+        return (req.status != RequestStatus.PREEMPTED, req.program_arrival,
                 req.arrival_time, req.seq_no)
 
     def victim_key(self, req: Request) -> tuple:
-        return (self.ctx.program_arrival(req), req.arrival_time, req.seq_no)
+        return (req.program_arrival, req.arrival_time, req.seq_no)
