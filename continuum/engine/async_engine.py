@@ -285,7 +285,7 @@ class RequestStream:
                     raise item
                 if item is _Aborted:
                     self.finished = True
-                    raise EngineOverloadedError("request aborted: the server is shutting down")
+                    raise EngineOverloadedError("request aborted by the server (shutting down)")
                 self.finished = item.finished
                 yield item
         finally:

@@ -7,6 +7,7 @@ the simulator control it; the scheduler only ever sees the values it returns.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import logging
 import time
 from collections.abc import Callable
@@ -106,7 +107,7 @@ class LLMEngine:
         self.scheduler_time_max = 0.0
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
-        self.step_times: list[float] = []
+        self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
 
     # -- requests ------------------------------------------------------------------------------
     def tokenize(self, prompt: str) -> list[int]:

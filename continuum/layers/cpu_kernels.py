@@ -36,6 +36,18 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _clear_stale_lock(lock: Path, max_age_s: float = 600.0) -> None:
+    """torch's builder waits on a lock file forever; one left by a killed build would hang every
+    later start. A build takes about a minute, so a lock older than ten minutes is stale."""
+    import time
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+            logger.warning("removed a stale build lock %s", lock)
+    except FileNotFoundError:
+        pass
+
+
 def load():
     """The compiled module, or None (reason in ``failure()``)."""
     global _module, _failed
@@ -49,6 +61,7 @@ def load():
         if not (build / "continuum_cpu.so").exists():
             logger.warning("building the CPU attention kernel into %s (first run only, about a minute)", build)
         build.mkdir(parents=True, exist_ok=True)
+        _clear_stale_lock(build / "lock")
         _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
                            extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
                            extra_ldflags=["-fopenmp"], verbose=False)

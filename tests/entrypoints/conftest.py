@@ -21,8 +21,8 @@ from continuum.engine.engine import LLMEngine
 from continuum.entrypoints.openai.api_server import ServerOptions, create_app
 
 MODEL = "random:tiny"
-ENGINE_KW = dict(model=MODEL, dtype="float32", device="cpu", max_model_len=512,
-                 kv_cache_memory="8MiB", max_num_batched_tokens=512)
+ENGINE_KW = dict(model=MODEL, dtype="float32", device="cpu", max_model_len=1024,
+                 kv_cache_memory="8MiB", max_num_batched_tokens=1024)
 
 # prompt marker -> scripted reply
 SCRIPTS = {
@@ -35,7 +35,7 @@ SCRIPTS = {
 }
 
 
-def install_script(engine: LLMEngine) -> None:
+def install_script(engine: LLMEngine, step_delay: float = 0.0) -> None:
     runner, real = engine.runner, engine.runner.execute
     tok, eos = engine.tokenizer, engine.eos_token_ids[0]
 
@@ -49,6 +49,8 @@ def install_script(engine: LLMEngine) -> None:
         return None
 
     def execute(out):
+        if step_delay:
+            time.sleep(step_delay)       # a slower "model": requests stay in flight for a while
         toks, lps = real(out)
         for i, s in enumerate(out.scheduled):
             if toks[i] is None:
@@ -65,10 +67,11 @@ def install_script(engine: LLMEngine) -> None:
 class Server:
     """uvicorn in a daemon thread; ``url`` is http://127.0.0.1:PORT."""
 
-    def __init__(self, engine_kw: dict | None = None, max_waiting: int | None = None, **opts):
+    def __init__(self, engine_kw: dict | None = None, max_waiting: int | None = None,
+                 step_delay: float = 0.0, graceful_s: float = 2.0, **opts):
         kw = {**ENGINE_KW, **(engine_kw or {})}
         self.llm_engine = LLMEngine(EngineArgs.from_kwargs(**kw))
-        install_script(self.llm_engine)
+        install_script(self.llm_engine, step_delay)
         self.engine = AsyncLLMEngine(self.llm_engine, max_waiting_requests=max_waiting)
         opts = {"model_name": MODEL, "debug_endpoints": True, "shutdown_timeout": 2.0, **opts}
         self.app = create_app(self.engine, ServerOptions(**opts))
@@ -77,7 +80,7 @@ class Server:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=graceful_s)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)

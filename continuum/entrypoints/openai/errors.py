@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from continuum.engine.async_engine import EngineDeadError, EngineOverloadedError
-from continuum.errors import InvalidRequestError
+from continuum.errors import ContinuumError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
         msg = "not found" if exc.status_code == 404 else str(exc.detail)
         return OpenAIError(exc.status_code, msg, code=code).response()
 
+    @app.exception_handler(ContinuumError)
+    async def _continuum(_: Request, exc: ContinuumError):
+        return to_openai_error(exc).response()
+
+    # Anything else is a bug: Starlette answers it from ServerErrorMiddleware (then re-raises
+    # it so the server logs the traceback); the client sees only a generic 500.
     @app.exception_handler(Exception)
     async def _any(_: Request, exc: Exception):
         return to_openai_error(exc).response()

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 
 from continuum.engine.async_engine import AsyncLLMEngine, RequestStream
 from continuum.entrypoints.openai.agent import agent_info
 from continuum.entrypoints.openai.errors import OpenAIError, bad_request, to_openai_error
 from continuum.entrypoints.openai.metrics import ServerMetrics
-from continuum.entrypoints.openai.protocol import _Base
+from continuum.entrypoints.openai.protocol import SamplingRequest
 from continuum.errors import PromptTooLongError
 from continuum.outputs import CompletionOutput, RequestOutput
 from continuum.request import AgentInfo
@@ -42,6 +43,7 @@ class Tracker:
         self.m, self.endpoint = metrics, endpoint
         self.start = self.last = time.perf_counter()
         self.first = True
+        self.finished = False
 
     def on_output(self, out: RequestOutput) -> None:
         now = time.perf_counter()
@@ -52,12 +54,19 @@ class Tracker:
             self.m.itl.observe(now - self.last)
         self.last = now
         if out.finished:
+            self.finished = True
             c = out.outputs[0]
             self.m.e2e.labels(self.endpoint).observe(now - self.start)
             self.m.prompt_tokens.inc(len(out.prompt_token_ids))
             self.m.generation_tokens.inc(len(c.token_ids))
             self.m.cached_tokens.inc(out.num_cached_tokens)
             self.m.finished.labels(c.finish_reason or "unknown").inc()
+
+    def close(self) -> None:
+        """Call when the response ends, however it ends: counts requests cut off early."""
+        if not self.finished:
+            self.finished = True
+            self.m.aborted.inc()
 
 
 class OpenAIServing:
@@ -69,7 +78,7 @@ class OpenAIServing:
             raise OpenAIError(404, f"the model {model!r} does not exist; this server serves "
                               f"{self.model_name!r}", param="model", code="model_not_found")
 
-    def agent(self, req: _Base, raw: Request) -> AgentInfo:
+    def agent(self, req: SamplingRequest, raw: Request) -> AgentInfo:
         return agent_info(req.model_extra, raw.headers.get("x-program-id"))
 
     def max_tokens(self, prompt_len: int, requested: int | None) -> int:
@@ -136,9 +145,12 @@ async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Reques
             s.close()
 
 
-async def until_disconnect(raw: Request, work: Awaitable[Any]) -> Any:
-    """Run ``work``; if the client goes away first, cancel it (its streams abort) and raise
-    ``asyncio.CancelledError`` so nothing is sent."""
+CLIENT_CLOSED = 499          # nginx's code: nobody reads it, it only shows in logs/metrics
+
+
+async def until_disconnect(raw: Request, work: Awaitable[dict]) -> Response:
+    """Run ``work`` and answer its JSON; if the client goes away first, cancel it (its streams
+    close, so the engine aborts the request and frees its KV) and answer 499 to nobody."""
     task = asyncio.ensure_future(work)
 
     async def listen() -> None:
@@ -153,8 +165,8 @@ async def until_disconnect(raw: Request, work: Awaitable[Any]) -> Any:
         watcher.cancel()
     if not task.done():
         task.cancel()
-        raise asyncio.CancelledError("client disconnected")
-    return task.result()
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(task.result())
 
 
 async def sse_stream(chunks: AsyncIterator[str]) -> AsyncIterator[str]:

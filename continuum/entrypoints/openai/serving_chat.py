@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import jinja2
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from continuum.engine.async_engine import RequestStream
 from continuum.entrypoints.openai.errors import bad_request
@@ -96,7 +96,7 @@ class OpenAIServingChat(OpenAIServing):
         if req.stream:
             return StreamingResponse(sse_stream(self._stream(req, rid, created, stream)),
                                      media_type="text/event-stream")
-        return JSONResponse(await until_disconnect(raw, self._full(req, rid, created, stream)))
+        return await until_disconnect(raw, self._full(req, rid, created, stream))
 
     async def _full(self, req: ChatCompletionRequest, rid: str, created: int,
                     stream: RequestStream) -> dict:
@@ -107,6 +107,7 @@ class OpenAIServingChat(OpenAIServing):
                 final = out
         finally:
             stream.close()
+            tracker.close()
         c = final.outputs[0]
         content, calls = parse_tool_calls(c.text) if req.parse_tools else (c.text, [])
         message: dict = {"role": "assistant", "content": content}
@@ -167,3 +168,4 @@ class OpenAIServingChat(OpenAIServing):
                         len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens)})
         finally:
             stream.close()
+            tracker.close()

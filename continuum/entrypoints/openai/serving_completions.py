@@ -5,7 +5,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import CompletionRequest
@@ -55,7 +55,7 @@ class OpenAIServingCompletion(OpenAIServing):
         if req.stream:
             return StreamingResponse(sse_stream(self._stream(req, rid, created, streams)),
                                      media_type="text/event-stream")
-        return JSONResponse(await until_disconnect(raw, self._full(req, rid, created, streams)))
+        return await until_disconnect(raw, self._full(req, rid, created, streams))
 
     def _choice_logprobs(self, req: CompletionRequest, out: RequestOutput, start: int, off: int):
         if req.logprobs is None:
@@ -65,10 +65,14 @@ class OpenAIServingCompletion(OpenAIServing):
     async def _full(self, req, rid, created, streams) -> dict:
         finals: dict[int, RequestOutput] = {}
         trackers = [Tracker(self.metrics, "completions") for _ in streams]
-        async for i, out in merge(streams):
-            trackers[i].on_output(out)
-            if out.finished:
-                finals[i] = out
+        try:
+            async for i, out in merge(streams):
+                trackers[i].on_output(out)
+                if out.finished:
+                    finals[i] = out
+        finally:
+            for t in trackers:
+                t.close()
         choices, n_prompt, n_out, n_cached = [], 0, 0, 0
         for i in range(len(streams)):
             out = finals[i]
@@ -87,18 +91,23 @@ class OpenAIServingCompletion(OpenAIServing):
         offs = [0] * len(streams)          # text already sent, per choice (logprob offsets)
         totals = [0, 0, 0]
         trackers = [Tracker(self.metrics, "completions") for _ in streams]
-        async for i, out in merge(streams):
-            trackers[i].on_output(out)
-            c = out.outputs[0]
-            lp = self._choice_logprobs(req, out, seen[i], offs[i])
-            seen[i], offs[i] = len(c.token_ids), offs[i] + len(c.delta_text)
-            if c.delta_text or out.finished or lp:
+        try:
+            async for i, out in merge(streams):
+                trackers[i].on_output(out)
+                c = out.outputs[0]
+                lp = self._choice_logprobs(req, out, seen[i], offs[i])
+                seen[i], offs[i] = len(c.token_ids), offs[i] + len(c.delta_text)
+                # one event per output, even with empty text (a partial UTF-8 character, a
+                # token outside the tokenizer's vocabulary): clients count and time tokens
                 yield sse({**head, "choices": [{"index": i, "text": c.delta_text, "logprobs": lp,
                                                 "finish_reason": c.finish_reason,
                                                 "stop_reason": c.stop_reason}]})
-            if out.finished:
-                totals[0] += len(out.prompt_token_ids)
-                totals[1] += len(c.token_ids)
-                totals[2] += out.num_cached_tokens
+                if out.finished:
+                    totals[0] += len(out.prompt_token_ids)
+                    totals[1] += len(c.token_ids)
+                    totals[2] += out.num_cached_tokens
+        finally:
+            for t in trackers:
+                t.close()
         if req.include_usage:
             yield sse({**head, "choices": [], "usage": usage(*totals)})

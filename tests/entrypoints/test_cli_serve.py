@@ -1,0 +1,109 @@
+"""`continuum serve` as a subprocess: loopback bind, API key from the environment, SIGTERM
+shuts it down cleanly; and the AsyncLLMEngine on its own (crash -> typed error, no hang)."""
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from continuum.config import EngineArgs
+from continuum.engine.async_engine import AsyncLLMEngine, EngineDeadError
+from continuum.engine.engine import LLMEngine
+from continuum.errors import PromptTooLongError
+from continuum.sampling_params import SamplingParams
+from tests.entrypoints.conftest import ENGINE_KW
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llm_engine():
+    return LLMEngine(EngineArgs.from_kwargs(**{**ENGINE_KW, "max_model_len": 128}))
+
+
+def test_cli_serve_subprocess_and_sigterm(llm_engine):
+    # Run one step in-process first: a fresh checkout JIT-builds the CPU attention kernel under
+    # a file lock, and a subprocess killed mid-build (our deadline) would leave the lock stale.
+    llm_engine.add_request([1, 2, 3], SamplingParams(max_tokens=1), request_id="warm")
+    while llm_engine.has_unfinished_requests():
+        llm_engine.step()
+    port = _free_port()
+    env = {**os.environ, "CONTINUUM_API_KEY": "k1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "continuum.cli", "serve", "random:tiny", "--port", str(port),
+           "--dtype", "float32", "--device", "cpu", "--kv-cache-memory", "8MiB",
+           "--max-model-len", "256", "--log-level", "info"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        body = {"model": "random:tiny", "prompt": "hi", "max_tokens": 3, "ignore_eos": True}
+        assert httpx.post(url + "/v1/completions", json=body).status_code == 401
+        r = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": "Bearer k1"})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+        log = proc.stdout.read().decode()
+        assert "Application shutdown complete" in log and "Traceback" not in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_async_engine_concurrency_errors_and_crash(llm_engine):
+    async def main():
+        eng = AsyncLLMEngine(llm_engine)
+        eng.start()
+        p = SamplingParams(max_tokens=5, ignore_eos=True, temperature=0)
+
+        async def run(prompt):
+            return [o async for o in eng.generate(prompt, p)]
+
+        outs = await asyncio.gather(*(run([i + 1] * (i + 2)) for i in range(8)))
+        assert all(len(o) == 5 and o[-1].finished for o in outs)
+        with pytest.raises(PromptTooLongError):
+            await eng.add_request([1] * 500, p)
+        # abort by dropping a stream half way
+        stream = await eng.add_request([7, 7, 7], SamplingParams(max_tokens=100, ignore_eos=True))
+        async for _ in stream:
+            break
+        stream.close()
+        for _ in range(100):
+            if not (await eng.call(lambda e: e.has_unfinished_requests())):
+                break
+            await asyncio.sleep(0.01)
+        await eng.call(lambda e: e.check_integrity())
+        assert eng.num_in_flight == 0
+        # an engine bug fails in-flight requests with a typed error instead of hanging them
+        real = llm_engine.step
+        llm_engine.step = lambda: (_ for _ in ()).throw(RuntimeError("boom"))
+        try:
+            with pytest.raises(EngineDeadError):
+                await asyncio.wait_for(run([1, 2, 3]), timeout=10)
+            assert not eng.is_running
+            with pytest.raises(EngineDeadError):
+                await run([1, 2])
+        finally:
+            llm_engine.step = real
+        await eng.shutdown(timeout=1)
+
+    asyncio.run(main())
