@@ -35,7 +35,7 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.add_argument("--out", default=None, help="output dir for results.json, report.md, PNGs")
     b.add_argument("--no-progress", action="store_true")
     add_engine_args(b)
-    b.set_defaults(func=lambda a: cmd_bench(a, engine_kwargs))
+    b.set_defaults(func=lambda a: _user_errors(cmd_bench, a, engine_kwargs))
 
     g = sub.add_parser("bench-trace", help="generate or convert program traces (JSONL)")
     g.add_argument("kind", choices=["swe", "bfcl", "swe-smith", "csv", "validate", "stats"])
@@ -45,8 +45,10 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--scale", type=float, default=1.0)
     g.add_argument("--tool-time-scale", type=float, default=1.0)
+    g.add_argument("--tokens-mode", choices=["sum", "final"], default="sum",
+                   help="read tokens per program as the sum over turns (default) or the final context")
     g.add_argument("--tokenizer", default="default", help="swe-smith: default | byte | HF dir")
-    g.set_defaults(func=cmd_trace)
+    g.set_defaults(func=lambda a: _user_errors(cmd_trace, a))
 
     p = sub.add_parser("profile", help="measure a cost-model profile of this machine with the real engine")
     add_engine_args(p)
@@ -60,7 +62,17 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     p.add_argument("--from-calibration", default=None, metavar="CALIB_JSON",
                    help="convert a ../shared/calibration file instead of measuring")
     p.add_argument("--device-memory", default="141e9", help="with --from-calibration: device bytes")
-    p.set_defaults(func=lambda a: cmd_profile(a, engine_kwargs))
+    p.set_defaults(func=lambda a: _user_errors(cmd_profile, a, engine_kwargs))
+
+
+def _user_errors(fn, *args) -> int:
+    """Bad traces, unknown policies/profiles, missing files: one line on stderr, exit 2."""
+    from continuum.bench.trace import TraceError
+    try:
+        return fn(*args)
+    except (TraceError, ValueError, FileNotFoundError) as e:
+        print(f"continuum: error: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
@@ -78,10 +90,15 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
         Path(profile).write_text(json.dumps(prof))
     host_blocks = 0
+    if not a.offload_gb and getattr(a, "host_kv_cache_memory", None):
+        from continuum.config import parse_bytes
+        a.offload_gb = parse_bytes(a.host_kv_cache_memory) / 1e9   # the engine flag works for the sim too
     if a.offload_gb and profile:
         from continuum.sim.profile import kv_bytes_per_token, load_profile
         host_blocks = int(a.offload_gb * 1e9 // (kv_bytes_per_token(load_profile(profile)) * a.block_size))
-    sim = {"num_blocks": a.num_blocks, "num_host_blocks": host_blocks, "block_size": a.block_size, "max_num_seqs": a.max_num_seqs,
+    from continuum.config import EngineArgs
+    sched_cfg = EngineArgs.from_kwargs(**engine_kwargs(a)).scheduler_config()   # policy knobs
+    sim = {"num_blocks": a.num_blocks, "num_host_blocks": host_blocks, "scheduler": sched_cfg, "block_size": a.block_size, "max_num_seqs": a.max_num_seqs,
            "max_num_batched_tokens": a.max_num_batched_tokens, "enable_prefix_caching": not a.no_prefix_caching}
     results_runs = []
     command = "continuum " + " ".join(shlex.quote(x) for x in sys.argv[1:])
@@ -93,7 +110,7 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         cfg.loads = _floats(loads_s) if loads_s else [None]
         results_runs += run_bench([wl], cfg, command)["runs"]
     results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
-               "runs": results_runs}
+               "git": _git_state(), "runs": results_runs}
     print(markdown_table(results_runs))
     for line in ratio_lines(results_runs):
         print(line)
@@ -102,12 +119,26 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     return 0
 
 
+def _git_state() -> str:
+    """Commit and dirtiness of the tree the run used (policies change between commits)."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def cmd_trace(a: argparse.Namespace) -> int:
     from continuum.bench import converters, trace
     from continuum.bench.generators import generate
 
     if a.kind in ("swe", "bfcl"):
-        progs = generate(a.kind, a.num_programs, seed=a.seed, scale=a.scale, tool_time_scale=a.tool_time_scale)
+        progs = generate(a.kind, a.num_programs, seed=a.seed, scale=a.scale, tool_time_scale=a.tool_time_scale,
+                         tokens_mode=a.tokens_mode)
     elif a.kind == "swe-smith":
         progs = converters.convert_swe_smith(a.input, converters.load_tokenizer(a.tokenizer))
     elif a.kind == "csv":

@@ -58,9 +58,11 @@ def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], p
             rid = f"{st.trace.program_id}#{st.turn}"
             params = SamplingParams(max_tokens=turn.output_tokens, min_tokens=turn.output_tokens,
                                     ignore_eos=True, temperature=0.0)
-            engine.add_request(prompt, params, request_id=rid, arrival_time=t0 + now,
+            # The send time is the event's time (as in the simulator): a send that falls inside
+            # a running step waits for it, and that wait counts as queueing.
+            engine.add_request(prompt, params, request_id=rid, arrival_time=t0 + t,
                                agent=AgentInfo(st.trace.program_id, st.turn, turn.last, turn.tool))
-            rec = TurnRecord(st.trace.program_id, st.turn, now, prompt_tokens=len(prompt))
+            rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(prompt))
             st.record.turns.append(rec)
             live[rid] = (st, rec)
         if not engine.has_unfinished_requests():

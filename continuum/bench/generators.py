@@ -114,10 +114,16 @@ def _lognormal_params(mean: float, std: float) -> tuple[float, float]:
 
 
 def generate(workload: str | WorkloadSpec, num_programs: int, seed: int = 0, scale: float = 1.0,
-             output_scale: float | None = None, tool_time_scale: float = 1.0) -> list[ProgramTrace]:
+             output_scale: float | None = None, tool_time_scale: float = 1.0,
+             tokens_mode: str = "sum") -> list[ProgramTrace]:
     """``num_programs`` programs (arrival_time null). ``scale`` multiplies token counts (inputs
     and, unless ``output_scale`` is given, outputs); ``tool_time_scale`` multiplies durations.
+    ``tokens_mode``: "sum" (default) reads the table's tokens per program as the sum over turns
+    of prompt + output tokens; "final" as the final context (prompt + output of the last turn),
+    which makes contexts ~N/2 times longer (a sensitivity option: the paper does not say).
     Same arguments, same trace, on every machine (numpy PCG64)."""
+    if tokens_mode not in ("sum", "final"):
+        raise ValueError(f"tokens_mode must be 'sum' or 'final', got {tokens_mode!r}")
     spec = WORKLOADS[workload] if isinstance(workload, str) else workload
     out_scale = scale if output_scale is None else output_scale
     rng = np.random.default_rng(seed)
@@ -139,7 +145,10 @@ def generate(workload: str | WorkloadSpec, num_programs: int, seed: int = 0, sca
         # total = sum_k (prompt_k + out_k); prompt_k = first + sum_{j<k} out_j + s * sum_{2<=j<=k} w_j
         base = n * first + sum((n - k) * outs[k] for k in range(n)) + outs.sum()
         lin = sum(weights[k] * (n - k) for k in range(n))
-        s = max((total - base) / lin, 1.0)
+        if tokens_mode == "final":
+            s = max((total - first - outs.sum()) / weights.sum(), 1.0)
+        else:
+            s = max((total - base) / lin, 1.0)
         s = min(s, max((spec.max_context - first - outs.sum()) / weights.sum(), 1.0))
         tool_idx = rng.choice(len(names), size=n, p=probs)
         slow_draw = rng.random(n)
@@ -160,5 +169,6 @@ def generate(workload: str | WorkloadSpec, num_programs: int, seed: int = 0, sca
             turns.append(Turn(max(1, int(round(inp * scale))), max(1, int(round(outs[k] * out_scale))),
                               tool, dur, last))
         programs.append(ProgramTrace(f"{spec.name.split('-')[0]}-{i:05d}", turns, None,
-                                     f"gen:{spec.name} seed={seed} scale={scale}"))
+                                     f"gen:{spec.name} seed={seed} scale={scale}"
+                                     + ("" if tokens_mode == "sum" else f" tokens={tokens_mode}")))
     return programs

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = [("jct_mean", "mean JCT s", 1), ("jct_p50", "P50", 1), ("jct_p95", "P95", 1), ("jct_p99", "P99", 1),
+COLUMNS = [("jct_mean", "mean JCT s", 2), ("jct_p50", "P50", 2), ("jct_p95", "P95", 2), ("jct_p99", "P99", 2),
            ("jct_over_ideal_mean", "JCT/ideal", 2), ("ttft_p50", "TTFT P50 s", 3), ("ttft_p99", "TTFT P99 s", 2),
            ("ttft_max", "TTFT max s", 2), ("output_tok_per_s", "out tok/s", 0), ("programs_per_min", "prog/min", 2),
            ("prefix_hit_rate", "hit rate", 3), ("preemptions", "preempt", 0)]
@@ -58,10 +58,11 @@ def write_report(results: dict[str, Any], out_dir: str | Path, title: str = "con
     """Write results.json, report.md and the PNG plots into ``out_dir``; returns report.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
     plots = make_plots(results["runs"], out)
     md = [f"# {title}", "", "Command:", "", "```", results.get("command", ""), "```", "",
-          "Config: `" + json.dumps(results.get("config", {}), default=str) + "`", "",
+          f"Tree: `{results.get('git', 'unknown')}`", "",
+          "Config: `" + json.dumps(results.get("config", {}), default=_jsonable) + "`", "",
           markdown_table(results["runs"]), ""]
     ratios = ratio_lines(results["runs"])
     if ratios:
@@ -115,6 +116,17 @@ def make_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.legend(fontsize=7); ax.grid(alpha=.3)
         paths.append(_save(fig, out / f"{wl}_pinned_kv.png"))
     return paths
+
+
+def _jsonable(v: Any) -> Any:
+    """numpy scalars -> float, dataclasses (configs) -> dicts, anything else -> str."""
+    import dataclasses
+    if dataclasses.is_dataclass(v):
+        return dataclasses.asdict(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _save(fig, path: Path) -> Path:

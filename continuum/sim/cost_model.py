@@ -3,13 +3,17 @@
 One engine step costs
 
     t = overhead + c0 + c1 * prefill_tokens + c2 * prefill_attention + c3 * decode_seqs
-          + c4 * decode_context
+          + c4 * decode_context + c5 * [decode_seqs > 0]
+          + c6 * mixed_decode_seqs + c7 * mixed_decode_context
 
 where, over the step's scheduled chunks, ``prefill_tokens`` sums the new tokens of chunks
 longer than one token, ``prefill_attention`` sums n * (start + n / 2) (query-key pairs of a
 causal chunk of n tokens after ``start`` cached ones), ``decode_seqs`` counts one-token chunks
 and ``decode_context`` sums their sequence lengths. c0 is the weight-read floor shared by all
-steps. The coefficients are a non-negative least-squares fit in *relative* error to every
+steps; c5 is a fixed cost of the decode path (on CPUs the paged decode attention has its own
+per-step overhead; on GPUs the fit puts it near 0). c6, c7 price decodes that share a step with
+a prefill chunk beyond their pure-decode cost (on CPUs they take the varlen attention path);
+they are fitted only from a profile's optional ``mixed`` rows, else 0. The coefficients are a non-negative least-squares fit in *relative* error to every
 profile row (each row is a pure-prefill or pure-decode step; mixed steps are assumed additive,
 an approximation). Swaps cost bytes / link bandwidth + a fixed latency.
 """
@@ -46,7 +50,10 @@ class StepShape:
     decode_context: int = 0
 
     def features(self) -> list[float]:
-        return [1.0, self.prefill_tokens, self.prefill_attention, self.decode_seqs, self.decode_context]
+        mixed = self.prefill_tokens > 0
+        return [1.0, self.prefill_tokens, self.prefill_attention, self.decode_seqs, self.decode_context,
+                1.0 if self.decode_seqs else 0.0,
+                self.decode_seqs if mixed else 0.0, self.decode_context if mixed else 0.0]
 
 
 class CostModel:
@@ -61,6 +68,10 @@ class CostModel:
         for r in profile["decode"]:
             b, l = r["batch"], r["context"]
             rows.append(StepShape(decode_seqs=b, decode_context=b * l).features())
+            ys.append(r["seconds"])
+        for r in profile.get("mixed", []):
+            n, c, b, l = r["new"], r["cached"], r["batch"], r["context"]
+            rows.append(StepShape(n, n * (c + n / 2), b, b * l).features())
             ys.append(r["seconds"])
         a, y = np.array(rows, dtype=float), np.array(ys, dtype=float)
         w = 1.0 / y                      # relative error: small steps matter as much as big ones
@@ -78,7 +89,8 @@ class CostModel:
     def shape_time(self, s: StepShape) -> float:
         c = self._c
         return (self.overhead + c[0] + c[1] * s.prefill_tokens + c[2] * s.prefill_attention
-                + c[3] * s.decode_seqs + c[4] * s.decode_context)
+                + c[3] * s.decode_seqs + c[4] * s.decode_context + (c[5] if s.decode_seqs else 0.0)
+                + ((c[6] * s.decode_seqs + c[7] * s.decode_context) if s.prefill_tokens else 0.0))
 
     def step_shape(self, chunks) -> StepShape:
         """``chunks``: iterable of (start, num_new_tokens)."""
@@ -130,6 +142,7 @@ class CostModel:
 
     def summary(self) -> dict[str, Any]:
         return {"coef": dict(zip(["c0_s", "per_prefill_token_s", "per_attn_pair_s", "per_decode_seq_s",
-                                  "per_decode_ctx_token_s"], map(float, self.coef))),
+                                  "per_decode_ctx_token_s", "decode_step_s", "mixed_per_decode_seq_s",
+                                  "mixed_per_decode_ctx_token_s"], map(float, self.coef))),
                 "overhead_s": self.overhead,
                 "fit_max_abs_rel_error": max(map(abs, self.fit_rel_errors)) if self.fit_rel_errors else 0.0}

@@ -1,6 +1,7 @@
 """``continuum profile``: measure a profile (profile.py format) on this machine with the real
 engine's model runner, in the same shape as ../shared/calibration/calibrate.py:
-prefill of N new tokens over C cached ones, and decode steps of batch B at context L.
+prefill of N new tokens over C cached ones, decode steps of batch B at context L, and mixed
+steps (a prefill chunk plus a decode batch).
 
 Steps are fabricated SchedulerOutputs run through ``ModelRunner.execute`` on the engine's own
 paged KV cache (block ids are arbitrary distinct blocks), so the numbers are what the engine's
@@ -66,6 +67,24 @@ def measure_profile(engine_kwargs: dict[str, Any], prefill_new: list[int], prefi
                 sched.append(ScheduledRequest(req, length - 1, 1, blocks, True))
             out = SchedulerOutput(sched)
             decode.append({"batch": b, "context": length, "seconds": _timeit(lambda: runner.execute(out), reps)})
+    # Mixed steps: one prefill chunk plus a decode batch in the same forward pass (what
+    # chunked prefill produces under load; on CPUs the decodes then take the varlen path).
+    mixed = []
+    # Two decode contexts, so the per-sequence and per-context mixed costs are identifiable.
+    for n, b, length in ((n, b, l) for n in prefill_new[-2:] for b in decode_batch[-2:] for l in decode_ctx[-2:]):
+        per = -(-(length + 1) // bs)
+        pre_blocks = -(-(prefill_cached[-1] + n + 1) // bs)
+        if b * per + pre_blocks > nblocks or prefill_cached[-1] + n >= engine.max_model_len:
+            continue
+        sched = []
+        for i in range(b):
+            req, blocks = seq(f"m{i}", length, i * per)
+            sched.append(ScheduledRequest(req, length - 1, 1, blocks, True))
+        req, blocks = seq("mp", prefill_cached[-1] + n, b * per)
+        sched.append(ScheduledRequest(req, prefill_cached[-1], n, blocks, True))
+        out = SchedulerOutput(sched)
+        mixed.append({"cached": prefill_cached[-1], "new": n, "batch": b, "context": length,
+                      "seconds": _timeit(lambda: runner.execute(out), reps)})
     # Per-step overhead outside the model: a short real decode run, minus the runner's time.
     engine.add_request(list(range(1, 33)), SamplingParams(max_tokens=24, ignore_eos=True, temperature=0.0))
     engine.step_times.clear()
@@ -88,4 +107,4 @@ def measure_profile(engine_kwargs: dict[str, Any], prefill_new: list[int], prefi
             # The KV capacity the engine had (weights excluded) is what the simulator needs.
             "memory": {"device_bytes": cap / 0.87, "weights_bytes": 0.0},
             "bandwidth": {"h2d_Bps": 10e9, "d2h_Bps": 10e9, "swap_latency_s": 1e-5},
-            "prefill": prefill, "decode": decode, "step_overhead_s": overhead}
+            "prefill": prefill, "decode": decode, "mixed": mixed, "step_overhead_s": overhead}

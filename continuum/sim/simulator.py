@@ -11,6 +11,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 import types
@@ -40,6 +41,8 @@ class SimConfig:
     sample_interval: float = 1.0             # seconds of virtual time between timeline samples
     seed: int = 0
     num_host_blocks: int = 0                 # host-memory KV tier (CPU offload); 0 = off
+    scheduler: SchedulerConfig | None = None # policy knobs (pin budget, fixed TTL, autellix...);
+                                             # its policy, budget and max seqs are overridden
 
 
 @dataclass
@@ -74,6 +77,26 @@ def pinned_blocks(sched: Scheduler) -> float:
     return 0.0
 
 
+class _PrefillReload:
+    """PrefillReload(r) of METHOD 2.2 from the simulator's own cost model: the isolated,
+    chunked prefill time of n tokens (so the policy's estimate matches the simulated cost)."""
+
+    def __init__(self, cost: CostModel, chunk: int):
+        self.cost, self.chunk = cost, chunk
+
+    def seconds(self, num_tokens: int) -> float:
+        return self.cost.turn_time(0, max(int(num_tokens), 1), 1, self.chunk)
+
+
+def _install_reload_cost(sched: Scheduler, cost: CostModel, chunk: int) -> None:
+    set_cost = getattr(sched, "set_reload_cost", None)
+    if set_cost is None:
+        return
+    from continuum.kv_ttl.reload_cost import OffloadCost
+    set_cost(prefill=_PrefillReload(cost, chunk),
+             offload=OffloadCost(bytes_per_token=cost.bytes_per_token, bandwidth=cost.h2d, latency=cost.swap_latency))
+
+
 def _swap_tokens(out, block_size: int) -> tuple[int, int]:
     """Tokens swapped in/out by this step (``swap_in``/``swap_out``: (device, host) block pairs)."""
     return len(getattr(out, "swap_in", ()) or ()) * block_size, len(getattr(out, "swap_out", ()) or ()) * block_size
@@ -86,9 +109,11 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
     num_blocks = cfg.num_blocks or cost.kv_capacity_tokens(cfg.gpu_memory_utilization) // cfg.block_size
     max_len = min(cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072),
                   num_blocks * cfg.block_size)
-    sched = Scheduler(SchedulerConfig(cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.policy),
-                      CacheConfig(cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching),
+    sc = dataclasses.replace(cfg.scheduler or SchedulerConfig(), policy=cfg.policy,
+                             max_num_batched_tokens=cfg.max_num_batched_tokens, max_num_seqs=cfg.max_num_seqs)
+    sched = Scheduler(sc, CacheConfig(cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching),
                       num_blocks, max_len, num_host_blocks=cfg.num_host_blocks)
+    _install_reload_cost(sched, cost, cfg.max_num_batched_tokens)
     states = [ProgramState(p, i, a, cfg.seed, (0, 1 << 30)) for i, (p, a) in enumerate(zip(programs, arrivals))]
     for s in states:
         s.record.ideal = ideal_jct(s.trace, cost, cfg.max_num_batched_tokens, cfg.block_size)

@@ -50,7 +50,7 @@ def to_openai_error(exc: BaseException) -> OpenAIError:
     if isinstance(exc, InvalidRequestError):      # includes PromptTooLongError
         return OpenAIError(400, str(exc))
     if isinstance(exc, EngineOverloadedError):
-        return OpenAIError(503, str(exc), type="server_overloaded", code="overloaded",
+        return OpenAIError(503, str(exc), type="server_overloaded", code=getattr(exc, "code", None) or "overloaded",
                            headers={"Retry-After": RETRY_AFTER_S})
     if isinstance(exc, EngineDeadError):
         return OpenAIError(500, str(exc), type="server_error", code="engine_dead")

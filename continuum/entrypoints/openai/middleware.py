@@ -19,7 +19,7 @@ from continuum.entrypoints.openai.metrics import ServerMetrics
 
 PROTECTED_PREFIXES = ("/v1", "/debug")
 KNOWN_ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/version",
-                "/metrics", "/debug/kv"}
+                "/metrics", "/debug/kv", "/debug/replicas"}
 
 
 class GuardMiddleware:

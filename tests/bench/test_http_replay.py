@@ -1,0 +1,61 @@
+"""HTTP-target replay against our own OpenAI server (random tiny model, 127.0.0.1, random port)."""
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from continuum.bench.trace import ProgramTrace, Turn
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("continuum.entrypoints.openai.api_server") is None,
+                                reason="the OpenAI server (continuum/entrypoints) is not there yet")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    import httpx
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "continuum.cli", "serve", "--model", "random:tiny",
+                             "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory", "4MiB",
+                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                pytest.skip(f"server exited at start: {proc.stderr.read().decode()[-500:]}")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.skip("server did not come up in 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_http_replay_two_programs(server):
+    from continuum.bench.http_driver import run_http
+    progs = [ProgramTrace("a", [Turn(20, 4, "ls", 0.05), Turn(9, 3, None, 0.0, True)]),
+             ProgramTrace("b", [Turn(30, 5, None, 0.0, True)])]
+    r = run_http(progs, [0.0, 0.02], server, timeout=60)
+    a, b = r["programs"]
+    assert a.finish is not None and b.finish is not None
+    assert [t.output_tokens for t in a.turns] == [4, 3]
+    assert a.turns[1].prompt_tokens == 20 + 4 + 9
+    assert a.turns[1].submit >= a.turns[0].finish + 0.05 - 1e-3
+    assert all(t.ttft is not None and t.ttft >= 0 for t in a.turns + b.turns)
