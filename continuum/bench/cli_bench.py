@@ -16,7 +16,9 @@ def _floats(s: str) -> list[float]:
 def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b = sub.add_parser("bench", help="replay agent traces: every policy on the same arrivals; report + plots")
     b.add_argument("--workload", action="append", default=None,
-                   help="swe | bfcl (seeded generators) or a JSONL trace path; repeatable (default: swe)")
+                   help="swe | bfcl (seeded generators) or a JSONL trace path; repeatable (default with "
+                        "--target sim: the main job, the bundled SWE-bench-like and BFCL-like traces at "
+                        "three loads each; else swe)")
     b.add_argument("--workload-jps", action="append", default=None, metavar="WORKLOAD=JPS,JPS",
                    help="loads for one workload, e.g. bfcl=0.8,1.6,3.2 (overrides --jps for it)")
     b.add_argument("--num-programs", type=int, default=None, help="programs per workload (default 100)")
@@ -81,6 +83,8 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
 
     specs = a.workload or ["swe"]
     per = dict(x.split("=", 1) for x in (a.workload_jps or []))
+    if a.workload is None and a.target == "sim" and not per and a.jps is None:
+        specs, per = _main_job(a)
     policies = available_policies() if a.policies == "all" else a.policies.split(",")
     profile = a.profile or ("h200-llama3.1-8b" if a.target == "sim" else None)
     if profile and a.tp > 1:
@@ -117,6 +121,25 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     if a.out:
         print(f"wrote {write_report(results, a.out)}")
     return 0
+
+
+# The main job (README's first command): the bundled traces at the paper's three loads each.
+MAIN_JOB = {"swe-bench-like-100.jsonl": ("swe", "0.025,0.075,0.125"),
+            "bfcl-like-100.jsonl": ("bfcl", "0.8,1.6,3.2")}
+
+
+def _main_job(a: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """Bundled traces when run from a checkout (else the same seeded generators that made
+    them), results and plots into benchmarks/results/main."""
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    specs, per = [], {}
+    for name, (gen, loads) in MAIN_JOB.items():
+        spec = str(root / "traces" / name) if (root / "traces" / name).exists() else gen
+        specs.append(spec)
+        per[spec] = loads
+    if a.out is None:
+        a.out = str(root / "results" / "main") if root.exists() else "continuum-bench-results"
+    return specs, per
 
 
 def _git_state() -> str:

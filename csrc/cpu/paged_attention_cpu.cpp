@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
@@ -31,15 +32,26 @@ inline void row_to_float(const T* __restrict src, float* __restrict dst, int64_t
   for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
 }
 
-template <typename T>
+// bf16 -> fp32 is a 16-bit shift; spelled on raw bits so the compiler emits vector shifts.
+template <>
+inline void row_to_float<c10::BFloat16>(const c10::BFloat16* __restrict src, float* __restrict dst,
+                                        int64_t n) {
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+  uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<uint32_t>(s[i]) << 16;
+}
+
+template <typename T, int64_t D>
 void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
                    const int64_t* seq_lens, T* out, int64_t B, int64_t H, int64_t Hkv,
-                   int64_t D, int64_t bs, int64_t max_blocks, float scale) {
+                   int64_t bs, int64_t max_blocks, float scale) {
   const int64_t g = H / Hkv;
   const int64_t tok_stride = Hkv * D;           // between consecutive tokens of a block
   const int64_t blk_stride = bs * tok_stride;   // between blocks
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qf, scores, acc, row(D);
+    std::vector<float> qf, scores, acc;
+    alignas(64) float row[D];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / Hkv, kh = task % Hkv;
       const int64_t L = seq_lens[b];
@@ -51,7 +63,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
       // Pass 1: scores = q . k * scale
       for (int64_t t = 0; t < L; ++t) {
         const T* k = kc + table[t / bs] * blk_stride + (t % bs) * tok_stride + kh * D;
-        row_to_float(k, row.data(), D);
+        row_to_float(k, row, D);
         for (int64_t j = 0; j < g; ++j) {
           const float* qj = qf.data() + j * D;
           float s = 0.f;
@@ -76,7 +88,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
       acc.assign(g * D, 0.f);
       for (int64_t t = 0; t < L; ++t) {
         const T* v = vc + table[t / bs] * blk_stride + (t % bs) * tok_stride + kh * D;
-        row_to_float(v, row.data(), D);
+        row_to_float(v, row, D);
         for (int64_t j = 0; j < g; ++j) {
           const float p = scores[j * L + t];
           float* aj = acc.data() + j * D;
@@ -111,10 +123,20 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
   TORCH_CHECK(k_cache.size(3) == D && H % Hkv == 0, "head sizes disagree");
   auto out = torch::empty_like(q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention_decode", [&] {
-    decode_kernel<scalar_t>(q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
-                            block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(),
-                            out.data_ptr<scalar_t>(), B, H, Hkv, D, bs, block_tables.size(1),
-                            static_cast<float>(scale));
+    auto run = [&](auto head_size) {
+      decode_kernel<scalar_t, decltype(head_size)::value>(
+          q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
+          block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+          B, H, Hkv, bs, block_tables.size(1), static_cast<float>(scale));
+    };
+    // Compile-time head sizes let the inner loops unroll into whole vector registers.
+    switch (D) {
+      case 64: run(std::integral_constant<int64_t, 64>{}); break;
+      case 128: run(std::integral_constant<int64_t, 128>{}); break;
+      case 256: run(std::integral_constant<int64_t, 256>{}); break;
+      case 32: run(std::integral_constant<int64_t, 32>{}); break;
+      default: TORCH_CHECK(false, "CPU decode kernel: head size ", D, " not in {32, 64, 128, 256}");
+    }
   });
   return out;
 }
