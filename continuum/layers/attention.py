@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# One definition of the cache write for every path (the CUDA kernel's fallback is this too).
+from continuum.ops.reference import reshape_and_cache  # noqa: F401  (re-exported)
+
 
 @dataclass
 class AttentionMetadata:
@@ -102,17 +105,6 @@ def set_forward_context(meta: AttentionMetadata | None):
 
 def get_forward_context() -> AttentionMetadata | None:
     return _CONTEXT
-
-
-def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Write new K/V ([num_tokens, num_kv_heads, head_size]) at their slots (vLLM's argument order)."""
-    nkv, hd = k_cache.shape[-2:]
-    valid = slot_mapping >= 0
-    if not bool(valid.all()):
-        key, value, slot_mapping = key[valid], value[valid], slot_mapping[valid]
-    k_cache.view(-1, nkv, hd).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
-    v_cache.view(-1, nkv, hd).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
 
 
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, n: int) -> torch.Tensor:
