@@ -42,16 +42,20 @@ inline void row_to_float<c10::BFloat16>(const c10::BFloat16* __restrict src, flo
   for (int64_t i = 0; i < n; ++i) d[i] = static_cast<uint32_t>(s[i]) << 16;
 }
 
-template <typename T, int64_t D>
+// DC: the head size when known at compile time (common sizes: loops unroll into whole vector
+// registers), or 0 for any other size, taken from ``d_runtime``.
+template <typename T, int64_t DC>
 void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
                    const int64_t* seq_lens, T* out, int64_t B, int64_t H, int64_t Hkv,
-                   int64_t bs, int64_t max_blocks, float scale) {
+                   int64_t d_runtime, int64_t bs, int64_t max_blocks, float scale) {
+  const int64_t D = DC ? DC : d_runtime;
   const int64_t g = H / Hkv;
   const int64_t tok_stride = Hkv * D;           // between consecutive tokens of a block
   const int64_t blk_stride = bs * tok_stride;   // between blocks
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qf, scores, acc;
-    alignas(64) float row[D];
+    std::vector<float> qf, scores, acc, row_dyn(DC ? 0 : D);
+    alignas(64) float row_fixed[DC ? DC : 1];
+    float* row = DC ? row_fixed : row_dyn.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / Hkv, kh = task % Hkv;
       const int64_t L = seq_lens[b];
@@ -127,7 +131,7 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
       decode_kernel<scalar_t, decltype(head_size)::value>(
           q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
           block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
-          B, H, Hkv, bs, block_tables.size(1), static_cast<float>(scale));
+          B, H, Hkv, D, bs, block_tables.size(1), static_cast<float>(scale));
     };
     // Compile-time head sizes let the inner loops unroll into whole vector registers.
     switch (D) {
@@ -135,7 +139,7 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
       case 128: run(std::integral_constant<int64_t, 128>{}); break;
       case 256: run(std::integral_constant<int64_t, 256>{}); break;
       case 32: run(std::integral_constant<int64_t, 32>{}); break;
-      default: TORCH_CHECK(false, "CPU decode kernel: head size ", D, " not in {32, 64, 128, 256}");
+      default: run(std::integral_constant<int64_t, 0>{});
     }
   });
   return out;

@@ -32,7 +32,7 @@ def make_case(seq_lens, H, Hkv, D, bs=16, dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
-@pytest.mark.parametrize("H,Hkv,D", [(4, 4, 64), (12, 4, 64), (8, 2, 128), (9, 3, 64)])
+@pytest.mark.parametrize("H,Hkv,D", [(4, 4, 64), (12, 4, 64), (8, 2, 128), (9, 3, 64), (4, 2, 16), (2, 1, 80)])
 def test_decode_kernel_matches_reference(dtype, tol, H, Hkv, D):
     seq_lens = [1, 15, 16, 17, 33, 300]          # block boundaries and a longer context
     q, kc, vc, meta = make_case(seq_lens, H, Hkv, D, dtype=dtype)
