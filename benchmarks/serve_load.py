@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -32,8 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from server_proc import HOST, free_port, stop, wait_health  # noqa: E402
 DEFAULT_VLLM = HERE.parent.parent / "peer" / "venv" / "bin" / "python"
-HOST = "127.0.0.1"                       # loopback only, always
 
 
 def pct(xs: list[float], p: float) -> float | None:
@@ -153,28 +152,6 @@ async def load(a, url: str, model: str, name: str, vocab: int) -> dict:
     return summarize(name, time.perf_counter() - start, ttfts, itls, tokens[0], done[0], errors[0])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_health(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("server did not become healthy in time")
-
-
 def run_server_side(a, name: str, cmd: list[str], env: dict, model: str, vocab: int,
                     startup_s: float) -> dict | str:
     port = free_port()
@@ -190,12 +167,7 @@ def run_server_side(a, name: str, cmd: list[str], env: dict, model: str, vocab: 
     except Exception as e:  # noqa: BLE001 - a side that fails is reported, the others still run
         return f"failed: {e}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,9 @@ from pathlib import Path
 
 import httpx
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_proc import HOST, free_port, stop, wait_health  # noqa: E402
+
 TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {
     "type": "object", "properties": {"cmd": {"type": "string"}}}}}]
 TOOL_NAMES = ["ls", "cat", "grep", "pytest", "git", "sed"]
@@ -135,9 +136,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.duration > 3600 or a.programs > 256:
         raise SystemExit("bounded on purpose: --duration <= 3600, --programs <= 256")
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://{HOST}:{port}"
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,16 +149,10 @@ def main() -> None:
                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     st, samples = Stats(), []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start (see {log.name})")
-            time.sleep(0.5)
+        try:
+            wait_health(url, proc, 120)
+        except RuntimeError as e:
+            raise SystemExit(f"server did not start: {e} (see {log.name})") from None
         t0 = time.monotonic()
         asyncio.run(drive(a, url, st, proc.pid, samples))
         # let pins expire, then one request runs a schedule() (pins are expired lazily there)
@@ -191,12 +184,7 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 if __name__ == "__main__":

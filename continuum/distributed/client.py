@@ -31,7 +31,7 @@ from typing import Any
 from continuum.distributed.merge import merge_results
 from continuum.distributed.replica_pool import ReplicaHandle, ReplicaPool, ReplicaUnavailableError
 from continuum.distributed.router import NoReplicaError, Router
-from continuum.engine.async_engine import EngineOverloadedError
+from continuum.engine.async_engine import AsyncLLMEngine, EngineOverloadedError
 from continuum.errors import ContinuumError
 from continuum.outputs import RequestOutput
 from continuum.request import AgentInfo
@@ -138,16 +138,8 @@ class DistributedEngineClient:
             return stream
         raise ReplicaUnavailableError("no engine replica could take the request; retry later")
 
-    async def generate(self, prompt: str | list[int], params: SamplingParams, *,
-                       request_id: str | None = None, agent: AgentInfo | None = None,
-                       arrival_time: float | None = None) -> AsyncIterator[RequestOutput]:
-        stream = await self.add_request(prompt, params, request_id=request_id, agent=agent,
-                                        arrival_time=arrival_time)
-        try:
-            async for out in stream:
-                yield out
-        finally:
-            stream.close()
+    # add_request, iterate, close: the same protocol as the single engine's.
+    generate = AsyncLLMEngine.generate
 
     async def abort(self, request_id: str) -> None:
         s = self._streams.get(request_id)
