@@ -24,7 +24,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-seqs", type=int, default=128)
     g.add_argument("--max-num-batched-tokens", type=int, default=2048)
     g.add_argument("--scheduling-policy", default="continuum",
-                   choices=["continuum", "vllm", "program-fcfs", "fixed-ttl", "autellix", "infercept"],
+                   choices=["continuum", "continuum+", "vllm", "program-fcfs", "fixed-ttl", "autellix",
+                            "infercept"],
                    help="see docs/scheduling.md")
     g.add_argument("--no-prefix-caching", action="store_true")
     g.add_argument("--host-kv-cache-memory", default=None,
@@ -37,6 +38,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--autellix-num-queues", type=int, default=7)
     g.add_argument("--autellix-base-quantum", type=int, default=1, help="decode steps of queue 0")
     g.add_argument("--autellix-beta", type=float, default=8.0, help="anti-starvation ratio")
+    g.add_argument("--admission-target", type=float, default=1.0,
+                   help="continuum+: the active programs' estimated peak KV / KV blocks at which "
+                        "new programs wait (> 1 overbooks)")
+    g.add_argument("--starvation-guard", type=float, default=30.0,
+                   help="continuum+: seconds a waiting request can be passed over by later turns "
+                        "of older programs (0 = request FCFS)")
 
 
 def engine_kwargs(a: argparse.Namespace) -> dict:
@@ -46,7 +53,8 @@ def engine_kwargs(a: argparse.Namespace) -> dict:
                 enable_prefix_caching=not a.no_prefix_caching, host_kv_cache_memory=a.host_kv_cache_memory,
                 pin_budget_fraction=a.pin_budget_fraction, program_idle_timeout=a.program_idle_timeout,
                 fixed_ttl=a.fixed_ttl, autellix_num_queues=a.autellix_num_queues,
-                autellix_base_quantum=a.autellix_base_quantum, autellix_beta=a.autellix_beta)
+                autellix_base_quantum=a.autellix_base_quantum, autellix_beta=a.autellix_beta,
+                admission_target=a.admission_target, starvation_guard=a.starvation_guard)
 
 
 def cmd_chat(a: argparse.Namespace) -> int:

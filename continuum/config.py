@@ -73,6 +73,8 @@ class SchedulerConfig:
     autellix_num_queues: int = 7
     autellix_base_quantum: int = 1         # steps in queue 0; doubles per queue
     autellix_beta: float = 8.0             # starvation ratio that promotes to queue 0
+    admission_target: float = 1.0         # continuum+: working set (peak estimate) / KV blocks
+    starvation_guard: float = 30.0         # continuum+: s of program-FCFS precedence at most
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
@@ -83,6 +85,8 @@ class SchedulerConfig:
             raise ConfigError("program_idle_timeout must be > 0 and fixed_ttl >= 0")
         if self.autellix_num_queues < 1 or self.autellix_base_quantum < 1 or self.autellix_beta <= 0:
             raise ConfigError("autellix_num_queues and autellix_base_quantum must be >= 1, autellix_beta > 0")
+        if self.admission_target <= 0 or self.starvation_guard < 0:
+            raise ConfigError("admission_target must be > 0 and starvation_guard >= 0")
 
 
 @dataclass
@@ -111,6 +115,8 @@ class EngineArgs:
     autellix_num_queues: int = 7
     autellix_base_quantum: int = 1
     autellix_beta: float = 8.0
+    admission_target: float = 1.0
+    starvation_guard: float = 30.0
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EngineArgs":
@@ -133,4 +139,5 @@ class EngineArgs:
         return SchedulerConfig(self.max_num_batched_tokens, self.max_num_seqs,
                                self.scheduling_policy, self.enable_chunked_prefill,
                                self.pin_budget_fraction, self.program_idle_timeout, self.fixed_ttl,
-                               self.autellix_num_queues, self.autellix_base_quantum, self.autellix_beta)
+                               self.autellix_num_queues, self.autellix_base_quantum, self.autellix_beta,
+                               self.admission_target, self.starvation_guard)

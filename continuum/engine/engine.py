@@ -252,6 +252,7 @@ class LLMEngine:
             "tool_durations_seen_total": sch.agents.ctx.predictor.total_seen,
             **st.ttl_histogram(),
             "programs_tracked": len(sch.agents.programs),
+            **sch.policy.stats(),
             "scheduler_time_seconds_total": self.scheduler_time_total,
             "scheduler_time_seconds_max": self.scheduler_time_max,
         }

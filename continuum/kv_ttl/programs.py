@@ -29,6 +29,9 @@ class ProgramRecord:
     last_finish_time: float | None = None
     last_tool: str | None = None    # tool called after the last finished turn
     pinned: bool = False            # the pin table holds this program's KV
+    admitted: bool = False          # one of its requests has been admitted (it is active)
+    context_tokens: int = 0         # tokens (prompt + output) of its last finished turn
+    first_prompt_tokens: int = 0    # prompt tokens of its first turn
     num_running: int = 0
     # Steps its requests ran / waited, all turns (Autellix), kept as open intervals so that
     # nothing is visited per step: total = base + (number open) * current step.

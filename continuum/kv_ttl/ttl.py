@@ -69,6 +69,7 @@ class EtaEstimator:
 
     def __init__(self, window: int = 256, initial: float = 1.0):
         self.programs: deque[tuple[float, ...]] = deque(maxlen=window)
+        self.turn_counts: deque[int] = deque(maxlen=window)     # N of the same programs
         self.initial = initial
         self._s = [0.0] * 6                          # n, Sk, Sm, Skk, Smm, Skm
 
@@ -84,6 +85,7 @@ class EtaEstimator:
             self._s = [a - b for a, b in zip(self._s, self.programs[0])]
         sums = self._sums(max(n_turns, 1))
         self.programs.append(sums)
+        self.turn_counts.append(max(n_turns, 1))
         self._s = [a + b for a, b in zip(self._s, sums)]
 
     @property

@@ -63,6 +63,8 @@ class AgentState:
         rec = self.programs.on_arrival(req.program_id, req.arrival_time, self.ctx.step_no + 1)
         req.program_arrival = rec.first_arrival
         req.program_record = rec
+        if rec.turns_arrived == 1:
+            rec.first_prompt_tokens = req.num_prompt_tokens
         if rec.last_finish_time is not None and rec.last_tool is not None:
             self.ctx.predictor.observe(rec.last_tool, req.arrival_time - rec.last_finish_time)
         rec.last_finish_time = None
@@ -80,6 +82,7 @@ class AgentState:
             return
         rec.stop_waiting(self.ctx.step_no)
         rec.start_running(self.ctx.step_no)
+        rec.admitted = True
         self.programs.touch(rec, now)
         if req.program_id in self.pins:
             self._release(req.program_id)
@@ -152,6 +155,7 @@ class AgentState:
         else:
             rec.stop_running(self.ctx.step_no + 1)
         rec.turns_finished += 1
+        rec.context_tokens = req.num_tokens
         self.programs.touch(rec, now)
         if continues:
             rec.last_finish_time, rec.last_tool = now, req.tool_name
@@ -160,6 +164,7 @@ class AgentState:
         elif status != RequestStatus.FINISHED_ABORTED:
             self.ctx.eta.add_program(rec.turns_finished)
             rec.last_finish_time = rec.last_tool = None
+            rec.admitted = False            # a later request under this id starts anew
             if req.program_id in self.pins:
                 self._release(req.program_id)
                 self.stats.pins_dropped_program_end += 1

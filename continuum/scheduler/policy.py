@@ -9,6 +9,11 @@ The scheduler core asks a policy:
 - ``on_step(now)``: called at the top of every ``schedule()``; may return decisions for
   pinned programs (``(program_id, FREE | SWAP)``): InferCept's per-step re-evaluation, and
   Autellix's service accounting.
+- ``admit(req, now)``: whether a waiting request may be admitted now (default: yes). A held
+  request is skipped and keeps its place; requests after it are still considered, so a
+  policy that holds one request must keep its own order among those it holds
+  (``continuum+``'s program admission control);
+- ``stats()``: the policy's own counters, merged into ``LLMEngine.stats()``.
 
 The policy reads shared state through ``self.ctx`` (a ``PolicyContext``: programs, pins,
 predictor, T and eta windows, cost models, running/waiting queues). It never mutates KV or
@@ -92,6 +97,13 @@ class Policy:
 
     def on_step(self, now: float) -> list[tuple[str, FinishAction]]:
         return []
+
+    def admit(self, req: Request, now: float) -> bool:
+        return True
+
+    def stats(self) -> dict[str, float]:
+        """Policy-specific counters for ``LLMEngine.stats()`` and /metrics."""
+        return {}
 
 
 class VllmPolicy(Policy):

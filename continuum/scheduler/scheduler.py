@@ -10,7 +10,8 @@ Each ``schedule(now)`` step:
    scheduled this step is preempted by recompute (its blocks freed, back to waiting); if
    that is the request being scheduled itself, the step stops there.
 2. If nothing was preempted, waiting requests are admitted in the policy's order while the
-   token budget, ``max_num_seqs`` and the pool allow; prefix-cache hits (device, then host
+   token budget, ``max_num_seqs`` and the pool allow (requests the policy holds at its door,
+   ``Policy.admit``, are skipped: the requests behind them may still go); prefix-cache hits (device, then host
    tier by swap-in) skip computed tokens and long prompts are chunked. If the head does not
    fit, pins of other programs are released (latest program arrival first), then its own,
    until it does or none is left; then admission stops (head-of-line: nobody behind it
@@ -122,15 +123,21 @@ class Scheduler:
         if (not out.preempted_ids and self.waiting and budget > 0
                 and len(self.running) < self.config.max_num_seqs):
             self.waiting.sort(key=self.policy.waiting_key)
-            admitted = 0
+            admitted, held = 0, False
             for req in self.waiting:
                 if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                     break
+                if not self.policy.admit(req, now):
+                    held = True            # held at the policy's door; the rest may go on
+                    continue
                 if not self._admit(out, req, budget, now):
                     break
                 admitted += 1
                 budget -= out.scheduled[-1].num_new_tokens
-            del self.waiting[:admitted]
+            if held:
+                self.waiting[:] = [r for r in self.waiting if r.status != RequestStatus.RUNNING]
+            else:
+                del self.waiting[:admitted]
         out.swap_out, out.swap_in = self.kv.take_block_ops()
         return out
 

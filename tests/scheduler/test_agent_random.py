@@ -7,7 +7,7 @@ import pytest
 from continuum.request import RequestStatus
 from tests.scheduler.agent_helpers import areq, make_sched, step
 
-POLICY_NAMES = ["vllm", "program-fcfs", "fixed-ttl", "continuum", "autellix", "infercept"]
+POLICY_NAMES = ["vllm", "program-fcfs", "fixed-ttl", "continuum", "continuum+", "autellix", "infercept"]
 
 
 def simulate(policy, seed, host_blocks=0, num_blocks=20, programs=16, max_len=64):
@@ -67,7 +67,7 @@ def test_random_agent_workload_integrity_and_progress(policy, seed):
     assert s.stats.num_finished > 10
 
 
-@pytest.mark.parametrize("policy", ["continuum", "infercept", "vllm"])
+@pytest.mark.parametrize("policy", ["continuum", "continuum+", "infercept", "vllm"])
 def test_random_agent_workload_with_host_tier(policy):
     s = simulate(policy, 5, host_blocks=12)
     assert s.kv.stats.swap_out_blocks > 0

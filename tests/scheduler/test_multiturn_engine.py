@@ -86,7 +86,7 @@ def test_host_tier_swaps_evicted_prefix_back_with_identical_tokens(vllm_run):
     assert st["prefix_cache_host_hits_total"] == 96
 
 
-@pytest.mark.parametrize("policy", ["program-fcfs", "fixed-ttl", "autellix", "infercept"])
+@pytest.mark.parametrize("policy", ["program-fcfs", "fixed-ttl", "continuum+", "autellix", "infercept"])
 def test_every_policy_gives_the_same_greedy_tokens(policy, vllm_run):
     got, _, _ = run_program(policy, host_kv_cache_memory="256KiB" if policy == "infercept" else None)
     assert got == vllm_run[0]

@@ -55,7 +55,8 @@ def test_victim_order_is_latest_program_arrival_first():
 
 
 def test_registry_and_unknown_policy():
-    assert sorted(POLICIES) == ["autellix", "continuum", "fixed-ttl", "infercept", "program-fcfs", "vllm"]
+    assert sorted(POLICIES) == ["autellix", "continuum", "continuum+", "fixed-ttl", "infercept", "program-fcfs",
+                              "vllm"]
     assert SchedulerConfig().policy == "continuum"
     with pytest.raises(ConfigError, match="unknown scheduling policy"):
         make_policy("sjf")

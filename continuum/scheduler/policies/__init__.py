@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from continuum.scheduler.policies.autellix import AutellixPolicy
 from continuum.scheduler.policies.continuum import ContinuumPolicy
+from continuum.scheduler.policies.continuum_plus import ContinuumPlusPolicy
 from continuum.scheduler.policies.fixed_ttl import FixedTTLPolicy
 from continuum.scheduler.policies.infercept import InferCeptPolicy
 from continuum.scheduler.policies.program_fcfs import ProgramFCFSPolicy
@@ -10,5 +11,5 @@ from continuum.scheduler.policy import Policy, VllmPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     p.name: p for p in (VllmPolicy, ProgramFCFSPolicy, FixedTTLPolicy, ContinuumPolicy,
-                        AutellixPolicy, InferCeptPolicy)
+                        ContinuumPlusPolicy, AutellixPolicy, InferCeptPolicy)
 }

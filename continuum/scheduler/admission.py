@@ -1,0 +1,214 @@
+"""Program admission control (the door of ``continuum+``): keep the KV working set of the
+active programs inside device memory, so that admitted programs keep hitting their prefix.
+
+An OS facing thrashing lowers the multiprogramming level until the working sets fit; this is
+that rule for agent programs. A program is *active* from the admission of its first turn until
+its last turn finishes. A request of a program that is not active yet (a new program's first
+turn, or a request without a program) is a *newcomer*; only newcomers are held at the door.
+
+Agent contexts grow every turn (turn k+1's prompt is turn k's context + the tool result), so
+a program's working set is its *peak* context, not its current one: a door that counted only
+today's contexts admits many young programs that later outgrow memory together, and the
+engine thrashes anyway. The footprint of an active program is therefore
+
+    tokens at the end of its current (or next) turn + g * R(m)
+
+with ``g`` the mean growth per turn (new input + output, last 256 turns), ``m`` its turns so
+far and ``R(m) = E[N - m | N >= m]`` the expected turns left, from the turn counts ``N`` of
+the last 256 completed programs (before any has completed: ``R(m) = m``, a program is assumed
+halfway). Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
+
+- every live (running or waiting) request of an active program: its prompt plus the output it
+  is still expected to produce (``min(max_tokens, mean output)``), plus its expected growth
+  (none for a program's last step or a request without a program);
+- every active program between turns (in a tool call): its context plus its expected growth,
+  while it is pinned, or, unpinned, while its tool call has lasted less than the tool's
+  ``horizon_quantile`` (P90) duration. After that it is a long call: it stops reserving
+  memory (a client that never comes back cannot hold the door shut). With a host tier,
+  unpinned programs between turns never reserve device memory: their KV is written to the
+  host tier when evicted, so their return costs a reload over the link, not a recompute.
+
+Rule: a newcomer with footprint ``n`` is admitted iff ``W + n <= target * num_blocks`` or
+``W == 0`` (nothing active: a program larger than the target still runs alone, so the door
+never wedges the engine). Newcomers pass in the scheduler's order, and once one is held every
+later newcomer is held in that step (the door is FIFO); requests of active programs are never
+held, and the scheduler skips held requests, so the door never idles the engine while a turn
+of an active program could run. ``target`` may exceed 1 to overbook: footprints are peaks,
+and programs do not all peak at once.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from continuum.request import Request
+
+COLD_OUTPUT_TOKENS = 256
+COLD_HORIZON_S = 30.0       # before any tool duration is known
+
+
+@dataclass
+class _Between:
+    """An active program between turns: what it will need back."""
+    context_tokens: int
+    turns: int                   # turns finished
+    finish_time: float
+    horizon: float               # seconds after finish_time it keeps reserving memory
+
+
+class _Mean:
+    __slots__ = ("values", "sum", "default")
+
+    def __init__(self, default: float, window: int = 256):
+        self.values: deque[float] = deque(maxlen=window)
+        self.sum = 0.0
+        self.default = default
+
+    def add(self, x: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            self.sum -= self.values[0]
+        self.values.append(x)
+        self.sum += x
+
+    @property
+    def value(self) -> float:
+        return self.sum / len(self.values) if self.values else self.default
+
+
+class AdmissionControl:
+    def __init__(self, target: float = 1.0, horizon_quantile: float = 0.9):
+        if target <= 0:
+            raise ValueError("admission target must be > 0")
+        self.target = target
+        self.horizon_quantile = horizon_quantile
+        self.between: dict[str, _Between] = {}
+        self.mean_output = _Mean(COLD_OUTPUT_TOKENS)
+        self.mean_new_input = _Mean(0.0)
+        self._ws: int | None = None          # this step's working set (None: not computed yet)
+        self._turns_left: list[float] = []   # this step's R(m), by m
+        self._closed = False                 # a newcomer was held this step
+        self.num_held = 0                    # steps in which the door held a newcomer
+        self.last_working_set = 0            # W at the last door decision (blocks)
+        self.ctx = None
+
+    def bind(self, ctx) -> None:
+        self.ctx = ctx
+
+    # -- events -------------------------------------------------------------------------------
+    def begin_step(self) -> None:
+        self._ws = None
+        self._closed = False
+
+    def on_finish(self, req: Request, now: float) -> None:
+        """A turn of a continuing program finished: it is between turns now."""
+        self.mean_output.add(req.num_output_tokens)
+        rec = req.program_record
+        if rec is not None and rec.turns_finished:        # new input since the previous turn
+            self.mean_new_input.add(max(req.num_prompt_tokens - rec.context_tokens, 0))
+        turns = rec.turns_finished + 1 if rec is not None else 1
+        self.between[req.program_id] = _Between(req.num_tokens, turns, now, self._horizon(req.tool_name))
+
+    def _horizon(self, tool: str | None) -> float:
+        pred = self.ctx.predictor
+        s = pred.samples(tool)
+        if s is None:
+            s = pred.pooled.sorted()
+        if not s:
+            return COLD_HORIZON_S
+        return s[min(int(self.horizon_quantile * len(s)), len(s) - 1)]
+
+    # -- sizes --------------------------------------------------------------------------------
+    @property
+    def growth(self) -> float:
+        """Expected tokens a program's context grows by per turn."""
+        return self.mean_new_input.value + self.mean_output.value
+
+    def turns_left(self, m: int) -> float:
+        """R(m) = E[N - m | N >= m] over recently completed programs (m before any)."""
+        table = self._turns_left
+        if not table:
+            counts = self.ctx.eta.turn_counts
+            if not counts:
+                return float(m)
+            hist: dict[int, int] = {}
+            for n in counts:
+                hist[n] = hist.get(n, 0) + 1
+            top = max(hist)
+            table = [0.0] * (top + 2)
+            num = tot = 0                       # programs with N >= m, sum of their N
+            for k in range(top, 0, -1):
+                num += hist.get(k, 0)
+                tot += k * hist.get(k, 0)
+                table[k] = tot / num - k if num else 0.0
+            self._turns_left = table
+        return table[m] if m < len(table) else 0.0
+
+    def expected_output(self, req: Request) -> int:
+        mt = req.sampling_params.max_tokens
+        e = self.mean_output.value
+        return int(min(e, mt) if mt is not None else e)
+
+    def program_growth(self, rec) -> float:
+        """Growth per turn of this program: its own mean so far, shrunk towards the global mean
+        (weight 1 for the global mean, one per turn it has finished)."""
+        g = self.growth
+        k = rec.turns_finished if rec is not None else 0
+        if k == 0:
+            return g
+        own = (rec.context_tokens - rec.first_prompt_tokens) / k
+        return (own * k + g) / (k + 1)
+
+    def request_tokens(self, req: Request) -> int:
+        """Tokens the request is expected to hold when its turn ends."""
+        return req.num_tokens + max(self.expected_output(req) - req.num_output_tokens, 0)
+
+    def request_footprint(self, req: Request) -> int:
+        """Tokens the request's program is expected to need at its peak."""
+        end = self.request_tokens(req)
+        if req.agent.program_id is None or req.agent.is_last_step:
+            return end                          # no turn follows this one
+        rec = req.program_record
+        m = rec.turns_arrived if rec is not None else 1
+        return int(end + self.program_growth(rec) * self.turns_left(m))
+
+    def working_set_blocks(self, now: float) -> int:
+        """W: blocks the active programs are expected to need at their peaks (see the module
+        docstring)."""
+        ctx = self.ctx
+        blocks = ctx.kv.blocks_for
+        self._turns_left = []                  # the turn-count history may have changed
+        w = 0
+        for queue in (ctx.running, ctx.waiting):
+            for r in queue:
+                rec = r.program_record
+                if rec is not None and rec.admitted:
+                    w += blocks(self.request_footprint(r))
+        host = ctx.kv.host is not None
+        pins = ctx.pins.pins
+        for pid in list(self.between):
+            b = self.between[pid]
+            rec = ctx.programs.get(pid)
+            if rec is None or rec.num_live or rec.last_finish_time != b.finish_time:
+                del self.between[pid]              # it came back (counted live) or ended
+                continue
+            if pid in pins or (not host and now - b.finish_time <= b.horizon):
+                g = self.program_growth(rec)
+                w += blocks(int(b.context_tokens + g * (1 + self.turns_left(b.turns + 1))))
+        return w
+
+    # -- the door -----------------------------------------------------------------------------
+    def admit(self, req: Request, now: float) -> bool:
+        rec = req.program_record
+        if rec is None or rec.admitted:
+            return True
+        if self._closed:
+            return False
+        if self._ws is None:
+            self._ws = self.last_working_set = self.working_set_blocks(now)
+        need = self.ctx.kv.blocks_for(self.request_footprint(req))
+        if self._ws and self._ws + need > self.target * self.ctx.kv.pool.num_blocks:
+            self._closed = True
+            self.num_held += 1
+            return False
+        self._ws += need
+        return True

@@ -1,0 +1,205 @@
+"""continuum+: program admission control (the door), its starvation guard, and no wedge.
+
+Every scenario runs the real Scheduler with an injected clock and checks the KV books after
+every step (``step`` calls ``check_integrity``). Footprints are computed by hand from the
+door's rule: tokens at the end of the current turn + growth per turn x expected turns left.
+"""
+import math
+
+import pytest
+
+from continuum.request import RequestStatus
+from continuum.scheduler.admission import COLD_HORIZON_S
+from continuum.scheduler.policies.continuum_plus import ContinuumPlusPolicy
+from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
+
+
+class PinnedPlus(ContinuumPlusPolicy):
+    """continuum+ with a fixed 100 s TTL (exact pin expiry)."""
+
+    def choose_ttl(self, tool, context_tokens):
+        return 100.0
+
+
+def door_sched(policy=None, num_blocks=100, host_blocks=0):
+    """Block size 4. Door statistics seeded so that footprints are exact: mean output 4, mean
+    new input 8 (growth 12 tokens per turn), one completed program of 3 turns (R(1) = 2)."""
+    s = make_sched(policy or ContinuumPlusPolicy(), num_blocks=num_blocks, block_size=4, budget=512,
+                   max_seqs=8, max_len=400, host_blocks=host_blocks)
+    door = s.policy.door
+    door.mean_output.add(4)
+    door.mean_new_input.add(8)
+    s.agents.ctx.eta.add_program(3)
+    return s
+
+
+def waiting_ids(s):
+    return sorted(r.request_id for r in s.waiting)
+
+
+def running_ids(s):
+    return sorted(r.request_id for r in s.running)
+
+
+@pytest.mark.parametrize("prompt,admitted", [(304, True), (305, False)])
+def test_new_program_is_held_exactly_when_its_working_set_would_not_fit(prompt, admitted):
+    s = door_sched()
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    step(s, 0.0)                        # nothing active: a is admitted whatever its size
+    door = s.policy.door
+    # a: 40 prompt + 4 expected output = 44 tokens this turn, + 12 growth x R(1) = 2 turns left
+    assert door.request_footprint(s.requests["a1"]) == 44 + 24
+    s.add_request(areq("b1", list(range(1000, 1000 + prompt)), 1.0, "b", max_tokens=4))
+    step(s, 1.0)
+    # W = blocks(68) = 17; b needs blocks(prompt + 4 + 24); 17 + 83 = 100 blocks is the target
+    assert door.last_working_set == 17
+    assert door.request_footprint(s.requests["b1"]) == prompt + 28
+    assert ("b1" in running_ids(s)) is admitted
+    assert ("b1" in waiting_ids(s)) is not admitted
+    assert door.num_held == (0 if admitted else 1)
+    assert s.stats.num_preemptions == 0
+
+
+def test_door_is_fifo_and_never_holds_turns_of_active_programs():
+    s = door_sched()
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1320)), 0.5, "b", max_tokens=4))    # too big now
+    s.add_request(areq("c1", list(range(2000, 2008)), 0.6, "c", max_tokens=4))    # would fit
+    for t in (1.0, 2.0, 3.0):           # a decodes its 4 tokens and goes to its tool
+        step(s, t)
+    assert waiting_ids(s) == ["b1", "c1"] and not s.running      # c waits behind b at the door
+    a = s.agents.programs.get("a")
+    assert a.turns_finished == 1 and a.admitted
+    # a's next turn passes the door although b and c are held
+    s.add_request(areq("a2", list(range(44)) + list(range(500, 508)), 4.0, "a", max_tokens=4, last=True))
+    out, _ = step(s, 4.0)
+    assert [x.request.request_id for x in out.scheduled] == ["a2"]
+    assert waiting_ids(s) == ["b1", "c1"]
+    assert out.scheduled[0].start == 40                   # and hits its cached prefix
+    for t in (5.0, 6.0, 7.0):
+        step(s, t)
+    assert "a" not in [r.program_id for r in s.running + s.waiting]
+    # a ended: nothing is active, b enters first, then c (87 + 9 blocks fit in 100)
+    out, _ = step(s, 8.0)
+    assert [x.request.request_id for x in out.scheduled] == ["b1", "c1"]
+    run_until_idle(s, 9.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_no_wedge_when_one_program_exceeds_what_admission_allows():
+    # 20 blocks of 4 tokens; cold statistics: growth 256 tokens a turn, far over the target
+    s = make_sched(ContinuumPlusPolicy(), num_blocks=20, block_size=4, budget=64, max_seqs=4, max_len=80)
+    s.add_request(areq("a1", 60, 0.0, "a", max_tokens=4))
+    s.add_request(areq("b1", list(range(100, 108)), 0.1, "b", max_tokens=2, last=True))
+    door = s.policy.door
+    step(s, 0.0)
+    assert running_ids(s) == ["a1"]
+    assert door.request_footprint(s.requests["a1"]) > 20 * 4            # bigger than the pool
+    now = 0.0
+    while s.requests.get("a1") is not None:
+        now += 1.0
+        step(s, now)
+    assert waiting_ids(s) == ["b1"]             # a is in its tool call and still reserves
+    s.add_request(areq("a2", list(range(64)) + [7, 7], now + 1.0, "a", max_tokens=2, last=True))
+    run_until_idle(s, now + 1.0)
+    assert s.stats.num_finished == 3
+    s.check_integrity()
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def _between_scenario(policy=None, host_blocks=0):
+    """a finishes turn 1 with a tool call at t=3; b (200 tokens) waits at the door."""
+    s = door_sched(policy, host_blocks=host_blocks)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    for t in (0.0, 1.0, 2.0, 3.0):
+        step(s, t)
+    assert s.agents.programs.get("a").last_finish_time == 3.0
+    # a between turns: 44 tokens; its own growth so far is 4 a turn (its output), shrunk
+    # towards the global 12: (4 + 12) / 2 = 8; it reserves 44 + 8 x (1 + R(2) = 1) = 60 tokens
+    # = 15 blocks. b needs blocks(200 + 4 + 24) = 57: with a target of 0.7 (70 blocks) b waits
+    # while a reserves
+    s.policy.door.target = 0.7
+    s.add_request(areq("b1", list(range(1000, 1200)), 3.5, "b", max_tokens=4))
+    return s
+
+
+def test_program_in_a_tool_call_reserves_until_its_horizon():
+    s = _between_scenario()
+    step(s, 4.0)
+    assert waiting_ids(s) == ["b1"] and s.policy.door.last_working_set == 15
+    step(s, 3.0 + COLD_HORIZON_S)               # no durations seen yet: a 30 s horizon
+    assert waiting_ids(s) == ["b1"]
+    step(s, 3.0 + COLD_HORIZON_S + 0.01)        # a's call is now a long one: it stops reserving
+    assert running_ids(s) == ["b1"] and s.policy.door.last_working_set == 0
+
+
+def test_pinned_program_reserves_until_its_pin_expires():
+    s = _between_scenario(PinnedPlus())
+    assert "a" in s.agents.pins
+    step(s, 3.0 + COLD_HORIZON_S + 1.0)         # past the horizon, but pinned
+    assert waiting_ids(s) == ["b1"]
+    step(s, 103.0)                               # pin expired (a has nothing waiting): released
+    assert running_ids(s) == ["b1"] and "a" not in s.agents.pins
+
+
+def test_with_a_host_tier_unpinned_programs_between_turns_do_not_reserve():
+    s = _between_scenario(host_blocks=32)
+    step(s, 4.0)
+    assert running_ids(s) == ["b1"]
+
+
+@pytest.mark.parametrize("guard,order", [
+    (30.0, ["old-2", "new-1", "old-3"]),         # old-2 arrived < 30 s after new-1, old-3 did not
+    (0.0, ["new-1", "old-2", "old-3"]),          # request FCFS (vllm)
+    (math.inf, ["old-2", "old-3", "new-1"]),     # program FCFS (continuum)
+])
+def test_starvation_guard_bounds_how_long_a_turn_is_passed_over(guard, order):
+    s = make_sched(ContinuumPlusPolicy(starvation_guard=guard), num_blocks=64)
+    s.add_request(areq("old-1", 4, 0.0, "old", max_tokens=1))
+    step(s, 0.0)
+    for r in (areq("old-2", list(range(10, 14)), 120.0, "old"), areq("new-1", list(range(20, 24)), 100.0, "new"),
+              areq("old-3", list(range(30, 34)), 140.0, "old")):
+        s.add_request(r)
+    assert [r.request_id for r in sorted(s.waiting, key=s.policy.waiting_key)] == order
+
+
+def test_preempted_newcomer_stays_active():
+    """A program whose first turn was admitted is active: preempted, it is not held again."""
+    s = door_sched(num_blocks=30)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40))
+    step(s, 0.0)
+    s.requests["a1"].status = RequestStatus.RUNNING
+    s._preempt(s.requests["a1"], 0.5)
+    assert s.agents.programs.get("a").admitted
+    assert s.policy.admit(s.requests["a1"], 1.0)
+    run_until_idle(s, 1.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_config_and_stats():
+    from continuum.config import SchedulerConfig
+    from continuum.errors import ConfigError
+    from continuum.scheduler.policy import make_policy
+    p = make_policy("continuum+", SchedulerConfig(admission_target=1.5, starvation_guard=5.0))
+    assert p.door.target == 1.5 and p.guard == 5.0
+    with pytest.raises(ConfigError):
+        SchedulerConfig(admission_target=0.0)
+    with pytest.raises(ConfigError):
+        SchedulerConfig(starvation_guard=-1.0)
+    s = door_sched()
+    assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0}
+
+
+def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
+    # test_scheduler's preemption scenario: 4 blocks of 4 tokens, two requests of 6 prompt
+    # tokens and 6 outputs each (3 blocks each at their end); under vllm b is preempted
+    from continuum.request import Request
+    from continuum.sampling_params import SamplingParams
+    s = make_sched(ContinuumPlusPolicy(), num_blocks=4, block_size=4, budget=64, max_len=16)
+    for rid, t, base in (("a", 0.0, 0), ("b", 1.0, 100)):
+        s.add_request(Request(rid, list(range(base, base + 6)), SamplingParams(max_tokens=6, ignore_eos=True), t))
+    out, _ = step(s, 2.0)
+    assert [x.request.request_id for x in out.scheduled] == ["a"] and waiting_ids(s) == ["b"]
+    run_until_idle(s, 3.0)
+    assert s.stats.num_preemptions == 0 and s.stats.num_finished == 2
