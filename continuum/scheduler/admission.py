@@ -54,6 +54,8 @@ class _Between:
     turns: int                   # turns finished
     finish_time: float
     horizon: float               # seconds after finish_time it keeps reserving memory
+    num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
+    last_hash: int | None        # hash of the last of them (to tell eviction from divergence)
 
 
 class _Mean:
@@ -80,6 +82,8 @@ class AdmissionControl:
         if target <= 0:
             raise ValueError("admission target must be > 0")
         self.target = target
+        self.num_faults = 0                  # returning turns whose context had been evicted
+        self.num_returns = 0                 # returning turns that extend their context
         self.horizon_quantile = horizon_quantile
         self.between: dict[str, _Between] = {}
         self.mean_output = _Mean(COLD_OUTPUT_TOKENS)
@@ -106,7 +110,25 @@ class AdmissionControl:
         if rec is not None and rec.turns_finished:        # new input since the previous turn
             self.mean_new_input.add(max(req.num_prompt_tokens - rec.context_tokens, 0))
         turns = rec.turns_finished + 1 if rec is not None else 1
-        self.between[req.program_id] = _Between(req.num_tokens, turns, now, self._horizon(req.tool_name))
+        n_full = min(len(req.block_hashes), req.num_computed_tokens // self.ctx.kv.block_size)
+        self.between[req.program_id] = _Between(req.num_tokens, turns, now, self._horizon(req.tool_name),
+                                                n_full, req.block_hashes[n_full - 1] if n_full else None)
+
+    def on_admit(self, req: Request) -> None:
+        """A returning turn was admitted: count it, and count a *fault* if its program's context
+        had been evicted (it hit less than the full blocks its previous turn left). A prompt
+        that does not extend the previous context counts as neither. The fault rate is the
+        thrashing signal to watch when tuning ``target``."""
+        b = self.between.pop(req.program_id, None)
+        if b is None or not b.num_full_blocks or req.num_preemptions:
+            return
+        k = b.num_full_blocks
+        if (req.num_tokens - 1) // self.ctx.kv.block_size < k or len(req.block_hashes) < k \
+                or req.block_hashes[k - 1] != b.last_hash:
+            return
+        self.num_returns += 1
+        if req.num_cached_tokens < k * self.ctx.kv.block_size:
+            self.num_faults += 1
 
     def _horizon(self, tool: str | None) -> float:
         pred = self.ctx.predictor
@@ -188,9 +210,11 @@ class AdmissionControl:
         for pid in list(self.between):
             b = self.between[pid]
             rec = ctx.programs.get(pid)
-            if rec is None or rec.num_live or rec.last_finish_time != b.finish_time:
-                del self.between[pid]              # it came back (counted live) or ended
+            if rec is None or (not rec.num_live and rec.last_finish_time != b.finish_time):
+                del self.between[pid]              # it ended (or came back and was aborted)
                 continue
+            if rec.num_live:
+                continue                           # it came back: counted as live
             if pid in pins or (not host and now - b.finish_time <= b.horizon):
                 g = self.program_growth(rec)
                 w += blocks(int(b.context_tokens + g * (1 + self.turns_left(b.turns + 1))))

@@ -84,6 +84,7 @@ class AgentState:
         rec.start_running(self.ctx.step_no)
         rec.admitted = True
         self.programs.touch(rec, now)
+        self.policy.on_admit(req, now)
         if req.program_id in self.pins:
             self._release(req.program_id)
             self.stats.pins_hit += 1

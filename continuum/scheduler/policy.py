@@ -101,6 +101,9 @@ class Policy:
     def admit(self, req: Request, now: float) -> bool:
         return True
 
+    def on_admit(self, req: Request, now: float) -> None:
+        """A waiting request was admitted (its prefix hit is in ``num_cached_tokens``)."""
+
     def stats(self) -> dict[str, float]:
         """Policy-specific counters for ``LLMEngine.stats()`` and /metrics."""
         return {}

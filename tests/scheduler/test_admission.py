@@ -77,6 +77,7 @@ def test_door_is_fifo_and_never_holds_turns_of_active_programs():
     assert [x.request.request_id for x in out.scheduled] == ["a2"]
     assert waiting_ids(s) == ["b1", "c1"]
     assert out.scheduled[0].start == 40                   # and hits its cached prefix
+    assert (s.policy.door.num_returns, s.policy.door.num_faults) == (1, 0)
     for t in (5.0, 6.0, 7.0):
         step(s, t)
     assert "a" not in [r.program_id for r in s.running + s.waiting]
@@ -188,7 +189,8 @@ def test_config_and_stats():
     with pytest.raises(ConfigError):
         SchedulerConfig(starvation_guard=-1.0)
     s = door_sched()
-    assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0}
+    assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
+                                "admission_faults_total": 0, "admission_returns_total": 0}
 
 
 def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
@@ -203,3 +205,18 @@ def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
     assert [x.request.request_id for x in out.scheduled] == ["a"] and waiting_ids(s) == ["b"]
     run_until_idle(s, 3.0)
     assert s.stats.num_preemptions == 0 and s.stats.num_finished == 2
+
+
+def test_a_returning_turn_whose_context_was_evicted_counts_as_a_fault():
+    s = make_sched(ContinuumPlusPolicy(admission_target=100.0), num_blocks=16, block_size=4, budget=64,
+                   max_len=64)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    for t in (0.0, 1.0, 2.0, 3.0):
+        step(s, t)                                # a's 10 full computed blocks stay cached
+    s.add_request(areq("b1", list(range(100, 156)), 3.5, "b", max_tokens=1, last=True))
+    step(s, 4.0)                                  # b's 14 blocks evict a's context
+    s.add_request(areq("a2", list(range(44)) + [9] * 8, 5.0, "a", max_tokens=2, last=True))
+    out, _ = step(s, 5.0)
+    assert out.scheduled[0].start < 40
+    assert (s.policy.door.num_returns, s.policy.door.num_faults) == (1, 1)
+    run_until_idle(s, 6.0)

@@ -44,10 +44,14 @@ class ContinuumPlusPolicy(ContinuumPolicy):
     def admit(self, req: Request, now: float) -> bool:
         return self.door.admit(req, now)
 
+    def on_admit(self, req: Request, now: float) -> None:
+        self.door.on_admit(req)
+
     def stats(self) -> dict[str, float]:
         d = self.door
         return {"admission_held_steps_total": d.num_held,
-                "admission_working_set_blocks": d.last_working_set}
+                "admission_working_set_blocks": d.last_working_set,
+                "admission_faults_total": d.num_faults, "admission_returns_total": d.num_returns}
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
         self.door.on_finish(req, now)
