@@ -38,9 +38,9 @@ and programs do not all peak at once.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
+from continuum.kv_ttl.ttl import SlidingMean
 from continuum.request import Request
 
 COLD_OUTPUT_TOKENS = 256
@@ -58,25 +58,6 @@ class _Between:
     last_hash: int | None        # hash of the last of them (to tell eviction from divergence)
 
 
-class _Mean:
-    __slots__ = ("values", "sum", "default")
-
-    def __init__(self, default: float, window: int = 256):
-        self.values: deque[float] = deque(maxlen=window)
-        self.sum = 0.0
-        self.default = default
-
-    def add(self, x: float) -> None:
-        if len(self.values) == self.values.maxlen:
-            self.sum -= self.values[0]
-        self.values.append(x)
-        self.sum += x
-
-    @property
-    def value(self) -> float:
-        return self.sum / len(self.values) if self.values else self.default
-
-
 class AdmissionControl:
     def __init__(self, target: float = 1.0, horizon_quantile: float = 0.9):
         if target <= 0:
@@ -86,8 +67,8 @@ class AdmissionControl:
         self.num_returns = 0                 # returning turns that extend their context
         self.horizon_quantile = horizon_quantile
         self.between: dict[str, _Between] = {}
-        self.mean_output = _Mean(COLD_OUTPUT_TOKENS)
-        self.mean_new_input = _Mean(0.0)
+        self.mean_output = SlidingMean(initial=COLD_OUTPUT_TOKENS)
+        self.mean_new_input = SlidingMean()
         self._ws: int | None = None          # this step's working set (None: not computed yet)
         self._turns_left: list[float] = []   # this step's R(m), by m
         self._closed = False                 # a newcomer was held this step
@@ -107,6 +88,7 @@ class AdmissionControl:
         """A turn of a continuing program finished: it is between turns now."""
         self.mean_output.add(req.num_output_tokens)
         rec = req.program_record
+        # The record still describes the previous turn (AgentState updates it after the policy).
         if rec is not None and rec.turns_finished:        # new input since the previous turn
             self.mean_new_input.add(max(req.num_prompt_tokens - rec.context_tokens, 0))
         turns = rec.turns_finished + 1 if rec is not None else 1
