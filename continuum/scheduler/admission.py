@@ -49,11 +49,8 @@ COLD_HORIZON_S = 30.0       # before any tool duration is known
 
 @dataclass
 class _Between:
-    """An active program between turns: what it will need back."""
-    context_tokens: int
-    turns: int                   # turns finished
-    finish_time: float
-    horizon: float               # seconds after finish_time it keeps reserving memory
+    """An active program between turns (its context, turns and finish time are on its record)."""
+    horizon: float               # seconds after its finish it keeps reserving memory
     num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
     last_hash: int | None        # hash of the last of them (to tell eviction from divergence)
 
@@ -91,10 +88,9 @@ class AdmissionControl:
         # The record still describes the previous turn (AgentState updates it after the policy).
         if rec is not None and rec.turns_finished:        # new input since the previous turn
             self.mean_new_input.add(max(req.num_prompt_tokens - rec.context_tokens, 0))
-        turns = rec.turns_finished + 1 if rec is not None else 1
         n_full = min(len(req.block_hashes), req.num_computed_tokens // self.ctx.kv.block_size)
-        self.between[req.program_id] = _Between(req.num_tokens, turns, now, self._horizon(req.tool_name),
-                                                n_full, req.block_hashes[n_full - 1] if n_full else None)
+        self.between[req.program_id] = _Between(self._horizon(req.tool_name), n_full,
+                                                req.block_hashes[n_full - 1] if n_full else None)
 
     def on_admit(self, req: Request) -> None:
         """A returning turn was admitted: count it, and count a *fault* if its program's context
@@ -192,14 +188,14 @@ class AdmissionControl:
         for pid in list(self.between):
             b = self.between[pid]
             rec = ctx.programs.get(pid)
-            if rec is None or (not rec.num_live and rec.last_finish_time != b.finish_time):
+            if rec is None or (not rec.num_live and rec.last_finish_time is None):
                 del self.between[pid]              # it ended (or came back and was aborted)
                 continue
             if rec.num_live:
                 continue                           # it came back: counted as live
-            if pid in pins or (not host and now - b.finish_time <= b.horizon):
+            if pid in pins or (not host and now - rec.last_finish_time <= b.horizon):
                 g = self.program_growth(rec)
-                w += blocks(int(b.context_tokens + g * (1 + self.turns_left(b.turns + 1))))
+                w += blocks(int(rec.context_tokens + g * (1 + self.turns_left(rec.turns_finished + 1))))
         return w
 
     # -- the door -----------------------------------------------------------------------------
