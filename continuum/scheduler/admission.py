@@ -143,46 +143,50 @@ class AdmissionControl:
             self._turns_left = table
         return table[m] if m < len(table) else 0.0
 
-    def expected_output(self, req: Request) -> int:
-        mt = req.sampling_params.max_tokens
-        e = self.mean_output.value
-        return int(min(e, mt) if mt is not None else e)
-
-    def program_growth(self, rec) -> float:
+    def program_growth(self, rec, g: float | None = None) -> float:
         """Growth per turn of this program: its own mean so far, shrunk towards the global mean
-        (weight 1 for the global mean, one per turn it has finished)."""
-        g = self.growth
+        ``g`` (weight 1 for the global mean, one per turn it has finished)."""
+        if g is None:
+            g = self.growth
         k = rec.turns_finished if rec is not None else 0
         if k == 0:
             return g
         own = (rec.context_tokens - rec.first_prompt_tokens) / k
         return (own * k + g) / (k + 1)
 
-    def request_tokens(self, req: Request) -> int:
-        """Tokens the request is expected to hold when its turn ends."""
-        return req.num_tokens + max(self.expected_output(req) - req.num_output_tokens, 0)
-
-    def request_footprint(self, req: Request) -> int:
-        """Tokens the request's program is expected to need at its peak."""
-        end = self.request_tokens(req)
-        if req.agent.program_id is None or req.agent.is_last_step:
+    def request_footprint(self, req: Request, mean_output: float | None = None,
+                          g: float | None = None) -> int:
+        """Tokens the request's program is expected to need at its peak: the tokens it holds
+        when its turn ends (prompt + ``min(max_tokens, mean output)``, or what it already
+        produced if more), plus the program's growth over its expected turns left.
+        ``mean_output`` and ``g`` may be passed in by callers that size many requests."""
+        if mean_output is None:
+            mean_output = self.mean_output.value
+        mt = req.sampling_params.max_tokens
+        more = int(min(mean_output, mt) if mt is not None else mean_output) - len(req.output_token_ids)
+        end = len(req.all_token_ids) + (more if more > 0 else 0)
+        agent = req.agent
+        if agent.program_id is None or agent.is_last_step:
             return end                          # no turn follows this one
         rec = req.program_record
         m = rec.turns_arrived if rec is not None else 1
-        return int(end + self.program_growth(rec) * self.turns_left(m))
+        return int(end + self.program_growth(rec, g) * self.turns_left(m))
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
-        docstring)."""
+        docstring). Runs over every live request when a newcomer is at the door, so the sizes
+        that are the same for all of them are read once."""
         ctx = self.ctx
-        blocks = ctx.kv.blocks_for
+        bs = ctx.kv.block_size
         self._turns_left = []                  # the turn-count history may have changed
+        mean_output, g = self.mean_output.value, self.growth
+        footprint = self.request_footprint
         w = 0
         for queue in (ctx.running, ctx.waiting):
             for r in queue:
                 rec = r.program_record
                 if rec is not None and rec.admitted:
-                    w += blocks(self.request_footprint(r))
+                    w -= -footprint(r, mean_output, g) // bs          # ceil division
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
         for pid in list(self.between):
@@ -194,8 +198,8 @@ class AdmissionControl:
             if rec.num_live:
                 continue                           # it came back: counted as live
             if pid in pins or (not host and now - rec.last_finish_time <= b.horizon):
-                g = self.program_growth(rec)
-                w += blocks(int(rec.context_tokens + g * (1 + self.turns_left(rec.turns_finished + 1))))
+                gp = self.program_growth(rec, g)
+                w -= -int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1))) // bs
         return w
 
     # -- the door -----------------------------------------------------------------------------
