@@ -7,6 +7,9 @@ same context (latency regime). Bytes = K + V actually read (docs/kernels.md §1)
 bandwidth = bytes / time; the goal is >= 80% of the copy bandwidth at long contexts.
 
     python benchmarks/kernels/bench_decode_attention.py --out benchmarks/results/<card>
+
+Without CUDA it runs on CPU with the torch reference op (a smoke test, see common.py), e.g.
+``--contexts 64 --target-gib 0.0005``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import argparse
 
 import torch
 
-from common import copy_bandwidth, cuda_time, write_results  # noqa: E402  (sets sys.path)
+from common import (DEVICE, copy_bandwidth, cuda_time, empty_cache, require_kernels,  # noqa: E402
+                    write_results)                                 # (common sets sys.path)
 from continuum import ops
 from continuum.layers.attention import AttentionMetadata, paged_attention_ref
 
@@ -23,11 +27,11 @@ def run_case(batch: int, ctx: int, h: int = 32, hkv: int = 8, d: int = 128, bs: 
              dtype=torch.bfloat16, with_ref: bool = False) -> dict:
     nblk = -(-ctx // bs)
     nb = batch * nblk
-    k = torch.randn(nb, bs, hkv, d, device="cuda", dtype=dtype)
-    v = torch.randn(nb, bs, hkv, d, device="cuda", dtype=dtype)
-    bt = torch.randperm(nb, device="cuda").view(batch, nblk)
-    lens = torch.full((batch,), ctx, dtype=torch.long, device="cuda")
-    q = torch.randn(batch, h, d, device="cuda", dtype=dtype)
+    k = torch.randn(nb, bs, hkv, d, device=DEVICE, dtype=dtype)
+    v = torch.randn(nb, bs, hkv, d, device=DEVICE, dtype=dtype)
+    bt = torch.randperm(nb, device=DEVICE).view(batch, nblk)
+    lens = torch.full((batch,), ctx, dtype=torch.long, device=DEVICE)
+    q = torch.randn(batch, h, d, device=DEVICE, dtype=dtype)
     out = torch.empty_like(q)
     scale = d ** -0.5
     t = cuda_time(lambda: ops.paged_attention_decode(out, q, k, v, bt, lens, scale, ctx), iters=20)
@@ -35,13 +39,13 @@ def run_case(batch: int, ctx: int, h: int = 32, hkv: int = 8, d: int = 128, bs: 
     row = {"batch": batch, "context": ctx, "MiB_read": nbytes / 2**20, "us": t * 1e6, "GB/s": nbytes / t / 1e9}
     if with_ref:
         meta = AttentionMetadata(slot_mapping=lens, block_tables=bt, seq_lens=lens,
-                                 query_start_loc=torch.arange(batch + 1, device="cuda"),
+                                 query_start_loc=torch.arange(batch + 1, device=DEVICE),
                                  seq_lens_list=[ctx] * batch, query_lens_list=[1] * batch, block_size=bs)
         tr = cuda_time(lambda: paged_attention_ref(q, k, v, meta, scale), iters=5, warmup=1)
         row["ref_us"] = tr * 1e6
         row["speedup_vs_ref"] = tr / t
     del k, v
-    torch.cuda.empty_cache()
+    empty_cache()
     return row
 
 
@@ -51,7 +55,7 @@ def main() -> None:
     ap.add_argument("--contexts", default="512,2048,8192,32768,131072")
     ap.add_argument("--target-gib", type=float, default=1.0)
     args = ap.parse_args()
-    assert ops.load(verbose=False), ops.unavailable_reason()
+    require_kernels(verbose=False)
     bw = copy_bandwidth()
     rows = []
     for ctx in [int(c) for c in args.contexts.split(",")]:

@@ -5,6 +5,10 @@ CUDA backend's prefill path (gather from the paged cache + SDPA with a lower-rig
 mask) against SDPA on K/V that are already contiguous, for one Llama-3.1-8B layer.
 
     python benchmarks/kernels/bench_prefill.py --out benchmarks/results/<card>
+
+``--cases`` lists the (new tokens x context) pairs, default ``512x4096,2048x4096,512x32768,
+2048x32768``. Without CUDA it runs on CPU (a smoke test, see common.py), e.g.
+``--cases 16x64,32x128``.
 """
 from __future__ import annotations
 
@@ -12,22 +16,26 @@ import argparse
 
 import torch
 
-from common import cuda_time, write_results  # noqa: E402
+from common import DEVICE, cuda_time, write_results  # noqa: E402
 from continuum.layers import attention_cuda
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results/local")
+    ap.add_argument("--cases", default="512x4096,2048x4096,512x32768,2048x32768",
+                    help="comma-separated NEWxCONTEXT pairs (new tokens <= context)")
     args = ap.parse_args()
+    cases = [tuple(int(x) for x in c.split("x")) for c in args.cases.split(",")]
+    assert all(len(c) == 2 and 0 < c[0] <= c[1] for c in cases), f"bad --cases {args.cases!r}"
     h, hkv, d, bs = 32, 8, 128, 16
     rows = []
-    for ql, sl in [(512, 4096), (2048, 4096), (512, 32768), (2048, 32768)]:
+    for ql, sl in cases:
         nb = -(-sl // bs)
-        k = torch.randn(nb, bs, hkv, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(nb, bs, hkv, d, device=DEVICE, dtype=torch.bfloat16)
         v = torch.randn_like(k)
-        bt = torch.randperm(nb, device="cuda")
-        q = torch.randn(ql, h, d, device="cuda", dtype=torch.bfloat16)
+        bt = torch.randperm(nb, device=DEVICE)
+        q = torch.randn(ql, h, d, device=DEVICE, dtype=torch.bfloat16)
         full = cuda_time(lambda: attention_cuda._prefill_over_cache(q, k, v, bt, sl, d ** -0.5), iters=10)
         kc = k.flatten(0, 1)[:sl]
         vc = v.flatten(0, 1)[:sl]

@@ -3,6 +3,12 @@ routing attention through the CUDA backend, and result files.
 
 Every script here prints a markdown table and writes ``<out>/<name>.json`` (+ ``.md``) whose
 header names the card, so results from different GPUs never get mixed up.
+
+Without CUDA every script still runs (on ``DEVICE == "cpu"``, with tiny shapes given on its
+command line): continuum.ops serves the torch reference implementations, timings come from
+``time.perf_counter``, and rows that need CUDA graphs say they were skipped. The numbers mean
+nothing there; the point is that tests/ops/test_kernel_benches_cpu.py catches Python-level bugs
+before device time is spent. Results then name the card ``cpu``.
 """
 from __future__ import annotations
 
@@ -20,14 +26,46 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"       # every tensor of the benchmarks lives here
+
+
 def card() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
+def require_kernels(verbose: bool = False) -> None:
+    """On CUDA, fail unless the csrc kernels are built and loaded (timing the reference there
+    would be misleading). Without CUDA the reference ops are what runs: say so and go on."""
+    from continuum import ops
+
+    if HAS_CUDA:
+        assert ops.load(verbose=verbose), ops.unavailable_reason()
+    else:
+        print(f"no CUDA device: timing the torch reference ops on CPU ({ops.unavailable_reason()})",
+              flush=True)
+
+
+def synchronize() -> None:
+    if HAS_CUDA:
+        torch.cuda.synchronize()
+
+
+def empty_cache() -> None:
+    if HAS_CUDA:
+        torch.cuda.empty_cache()
+
+
 def cuda_time(fn, iters: int = 20, warmup: int = 3) -> float:
-    """Mean seconds per call of ``fn`` measured with CUDA events (after warm-up calls)."""
+    """Mean seconds per call of ``fn`` measured with CUDA events (after warm-up calls); with
+    no CUDA device, wall-clock time (``time.perf_counter``)."""
     for _ in range(warmup):
         fn()
+    if not HAS_CUDA:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - t0) / iters
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -38,14 +76,16 @@ def cuda_time(fn, iters: int = 20, warmup: int = 3) -> float:
     return start.elapsed_time(end) / 1e3 / iters
 
 
-def copy_bandwidth(nbytes: int = 2 << 30) -> float:
+def copy_bandwidth(nbytes: int | None = None) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read + written (the same
-    convention as ../shared/calibration)."""
-    x = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    convention as ../shared/calibration). Copies 2 GiB on CUDA, 64 MiB on CPU by default."""
+    if nbytes is None:
+        nbytes = 2 << 30 if HAS_CUDA else 64 << 20
+    x = torch.empty(nbytes, dtype=torch.uint8, device=DEVICE)
     y = torch.empty_like(x)
     t = cuda_time(lambda: y.copy_(x), iters=10)
     del x, y
-    torch.cuda.empty_cache()
+    empty_cache()
     return 2 * nbytes / t
 
 
@@ -53,22 +93,23 @@ def build_random_model(preset: str = "llama3.1-8b", dtype=torch.bfloat16, overri
                        seed: int = 0):
     """A random model of a continuum preset, initialised directly on the GPU (N(0, 0.02),
     norms 1): seconds instead of the minutes a CPU init of 8B parameters takes. Not the
-    loader's seeded weights: for timing only."""
+    loader's seeded weights: for timing only. Without CUDA, on the CPU (use a small preset
+    such as ``tiny`` there)."""
     from continuum.models.llama import LlamaForCausalLM
     from continuum.models.loader import random_config
 
     config = random_config(preset, overrides)
     model = LlamaForCausalLM(config)             # parameters uninitialised (never touched on CPU)
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            new = torch.empty(p.shape, dtype=dtype, device="cuda")
+            new = torch.empty(p.shape, dtype=dtype, device=DEVICE)
             if name.endswith("norm.weight"):
                 new.fill_(1.0)
             else:
                 new.normal_(0.0, 0.02, generator=gen)
             p.data = new
-    return model.to(device="cuda", dtype=dtype).eval(), config
+    return model.to(device=DEVICE, dtype=dtype).eval(), config
 
 
 def weight_read_bytes(model) -> int:
