@@ -263,7 +263,9 @@ template <typename T, int D>
 __global__ void __launch_bounds__(256) paged_decode_reduce_kernel(const PagedDecodeParams p) {
   const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
   const int L = (int)p.seq_lens[b];
-  const int ns = L <= 0 ? 0 : (L + p.partition_size - 1) / p.partition_size;
+  // min(): a context longer than the planned max_seq_len must not read other rows' partials
+  // (past the end of tmp_ml/tmp_out for the last row); its output is wrong, never a fault.
+  const int ns = L <= 0 ? 0 : min((L + p.partition_size - 1) / p.partition_size, p.num_splits);
   T* out = (T*)p.out + b * p.out_stride_b + h * p.out_stride_h;
   const int64_t row = ((int64_t)b * p.num_heads + h) * p.num_splits;
   const float* ml = p.tmp_ml + row * 2;

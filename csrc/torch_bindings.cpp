@@ -48,6 +48,20 @@ void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tens
               "block_tables and seq_lens must be int64");
   TORCH_CHECK(block_tables.stride(1) == 1 && seq_lens.is_contiguous(), "block_tables rows contiguous");
   TORCH_CHECK(aligned16(q) && out.stride(-1) == 1, "q must have 16-byte aligned rows, out unit stride");
+  // The kernels dereference these raw pointers: a host or other-device tensor, a short
+  // seq_lens / block_tables, or a misaligned cache view would be an illegal address that
+  // poisons the CUDA context (every later op and test in the process fails), not an error.
+  TORCH_CHECK(v_cache.device() == q.device() && k_cache.device() == q.device() && out.device() == q.device() &&
+              block_tables.device() == q.device() && seq_lens.device() == q.device(),
+              "paged_attention_decode: all tensors on q's device");
+  TORCH_CHECK(out.sizes() == q.sizes() && v_cache.sizes() == k_cache.sizes(),
+              "paged_attention_decode: out like q, v_cache like k_cache");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) >= q.size(0) && seq_lens.dim() == 1 &&
+              seq_lens.size(0) >= q.size(0), "paged_attention_decode: block_tables [B, n], seq_lens [B]");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(k_cache.data_ptr()) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(v_cache.data_ptr()) % 16 == 0,
+              "paged_attention_decode: caches must be 16-byte aligned");
+  TORCH_CHECK(q.size(0) <= 65535, "paged_attention_decode: at most 65535 sequences per call (grid.y)");
   const c10::cuda::CUDAGuard guard(q.device());
   continuum::PagedDecodeParams p{};
   p.num_seqs = (int)q.size(0);
@@ -81,6 +95,7 @@ void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tens
   }
   const int sms = dev < 64 ? sms_of[dev] : 132;
   continuum::paged_decode_plan(p, (int)max_seq_len, sms);
+  TORCH_CHECK(p.num_splits <= 65535, "paged_attention_decode: max_seq_len too long (grid.z)");
   at::Tensor tmp_out, tmp_ml;
   if (p.num_splits > 1) {
     auto f = q.options().dtype(at::kFloat);
@@ -104,6 +119,12 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
   // Each token's [Hkv, D] must be contiguous; the token stride is free (a view of fused qkv).
   TORCH_CHECK(key.size(1) == hkv && key.size(2) == d && key.stride(2) == 1 && key.stride(1) == d &&
               value.stride(2) == 1 && value.stride(1) == d, "key/value [T, Hkv, D] with contiguous heads");
+  TORCH_CHECK(value.sizes() == key.sizes() && value_cache.sizes() == key_cache.sizes() &&
+              slot_mapping.dim() == 1 && slot_mapping.size(0) == key.size(0),
+              "reshape_and_cache: value like key, value_cache like key_cache, one slot per token");
+  TORCH_CHECK(value.device() == key.device() && key_cache.device() == key.device() &&
+              value_cache.device() == key.device() && slot_mapping.device() == key.device(),
+              "reshape_and_cache: all tensors on one device");
   const c10::cuda::CUDAGuard guard(key.device());
   const int64_t e = key.element_size();
   check_cuda(continuum::reshape_and_cache_launch(
@@ -127,7 +148,13 @@ void launch_block_copy(const std::vector<at::Tensor>& srcs, const std::vector<at
   TORCH_CHECK(srcs.size() == dsts.size(), "as many sources as destinations");
   if (srcs.empty() || block_mapping.numel() == 0) return;
   const int64_t bb = block_bytes_of(srcs[0]);
+  // copy_blocks_launch picks its access width from the block size alone (16, 4 or 1 bytes):
+  // every base pointer must be aligned to it (a cache view at an odd offset would fault).
+  const uintptr_t unit = bb % 16 == 0 ? 16 : bb % 4 == 0 ? 4 : 1;
   for (size_t i = 0; i < srcs.size(); ++i) {
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(srcs[i].data_ptr()) % unit == 0 &&
+                reinterpret_cast<uintptr_t>(dsts[i].data_ptr()) % unit == 0,
+                "block copy: cache base pointers must be ", unit, "-byte aligned");
     TORCH_CHECK(srcs[i].is_contiguous() && dsts[i].is_contiguous(), "caches must be contiguous");
     TORCH_CHECK(block_bytes_of(srcs[i]) == bb && block_bytes_of(dsts[i]) == bb, "all blocks the same size");
     TORCH_CHECK(srcs[i].is_cuda() || srcs[i].is_pinned(), "host tensors must be pinned");

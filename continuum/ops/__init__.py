@@ -108,6 +108,9 @@ def paged_attention_decode(out: torch.Tensor, q: torch.Tensor, k_cache: torch.Te
 
 def copy_blocks(key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
                 block_mapping: torch.Tensor) -> None:
+    """Block dst := block src for each (src, dst) row, in every layer's K and V cache (one
+    launch on CUDA). A block must not be both a source and a destination in one call: the
+    CUDA copies run concurrently, so such a chain would race (the reference reads first)."""
     if key_caches and _use_cuda(key_caches[0]):
         torch.ops.continuum_C.copy_blocks(list(key_caches), list(value_caches), block_mapping)
     else:
