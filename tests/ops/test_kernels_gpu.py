@@ -90,6 +90,25 @@ def test_decode_padding_rows_and_strided_q():
     _check_decode(torch.bfloat16, 64, 4, 2, [0, 1], q_view=True)
 
 
+
+def test_bad_arguments_raise_and_leave_the_context_usable():
+    """A caller mistake is a RuntimeError from the binding's checks, not an illegal address
+    (which would poison the CUDA context for every later test in the process)."""
+    q, kc, vc, bt, lens = _decode_case(torch.bfloat16, 128, 8, 2, [40, 7])
+    out = torch.empty_like(q)
+    for bad in (dict(seq_lens=lens.cpu()), dict(block_tables=bt[:1]), dict(v_cache=vc[:-1]),
+                dict(out=out[:1])):
+        a = dict(out=out, q=q, k_cache=kc, v_cache=vc, block_tables=bt, seq_lens=lens)
+        a.update(bad)
+        with pytest.raises(RuntimeError):
+            torch.ops.continuum_C.paged_attention_decode(a["out"], a["q"], a["k_cache"], a["v_cache"],
+                                                         a["block_tables"], a["seq_lens"], 0.1, 40)
+    key = torch.randn(3, 2, 128, device=DEV, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):       # one slot per token
+        torch.ops.continuum_C.reshape_and_cache(key, key, kc, vc, torch.arange(2, device=DEV))
+    torch.cuda.synchronize()
+    _check_decode(torch.bfloat16, 128, 8, 2, [40, 7])                   # still works
+
 def test_decode_in_cuda_graph_with_shorter_contexts():
     # The block table must cover the longest replayed context (4096): with rows sized for 4000
     # tokens the kernel would read row 0's blocks 250-255 from row 1 while the reference
