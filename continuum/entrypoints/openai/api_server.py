@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from continuum import __version__
-from continuum.engine.async_engine import AsyncLLMEngine
+from continuum.engine.async_engine import AsyncLLMEngine, freeze_gc_heap
 from continuum.entrypoints.openai.errors import install_error_handlers
 from continuum.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
 from continuum.entrypoints.openai.middleware import GuardMiddleware
@@ -126,5 +126,6 @@ def run_server(engine_kwargs: dict, host: str, port: int, opts: ServerOptions,
         logger.warning("serving on %s without --api-key: anyone who can reach it can use it", host)
     engine = AsyncLLMEngine(LLMEngine(EngineArgs.from_kwargs(**engine_kwargs)), max_waiting_requests)
     app = create_app(engine, opts)
+    freeze_gc_heap()                      # the engine lives as long as this process
     uvicorn.run(app, host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=max(1, int(opts.shutdown_timeout)))
