@@ -6,7 +6,7 @@
 # the profile measured on this machine by `continuum profile` (benchmarks/results/fidelity-cpu).
 # Then the engine again with a 64 MiB host-memory KV tier (CPU offload) beside the 16 MiB pool
 # (engine-host/, compare-host.md; engine only: the simulator's offload model is priced for
-# GPU<->host links, not this CPU's memcpy). About 16 min in all on the idle 2-core box.
+# GPU<->host links, not this CPU's memcpy). About 13 min in all on the idle 2-core box.
 set -e
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1
