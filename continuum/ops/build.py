@@ -26,7 +26,9 @@ def arch_flags() -> list[str]:
     if not arch:
         major, minor = torch.cuda.get_device_capability()
         arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
-    return [f"-gencode=arch=compute_{arch},code=[sm_{arch},compute_{arch}]"]
+    # Two flags rather than code=[sm_X,compute_X]: the brackets would reach ninja's shell
+    # command unquoted, where they are a glob pattern.
+    return [f"-gencode=arch=compute_{arch},code=sm_{arch}", f"-gencode=arch=compute_{arch},code=compute_{arch}"]
 
 
 def cache_dir() -> Path:
