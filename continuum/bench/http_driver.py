@@ -7,8 +7,9 @@ extensions), the agent fields in ``continuum: {program_id, is_last_step, tool_na
 (ignored by servers that do not know them) and the ``X-Program-Id`` header; wait the tool
 duration; repeat. TTFT = first streamed chunk; finish = end of stream (client-side times).
 The next prompt extends the context with the returned output token ids when the server sends
-them (``choices[].token_ids``), else with seeded filler ids of the same length: the output
-part of the prefix then misses the cache, which is the same for every policy.
+them (``choices[].token_ids``, asked for with vLLM's ``return_token_ids``: continuum and vLLM
+>= 0.10.2 do), else with seeded filler ids of the same length: the output part of the prefix
+then misses the cache, which is the same for every policy.
 """
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ async def _model_name(client, base: str) -> str:
     return r.json()["data"][0]["id"]
 
 
-async def _turn(client, base: str, model: str, st: ProgramState, t0: float, vocab_hi: int) -> TurnRecord:
+async def _turn(client, base: str, model: str, st: ProgramState, t0: float) -> TurnRecord:
     turn = st.trace.turns[st.turn]
     prompt = st.next_prompt()
     rec = TurnRecord(st.trace.program_id, st.turn, time.monotonic() - t0, prompt_tokens=len(prompt))
     body = {"model": model, "prompt": prompt, "max_tokens": turn.output_tokens,
             "min_tokens": turn.output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream_options": {"include_usage": True}, "return_token_ids": True,
             "continuum": {"program_id": st.trace.program_id, "is_last_step": turn.last,
                           "tool_name": turn.tool, "turn": st.turn}}
     out_ids: list[int] = []
@@ -65,15 +66,15 @@ async def _turn(client, base: str, model: str, st: ProgramState, t0: float, voca
     if len(out_ids) != n_out:
         out_ids = st.filler_output(n_out)
     st.record.turns.append(rec)
-    st.finish_turn([min(t, vocab_hi - 1) for t in out_ids])
+    st.finish_turn(out_ids)            # the server's own ids are valid prompt ids for it
     return rec
 
 
-async def _program(client, base, model, st: ProgramState, t0: float, vocab_hi: int, progress) -> None:
+async def _program(client, base, model, st: ProgramState, t0: float, progress) -> None:
     await asyncio.sleep(max(0.0, st.record.arrival - (time.monotonic() - t0)))
     while not st.done:
         wait_after = st.trace.turns[st.turn].tool_duration
-        rec = await _turn(client, base, model, st, t0, vocab_hi)
+        rec = await _turn(client, base, model, st, t0)
         if st.done:
             st.record.finish = rec.finish
         else:
@@ -91,7 +92,7 @@ async def _run(programs, arrivals, base: str, model: str | None, seed: int, voca
         model = model or await _model_name(client, base)
         states = [ProgramState(p, i, a, seed, (0, vocab_hi)) for i, (p, a) in enumerate(zip(programs, arrivals))]
         t0 = time.monotonic()
-        await asyncio.gather(*(_program(client, base, model, s, t0, vocab_hi, progress) for s in states))
+        await asyncio.gather(*(_program(client, base, model, s, t0, progress) for s in states))
         stats: dict[str, float] = {}
         return {"programs": [s.record for s in states], "stats": stats, "timeline": [],
                 "num_blocks": 0, "wall_seconds": time.monotonic() - t0, "model": model}

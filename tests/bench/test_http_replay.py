@@ -59,3 +59,15 @@ def test_http_replay_two_programs(server):
     assert a.turns[1].prompt_tokens == 20 + 4 + 9
     assert a.turns[1].submit >= a.turns[0].finish + 0.05 - 1e-3
     assert all(t.ttft is not None and t.ttft >= 0 for t in a.turns + b.turns)
+
+
+def test_http_replay_extends_contexts_with_the_returned_output_ids(server):
+    """The driver asks for ``return_token_ids``: the next turn's prompt carries the real output
+    ids, so the returning turn hits every full block of prompt + output (40 + 11 computed
+    tokens: 3 blocks of 16 = 48). Filler ids would hit only the prompt's 2 full blocks (32)."""
+    from continuum.bench.http_driver import run_http
+    r = run_http([ProgramTrace("c", [Turn(40, 12, "ls", 0.05), Turn(5, 2, None, 0.0, True)])],
+                 [0.0], server, timeout=60)
+    (c,) = r["programs"]
+    assert c.turns[1].cached_tokens == 48       # (turn 0 may hit the other test's seeded ids)
+

@@ -54,6 +54,23 @@ def test_completion_stream_logprobs_stop(server, client):
         assert r.choices[0].finish_reason == "stop" and r.choices[0].text == text[:text.index(stop)]
 
 
+
+def test_completion_return_token_ids(server, client):
+    """vLLM's ``return_token_ids``: the prompt's ids once, the output ids (all of them, or each
+    chunk's new ones when streaming), identical between the two modes under greedy decoding."""
+    ids = list(range(40, 80))
+    kw = dict(model=MODEL, prompt=ids, max_tokens=9, temperature=0)
+    full = client.completions.create(**kw, extra_body={**NO_EOS, "return_token_ids": True}).choices[0]
+    assert full.model_extra["prompt_token_ids"] == ids and len(full.model_extra["token_ids"]) == 9
+    chunks = [ch.choices[0] for ch in client.completions.create(
+        **kw, stream=True, extra_body={**NO_EOS, "return_token_ids": True}) if ch.choices]
+    assert chunks[0].model_extra["prompt_token_ids"] == ids
+    assert all("prompt_token_ids" not in ch.model_extra for ch in chunks[1:])
+    assert [t for ch in chunks for t in ch.model_extra["token_ids"]] == full.model_extra["token_ids"]
+    plain = client.completions.create(**kw, extra_body=NO_EOS).choices[0]       # off by default
+    assert "token_ids" not in (plain.model_extra or {}) and plain.text == full.text
+    server.wait_idle()
+
 def test_chat_plain_and_stream(server, client):
     msgs = [{"role": "system", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": "SCRIPT[plain]"}]}]

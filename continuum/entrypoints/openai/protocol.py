@@ -77,6 +77,9 @@ class CompletionRequest(SamplingRequest):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+    # vLLM's extension: each choice also carries its token ids (``prompt_token_ids`` once,
+    # ``token_ids``: all of them, or the chunk's new ones when streaming)
+    return_token_ids: bool | None = None
 
     def unsupported(self) -> None:
         super().unsupported()

@@ -77,8 +77,11 @@ class OpenAIServingCompletion(OpenAIServing):
         for i in range(len(streams)):
             out = finals[i]
             c = out.outputs[0]
-            choices.append({"index": i, "text": c.text, "logprobs": self._choice_logprobs(req, out, 0, 0),
-                            "finish_reason": c.finish_reason, "stop_reason": c.stop_reason})
+            choice = {"index": i, "text": c.text, "logprobs": self._choice_logprobs(req, out, 0, 0),
+                      "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}
+            if req.return_token_ids:
+                choice.update(prompt_token_ids=list(out.prompt_token_ids), token_ids=list(c.token_ids))
+            choices.append(choice)
             n_prompt += len(out.prompt_token_ids)
             n_out += len(c.token_ids)
             n_cached += out.num_cached_tokens
@@ -90,18 +93,24 @@ class OpenAIServingCompletion(OpenAIServing):
         seen = [0] * len(streams)          # tokens already sent, per choice
         offs = [0] * len(streams)          # text already sent, per choice (logprob offsets)
         totals = [0, 0, 0]
+        prompt_sent: set[int] = set()
         trackers = [Tracker(self.metrics, "completions") for _ in streams]
         try:
             async for i, out in merge(streams):
                 trackers[i].on_output(out)
                 c = out.outputs[0]
                 lp = self._choice_logprobs(req, out, seen[i], offs[i])
+                choice = {"index": i, "text": c.delta_text, "logprobs": lp,
+                          "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}
+                if req.return_token_ids:
+                    if i not in prompt_sent:           # once per choice, on its first chunk
+                        prompt_sent.add(i)
+                        choice["prompt_token_ids"] = list(out.prompt_token_ids)
+                    choice["token_ids"] = list(c.token_ids[seen[i]:])
                 seen[i], offs[i] = len(c.token_ids), offs[i] + len(c.delta_text)
                 # one event per output, even with empty text (a partial UTF-8 character, a
                 # token outside the tokenizer's vocabulary): clients count and time tokens
-                yield sse({**head, "choices": [{"index": i, "text": c.delta_text, "logprobs": lp,
-                                                "finish_reason": c.finish_reason,
-                                                "stop_reason": c.stop_reason}]})
+                yield sse({**head, "choices": [choice]})
                 if out.finished:
                     totals[0] += len(out.prompt_token_ids)
                     totals[1] += len(c.token_ids)
