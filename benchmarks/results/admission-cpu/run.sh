@@ -25,25 +25,26 @@ NB=$(.venv/bin/python -c "import json;print(json.load(open('$D/engine/results.js
 .venv/bin/python - <<'PY'
 import json
 D = "benchmarks/results/admission-cpu"
-eng = json.load(open(f"{D}/engine/results.json"))["runs"]
-sim = {(r["jps"], r["policy"]): r["summary"] for r in json.load(open(f"{D}/sim/results.json"))["runs"]}
-lines = ["| JPS | policy | engine mean JCT s | sim mean JCT s | engine P95 | sim P95 | engine hit rate | sim hit rate | engine preempt | sim preempt |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
-for r in eng:
-    e, s = r["summary"], sim[(r["jps"], r["policy"])]
-    lines.append(f"| {r['jps']:g} | {r['policy']} | {e['jct_mean']:.2f} | {s['jct_mean']:.2f} | {e['jct_p95']:.2f} | "
-                 f"{s['jct_p95']:.2f} | {e['prefix_hit_rate']:.3f} | {s['prefix_hit_rate']:.3f} | "
-                 f"{e['preemptions']} | {s['preemptions']} |")
-open(f"{D}/compare.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-dev = {(r["jps"], r["policy"]): r["summary"] for r in eng}
-lines = ["| JPS | policy | mean JCT s (no host tier) | mean JCT s (64 MiB host tier) | P95 | P95 (host) | "
-         "hit rate | hit rate (host) | host-tier hit tokens | swap-in blocks |", "|" + "---|" * 10]
-for r in json.load(open(f"{D}/engine-host/results.json"))["runs"]:
-    h, d = r["summary"], dev[(r["jps"], r["policy"])]
-    lines.append(f"| {r['jps']:g} | {r['policy']} | {d['jct_mean']:.2f} | {h['jct_mean']:.2f} | {d['jct_p95']:.2f} | "
-                 f"{h['jct_p95']:.2f} | {d['prefix_hit_rate']:.3f} | {h['prefix_hit_rate']:.3f} | "
-                 f"{h['prefix_cache_host_hits_total']} | {h['swap_in_blocks_total']} |")
-open(f"{D}/compare-host.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
+runs = lambda name: {(r["jps"], r["policy"]): r["summary"] for r in json.load(open(f"{D}/{name}/results.json"))["runs"]}
+
+
+def table(path, a, b, la, lb, extra=()):
+    """One row per (load, policy): mean JCT, P95 and hit rate of runs a and b side by side."""
+    head = ["JPS", "policy"] + [f"{m} ({l})" for m in ("mean JCT s", "P95 s", "hit rate") for l in (la, lb)]
+    lines = ["| " + " | ".join(head + [k for k, _ in extra]) + " |", "|" + "---|" * (len(head) + len(extra))]
+    for (jps, pol), x in a.items():
+        y = b[(jps, pol)]
+        cells = [f"{jps:g}", pol] + [f"{v:.2f}" for v in (x["jct_mean"], y["jct_mean"], x["jct_p95"], y["jct_p95"])]
+        cells += [f"{x['prefix_hit_rate']:.3f}", f"{y['prefix_hit_rate']:.3f}"] + [str(f(x, y)) for _, f in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    open(f"{D}/{path}", "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+eng = runs("engine")
+table("compare.md", eng, runs("sim"), "engine", "sim",
+      [("preemptions (engine / sim)", lambda x, y: f"{x['preemptions']} / {y['preemptions']}")])
+table("compare-host.md", eng, runs("engine-host"), "no host tier", "64 MiB host tier",
+      [("host-tier hit tokens", lambda x, y: y["prefix_cache_host_hits_total"]),
+       ("swap-in blocks", lambda x, y: y["swap_in_blocks_total"])])
 PY
