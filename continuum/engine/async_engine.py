@@ -35,7 +35,6 @@ from continuum.sampling_params import SamplingParams
 logger = logging.getLogger(__name__)
 
 
-
 def freeze_gc_heap() -> None:
     """Call once a serving process has built its engine: collect, then move every live object
     (torch and transformers modules, the tokenizer, the model, one object per KV block: ~350k
@@ -45,6 +44,7 @@ def freeze_gc_heap() -> None:
     engine lives until exit: cyclic garbage of frozen objects is never collected."""
     gc.collect()
     gc.freeze()
+
 
 class EngineOverloadedError(ContinuumError):
     """The waiting queue is full or the server is shutting down (HTTP 503, retry later)."""
