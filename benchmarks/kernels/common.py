@@ -31,7 +31,7 @@ DEVICE = "cuda" if HAS_CUDA else "cpu"       # every tensor of the benchmarks li
 
 
 def card() -> str:
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return torch.cuda.get_device_name() if HAS_CUDA else "cpu"
 
 
 def require_kernels(verbose: bool = False) -> None:
