@@ -30,3 +30,14 @@ class UnsupportedArchitectureError(ModelLoadError):
 
 class ConfigError(ContinuumError, ValueError):
     """An engine argument is out of range or inconsistent."""
+
+
+def check_text(text: str, what: str = "text") -> str:
+    """Return ``text`` if a tokenizer can take it. A lone UTF-16 surrogate (what a JSON
+    ``"\\ud800"`` escape decodes to) has no UTF-8 encoding and makes tokenizers raise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequestError(f"{what} contains a lone UTF-16 surrogate at character {e.start}; "
+                                  "send valid Unicode") from None
+    return text

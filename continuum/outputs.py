@@ -34,7 +34,7 @@ class CompletionOutput:
     token_ids: list[int]                        # cumulative output token ids
     cumulative_logprob: float | None = None
     logprobs: list[dict[int, Logprob]] | None = None
-    finish_reason: str | None = None            # "stop" | "length" | "abort" | None while running
+    finish_reason: str | None = None            # "stop" | "length" | "abort" | "error" | None while running
     stop_reason: int | str | None = None        # the stop string or stop token id that ended it
     delta_text: str = ""                        # text added by the latest step (streaming)
     delta_token_ids: list[int] = field(default_factory=list)
@@ -52,3 +52,4 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics
     num_cached_tokens: int = 0                  # prompt tokens served from the prefix cache
+    error: str | None = None                    # why the engine failed this request (finish_reason "error")

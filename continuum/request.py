@@ -26,15 +26,22 @@ class RequestStatus(enum.IntEnum):
     FINISHED_STOPPED = 3
     FINISHED_LENGTH = 4
     FINISHED_ABORTED = 5
+    FINISHED_ERROR = 6          # the engine failed this request alone (the others ran on)
 
     @property
     def is_finished(self) -> bool:
         return self >= RequestStatus.FINISHED_STOPPED
 
     @property
+    def completed(self) -> bool:
+        """Finished by a stop condition or a length limit (not aborted, not failed)."""
+        return self in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH)
+
+    @property
     def finish_reason(self) -> str | None:
         return {RequestStatus.FINISHED_STOPPED: "stop", RequestStatus.FINISHED_LENGTH: "length",
-                RequestStatus.FINISHED_ABORTED: "abort"}.get(self)
+                RequestStatus.FINISHED_ABORTED: "abort",
+                RequestStatus.FINISHED_ERROR: "error"}.get(self)
 
 
 _SEQ = itertools.count()

@@ -1,9 +1,25 @@
 """Per-request sampling parameters (vLLM's names and semantics)."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
-from continuum.errors import InvalidRequestError
+from continuum.errors import InvalidRequestError, check_text
+
+# Seeds are int64, as in vLLM and torch.Generator.manual_seed (which overflows beyond).
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# Below this a repetition penalty is not a penalty any more but a logit multiplier of 100+
+# (and at ~1e-38 it is 0 in float32: logits / 0).
+MIN_REPETITION_PENALTY = 0.01
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _is_int(x: object) -> bool:
+    """An integer (numpy's too), but not a bool: ``True`` is no token id or length."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @dataclass
@@ -38,6 +54,10 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
+        if not isinstance(self.stop or [], (list, tuple)):
+            raise InvalidRequestError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        if not isinstance(self.stop_token_ids or [], (list, tuple)):
+            raise InvalidRequestError(f"stop_token_ids must be a list of integers, got {self.stop_token_ids!r}")
         self.stop = list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
         self.validate()
@@ -51,36 +71,38 @@ class SamplingParams:
             raise InvalidRequestError(msg)
 
         if self.n != 1:
-            bad(f"n must be 1 (got {self.n}); sample several requests instead")
-        if not (0.0 <= self.temperature <= 100.0):
-            bad(f"temperature must be in [0, 100], got {self.temperature}")
-        if not (0.0 < self.top_p <= 1.0):
-            bad(f"top_p must be in (0, 1], got {self.top_p}")
-        if not isinstance(self.top_k, int) or (self.top_k < -1):
-            bad(f"top_k must be -1 (disabled), 0 (disabled) or a positive integer, got {self.top_k}")
-        if not (0.0 <= self.min_p <= 1.0):
-            bad(f"min_p must be in [0, 1], got {self.min_p}")
-        if not (-2.0 <= self.presence_penalty <= 2.0):
-            bad(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
-        if not (-2.0 <= self.frequency_penalty <= 2.0):
-            bad(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
-        if not (0.0 < self.repetition_penalty <= 2.0):
-            bad(f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            bad(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.min_tokens < 0:
-            bad(f"min_tokens must be >= 0, got {self.min_tokens}")
+            bad(f"n must be 1 (got {self.n!r}); sample several requests instead")
+        # (name, value, low, high, low excluded); NaN and non-numbers fail every range
+        for name, value, lo, hi, open_lo in (
+                ("temperature", self.temperature, 0.0, 100.0, False),
+                ("top_p", self.top_p, 0.0, 1.0, True),
+                ("min_p", self.min_p, 0.0, 1.0, False),
+                ("presence_penalty", self.presence_penalty, -2.0, 2.0, False),
+                ("frequency_penalty", self.frequency_penalty, -2.0, 2.0, False),
+                ("repetition_penalty", self.repetition_penalty, MIN_REPETITION_PENALTY, 2.0, False)):
+            if not (_is_real(value) and (lo < value if open_lo else lo <= value) and value <= hi):
+                bad(f"{name} must be a number in {'(' if open_lo else '['}{lo}, {hi}], got {value!r}")
+        if not _is_int(self.top_k) or (self.top_k < -1):
+            bad(f"top_k must be -1 (disabled), 0 (disabled) or a positive integer, got {self.top_k!r}")
+        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
+            bad(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not _is_int(self.min_tokens) or self.min_tokens < 0:
+            bad(f"min_tokens must be an integer >= 0, got {self.min_tokens!r}")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             bad(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
-        if self.logprobs is not None and not (0 <= self.logprobs <= 20):
-            bad(f"logprobs must be in [0, 20], got {self.logprobs}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            bad(f"seed must be an integer, got {self.seed!r}")
+        if self.logprobs is not None and not (_is_int(self.logprobs) and 0 <= self.logprobs <= 20):
+            bad(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
+        if self.seed is not None and not (_is_int(self.seed) and SEED_MIN <= self.seed <= SEED_MAX):
+            bad(f"seed must be an integer in [-2^63, 2^63 - 1], got {self.seed!r}")
+        if not all(isinstance(b, bool) for b in (self.ignore_eos, self.skip_special_tokens,
+                                                  self.include_stop_str_in_output)):
+            bad("ignore_eos, skip_special_tokens and include_stop_str_in_output must be booleans")
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 bad(f"stop strings must be non-empty strings, got {s!r}")
+            check_text(s, "a stop string")
         for t in self.stop_token_ids:
-            if not isinstance(t, int) or t < 0:
+            if not _is_int(t) or t < 0:
                 bad(f"stop_token_ids must be non-negative integers, got {t!r}")
 
     @property

@@ -12,7 +12,10 @@ Invariants:
   abort, and the engine frees the request's KV at once when it handles it;
 - the inbox is FIFO, so an abort is always handled after the add it follows;
 - admission control counts requests not yet admitted by the scheduler (inbox + engine waiting
-  queue); over ``max_waiting_requests`` a new request gets ``EngineOverloadedError`` at once.
+  queue); over ``max_waiting_requests`` a new request gets ``EngineOverloadedError`` at once;
+- a request the engine fails alone (``RequestOutput.error``) gets ``RequestFailedError`` on its
+  stream and the others run on; only an error that escapes ``step()`` kills the engine
+  (``EngineDeadError`` for everyone).
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ from continuum.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
+# Inbox commands the engine thread handles between two steps while requests are running.
+MAX_COMMANDS_PER_STEP = 16
+
 
 def freeze_gc_heap() -> None:
     """Call once a serving process has built its engine: collect, then move every live object
@@ -52,6 +58,11 @@ class EngineOverloadedError(ContinuumError):
 
 class EngineDeadError(ContinuumError):
     """The engine thread crashed; the server cannot serve (HTTP 500)."""
+
+
+class RequestFailedError(ContinuumError):
+    """The engine failed this one request (the others run on); HTTP 500. The message a client
+    sees is generic; the cause is in the server log."""
 
 
 class _Aborted:
@@ -196,7 +207,9 @@ class AsyncLLMEngine:
         for out in outputs:
             stream = self._streams.get(out.request_id)
             if stream is not None:
-                stream.put_nowait(out)
+                stream.put_nowait(out if out.error is None else RequestFailedError(
+                    "the engine failed this request (internal error); other requests were not "
+                    "affected"))
 
     def _push(self, rid: str, item: Any) -> None:
         stream = self._streams.get(rid)
@@ -235,13 +248,15 @@ class AsyncLLMEngine:
         eng = self.engine
         try:
             while True:
-                # Block only when idle; otherwise take what has arrived and keep stepping.
+                # Block only when idle; otherwise take what has arrived and keep stepping, but
+                # at most MAX_COMMANDS_PER_STEP commands between two steps: a flood of them
+                # (metrics scrapes, adds) must not stall the requests that are running.
                 try:
                     cmd = self._inbox.get(timeout=0.5) if not eng.has_unfinished_requests() \
                         else self._inbox.get_nowait()
                     if not self._handle(cmd):
                         return
-                    while True:
+                    for _ in range(MAX_COMMANDS_PER_STEP - 1):
                         if not self._handle(self._inbox.get_nowait()):
                             return
                 except queue.Empty:

@@ -18,7 +18,7 @@ from continuum.config import EngineArgs
 from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
-from continuum.errors import InvalidRequestError, PromptTooLongError
+from continuum.errors import InvalidRequestError, PromptTooLongError, check_text
 from continuum.layers.attention import select_backend
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
@@ -26,6 +26,7 @@ from continuum.models.loader import load_model
 from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from continuum.request import AgentInfo, Request, RequestStatus
 from continuum.sampling_params import SamplingParams
+from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,7 @@ class LLMEngine:
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)
         # Tool names parsed from the output text when the client gave none (METHOD 2.3);
         # host reloads cost this model's KV bytes per token.
-        self.scheduler.agents.output_text = lambda r: self.tokenizer.decode(
-            r.output_token_ids, skip_special_tokens=True)
+        self.scheduler.agents.output_text = self._output_text
         self.scheduler.set_reload_cost(offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
         self.scheduler_time_total = 0.0          # perf_counter seconds inside schedule()
         self.scheduler_time_max = 0.0
@@ -109,9 +109,18 @@ class LLMEngine:
         self._ids = itertools.count()
         self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
 
+    def _output_text(self, req: Request) -> str:
+        """A finished request's text, for the tool parser; "" (no tool, so no pin) if the
+        tokenizer cannot decode it, rather than failing the scheduler's step."""
+        try:
+            return self.tokenizer.decode(req.output_token_ids, skip_special_tokens=True)
+        except Exception:                # noqa: BLE001 - a missing pin is not worth a crash
+            logger.exception("could not decode the output of %s for the tool parser", req.request_id)
+            return ""
+
     # -- requests ------------------------------------------------------------------------------
     def tokenize(self, prompt: str) -> list[int]:
-        return self.tokenizer.encode(prompt, add_special_tokens=True)
+        return self.tokenizer.encode(check_text(prompt, "prompt"), add_special_tokens=True)
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None, *,
                     request_id: str | None = None, arrival_time: float | None = None,
@@ -120,7 +129,8 @@ class LLMEngine:
         params = params or SamplingParams()
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenize(prompt)
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+        elif isinstance(prompt, (list, tuple)) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             text, ids = None, list(prompt)
         else:
             raise InvalidRequestError("prompt must be a string or a list of token ids")
@@ -131,6 +141,7 @@ class LLMEngine:
             raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
         if len(ids) >= self.max_model_len:
             raise PromptTooLongError(len(ids), self.max_model_len)
+        self._check_params(params)
         rid = request_id if request_id is not None else str(next(self._ids))
         if rid in self._states:
             raise InvalidRequestError(f"request id {rid!r} is already in use")
@@ -140,6 +151,21 @@ class LLMEngine:
         self.scheduler.add_request(req)
         self._states[rid] = _RequestState(req, text, detok)
         return req
+
+    def _check_params(self, params: SamplingParams) -> None:
+        """What SamplingParams cannot check alone: ids against this model's vocabulary."""
+        bad = [t for t in params.stop_token_ids if t >= self.vocab_size]
+        if bad:
+            raise InvalidRequestError(
+                f"stop token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
+        if params.min_tokens > 0:
+            banned = set(params.stop_token_ids)
+            if not params.ignore_eos:
+                banned.update(t for t in self.eos_token_ids if t < self.vocab_size)
+            if len(banned) >= self.vocab_size:
+                raise InvalidRequestError(
+                    "min_tokens bans stop_token_ids (and eos) until it is reached, and they cover "
+                    "the whole vocabulary: no token could be generated")
 
     def abort_request(self, request_ids: str | list[str]) -> None:
         """Abort requests now: their KV is released at once; unknown ids are ignored."""
@@ -158,7 +184,12 @@ class LLMEngine:
     # -- the step ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Schedule, execute, sample, detokenize. Returns one output per request that produced a
-        token in this step (``finished`` set on the last one)."""
+        token in this step (``finished`` set on the last one), plus a final output with
+        ``finish_reason == "error"`` for each request the executor failed alone.
+
+        A failure of the batch is narrowed to the requests that cause it (each one re-run
+        alone); those finish with an error and the others go on. Only a failure that is not
+        any one request's (every request of a batch of several fails alone) propagates."""
         t_sched = time.perf_counter()
         sched = self.scheduler.schedule(self.clock())
         t_sched = time.perf_counter() - t_sched
@@ -170,18 +201,71 @@ class LLMEngine:
             self.runner.release(sched.finished_ids)
             return []
         t0 = time.perf_counter()
-        tokens, logprobs = self.runner.execute(sched)
+        tokens, logprobs, failed = self._execute(sched)
         self.step_times.append(time.perf_counter() - t0)
-        self.scheduler.update_from_output(sched, tokens, self.clock())
-        outputs = []
+        now = self.clock()
+        outputs = [self._fail(sched.scheduled[i], err, now) for i, err in failed.items()]
+        self.scheduler.update_from_output(sched, tokens, now)
         for s, tok, lp in zip(sched.scheduled, tokens, logprobs):
             if tok is None:
                 continue
             state = self._states.get(s.request.request_id)
             if state is None:
                 continue
-            outputs.append(self._make_output(state, tok, lp))
+            try:
+                outputs.append(self._make_output(state, tok, lp))
+            except Exception as e:      # noqa: BLE001 - e.g. the tokenizer choked on its output
+                outputs.append(self._fail(s, e, now, kv_written=True))
         return outputs
+
+    def _execute(self, sched: SchedulerOutput) -> tuple[list, list, dict[int, BaseException]]:
+        """Run the step; returns (tokens, logprobs, failures by index into ``sched.scheduled``).
+
+        If the batch raises, every scheduled request is re-run alone to find the ones that
+        fail (re-running is safe: a chunk writes the same KV to the same slots; a seeded
+        request that drew before the failure draws again). A sampled id outside the
+        vocabulary fails its request too, before it can reach the embedding next step."""
+        failed: dict[int, BaseException] = {}
+        try:
+            tokens, logprobs = self.runner.execute(sched)
+        except Exception as batch_error:     # noqa: BLE001 - narrowed below, or re-raised
+            n = len(sched.scheduled)
+            tokens, logprobs = [None] * n, [None] * n
+            for i, s in enumerate(sched.scheduled):
+                try:
+                    (tokens[i],), (logprobs[i],) = self.runner.execute(SchedulerOutput(scheduled=[s]))
+                except Exception as e:       # noqa: BLE001 - this request's own failure
+                    failed[i] = e
+            if n > 1 and len(failed) == n:
+                raise batch_error            # not any one request's fault: the engine is broken
+            logger.warning("a step of %d requests failed; re-run alone, %d of them failed", n,
+                           len(failed))
+        for i, tok in enumerate(tokens):
+            if tok is not None and not 0 <= tok < self.vocab_size and i not in failed:
+                failed[i] = RuntimeError(f"sampled token id {tok} is outside the vocabulary")
+                tokens[i] = None
+        for i in failed:
+            tokens[i] = None
+        return tokens, logprobs, failed
+
+    def _fail(self, s: ScheduledRequest, err: BaseException, now: float,
+              kv_written: bool = False) -> RequestOutput:
+        """Finish a request the executor failed; its KV for this chunk is dropped from the prefix
+        cache unless it was written (``kv_written``). Returns its final output."""
+        req = s.request
+        logger.error("request %s failed: %s: %s", req.request_id, type(err).__name__, err,
+                     exc_info=err)
+        self.scheduler.fail_request(req, now, None if kv_written else s.start)
+        state = self._states.pop(req.request_id, None)
+        self.runner.release([req.request_id])
+        comp = CompletionOutput(
+            index=0, text=state.detok.output_text if state else "", token_ids=list(req.output_token_ids),
+            finish_reason="error", stop_reason=None)
+        metrics = RequestMetrics(req.arrival_time, req.first_scheduled_time, req.first_token_time,
+                                 req.finished_time, req.queued_time, req.num_preemptions)
+        return RequestOutput(req.request_id, state.prompt if state else None, req.prompt_token_ids,
+                             [comp], True, metrics, max(req.num_cached_tokens, 0),
+                             error=f"the engine failed this request: {type(err).__name__}: {err}")
 
     def _make_output(self, state: _RequestState, tok: int, lp) -> RequestOutput:
         req = state.request

@@ -17,6 +17,8 @@ Invariants:
   share the batch: top-k/top-p become per-row value thresholds (so neither the sort width nor
   the order of tied values matters) and the draw runs over token ids;
 * the caller's ``logits`` tensor is never modified;
+* every sampled id is in ``[0, V)``, whatever the logits hold (NaN, inf, all ``-inf``): a row
+  with nothing left to draw from gets the argmax of its penalised, masked logits;
 * the all-greedy, no-penalty, no-logprobs batch costs one ``argmax`` plus one python pass over
   the params (no tensor work besides the argmax).
 """
@@ -130,14 +132,17 @@ def _uniforms(generators: list[torch.Generator | None], device: torch.device) ->
 
 
 def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Column index drawn with probability proportional to w [R, W] (w >= 0, some > 0).
+    """Column index drawn with probability proportional to w [R, W] (w >= 0), or -1 for rows
+    with no distribution to draw from (all weights 0, or NaN from non-finite logits), where
+    the search could answer W, past the last column.
 
     Sums run in float64 so ``u * total < total`` holds strictly and the chosen column always
     has positive weight (the first column whose running sum exceeds the target).
     """
     c = torch.cumsum(w.double(), dim=-1)
-    target = (u * c[:, -1]).unsqueeze(1)
-    return torch.searchsorted(c, target, right=True).squeeze(1)
+    total = c[:, -1]
+    drawn = torch.searchsorted(c, (u * total).unsqueeze(1), right=True).squeeze(1)
+    return drawn.masked_fill(~(torch.isfinite(total) & (total > 0)), -1)
 
 
 def _top_p_cutoff(vals: torch.Tensor, floor: torch.Tensor, top_p: torch.Tensor,
@@ -212,6 +217,11 @@ class Sampler:
             sampled[idx] = self._sample_random(
                 x[idx], [params[i] for i in rand_rows], [batch.generators[i] for i in rand_rows])
 
+        bad = (sampled < 0) | (sampled >= vocab)
+        if bool(bad.any()):
+            # No distribution left to sample (non-finite logits): the best penalised, masked
+            # logit instead, so a row never yields an id outside the vocabulary.
+            sampled[bad] = torch.nan_to_num(x[bad], nan=float("-inf")).argmax(dim=-1)
         token_ids = sampled.tolist()
         logprobs: list[TokenLogprobs | None] = [None] * num_rows
         if raw_logprobs is not None:
@@ -262,7 +272,14 @@ class Sampler:
         dev = x.device
         temps = torch.tensor([p.temperature for p in params], dtype=x.dtype, device=dev)
         x = x / temps.unsqueeze(1)
-        w = torch.exp(x - x.max(dim=-1, keepdim=True).values)  # the best token weighs 1
+        best = x.max(dim=-1, keepdim=True).values
+        # Rows whose best value is not finite (a NaN anywhere, +inf, or nothing but -inf) have
+        # no distribution; they draw over zeros here and answer -1 (the caller's fallback).
+        dead = ~torch.isfinite(best.squeeze(1))
+        if bool(dead.any()):
+            x = x.masked_fill(dead.unsqueeze(1), 0.0)
+            best = best.masked_fill(dead.unsqueeze(1), 0.0)
+        w = torch.exp(x - best)  # the best token weighs 1
 
         ks = [p.top_k if 0 < p.top_k < vocab else 0 for p in params]
         tps = [p.top_p for p in params]
@@ -278,7 +295,7 @@ class Sampler:
             # Relative to the best token (weight 1), which top-k/top-p always keep.
             col = torch.tensor(min_ps, dtype=w.dtype, device=dev).unsqueeze(1)
             w = w.masked_fill(w < col, 0.0)
-        return _inverse_cdf(w, _uniforms(generators, dev))
+        return _inverse_cdf(w, _uniforms(generators, dev)).masked_fill(dead, -1)
 
     def _thresholds(self, x: torch.Tensor, w: torch.Tensor, ks: list[int],
                     tps: list[float]) -> torch.Tensor:

@@ -154,6 +154,15 @@ class BlockPool:
         b.block_hash = block_hash
         self.cached[block_hash] = b
 
+    def uncache_block(self, b: KVBlock) -> None:
+        """Drop the block's hash so no later request can hit it (its KV is not what the hash
+        says: the step meant to write it failed). The block's references are untouched."""
+        if b.block_hash is None:
+            return
+        if self.cached.get(b.block_hash) is b:
+            del self.cached[b.block_hash]
+        b.block_hash = None
+
     def reset_prefix_cache(self) -> bool:
         """Drop every cached hash; only allowed when no block is in use."""
         if self.free_queue.num_free != self.num_blocks:

@@ -219,6 +219,17 @@ class KVCacheManager:
         self._num_registered.pop(rid, None)
         return self.req_to_blocks.pop(rid, [])
 
+    def uncache_from(self, req: Request, first_token: int) -> list[KVBlock]:
+        """Drop from the prefix cache the request's blocks holding tokens >= ``first_token``
+        (KV a failed step did not write); returns those of them that were registered. Blocks
+        before it were written by earlier steps (or are prefix hits) and stay cached."""
+        dropped = []
+        for b in self.req_to_blocks.get(req.request_id, [])[first_token // self.block_size:]:
+            if b.block_hash is not None:
+                self.pool.uncache_block(b)
+                dropped.append(b)
+        return dropped
+
     # -- pins ------------------------------------------------------------------------------
     def pinnable_blocks(self, req: Request) -> int:
         """Leading blocks of the request that are full and registered (what a pin keeps)."""

@@ -136,7 +136,7 @@ class AgentState:
     def on_finish(self, req: Request, status: RequestStatus, was_waiting: bool, now: float) -> None:
         """Decide what happens to the finished request's blocks (it still holds them)."""
         rec = self.programs.get(req.program_id)
-        continues = (status != RequestStatus.FINISHED_ABORTED and req.agent.program_id is not None
+        continues = (status.completed and req.agent.program_id is not None
                      and not req.agent.is_last_step)
         req.tool_name = self.resolve_tool(req) if continues else None
         continues = continues and req.tool_name is not None
@@ -162,7 +162,7 @@ class AgentState:
             rec.last_finish_time, rec.last_tool = now, req.tool_name
         elif req.agent.program_id is None:
             self.programs.forget(req.program_id)        # a program of one turn
-        elif status != RequestStatus.FINISHED_ABORTED:
+        elif status.completed:
             self.ctx.eta.add_program(rec.turns_finished)
             rec.last_finish_time = rec.last_tool = None
             rec.admitted = False            # a later request under this id starts anew

@@ -88,6 +88,24 @@ class Scheduler:
                 done.append(req)
         return done
 
+    def fail_request(self, req: Request, now: float, unwritten_from: int | None = None) -> list[Request]:
+        """Finish ``req`` with FINISHED_ERROR (the executor failed it alone; everyone else runs
+        on). ``unwritten_from``: the first position whose KV the failed step did not write.
+        Blocks registered for those positions leave the prefix cache, and any other request
+        that already took them by a prefix hit (admitted in the same step) is preempted, since
+        it would read KV nobody wrote. Returns those preempted requests."""
+        victims: list[Request] = []
+        if unwritten_from is not None:
+            shared = {b.block_id for b in self.kv.uncache_from(req, unwritten_from) if b.ref_cnt > 1}
+            if shared:
+                victims = [r for r in self.running if r is not req and not shared.isdisjoint(
+                    self.kv.req_to_block_ids.get(r.request_id, ()))]
+                for r in victims:
+                    self._preempt(r, now)
+        if not req.is_finished:
+            self._finish(req, RequestStatus.FINISHED_ERROR, now)
+        return victims
+
     # -- the step ------------------------------------------------------------------------------
     def schedule(self, now: float) -> SchedulerOutput:
         out = SchedulerOutput(finished_ids=self._finished_ids)

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from continuum.engine.async_engine import EngineDeadError, EngineOverloadedError
+from continuum.engine.async_engine import (EngineDeadError, EngineOverloadedError,
+                                           RequestFailedError)
 from continuum.errors import ContinuumError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def to_openai_error(exc: BaseException) -> OpenAIError:
     if isinstance(exc, EngineOverloadedError):
         return OpenAIError(503, str(exc), type="server_overloaded", code=getattr(exc, "code", None) or "overloaded",
                            headers={"Retry-After": RETRY_AFTER_S})
+    if isinstance(exc, RequestFailedError):
+        return OpenAIError(500, str(exc), type="server_error", code="request_failed")
     if isinstance(exc, EngineDeadError):
         return OpenAIError(500, str(exc), type="server_error", code="engine_dead")
     logger.error("internal error", exc_info=exc)
