@@ -38,6 +38,6 @@ def check_text(text: str, what: str = "text") -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise InvalidRequestError(f"{what} contains a lone UTF-16 surrogate at character {e.start}; "
-                                  "send valid Unicode") from None
+        raise InvalidRequestError(f"invalid Unicode in {what}: a lone UTF-16 surrogate at character "
+                                  f"{e.start}") from None
     return text

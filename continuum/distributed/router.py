@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from continuum.errors import ContinuumError
+from continuum.kv_ttl.programs import MAX_PROGRAMS
 
 DEFAULT_RUNNING_WEIGHT = 128.0      # one running request ~ 128 waiting prefill tokens (ours)
 
@@ -85,7 +86,7 @@ class Router:
                  running_weight: float = DEFAULT_RUNNING_WEIGHT, short_input_tokens: int = 2048,
                  rebalance: bool = True, rebalance_margin: float = 2048.0,
                  rebalance_factor: float = 4.0,
-                 program_idle_timeout: float = 600.0):
+                 program_idle_timeout: float = 600.0, max_programs: int = MAX_PROGRAMS):
         from continuum.distributed.policies import get_policy
         self.policy_name = policy
         self.policy = get_policy(policy)
@@ -95,6 +96,7 @@ class Router:
         self.rebalance_margin = rebalance_margin
         self.rebalance_factor = rebalance_factor
         self.program_idle_timeout = program_idle_timeout
+        self.max_programs = max_programs
         self.replicas: dict[int, ReplicaLoad] = {}
         self.programs: dict[str, ProgramEntry] = {}
         self.requests: dict[str, RoutedRequest] = {}
@@ -161,6 +163,8 @@ class Router:
         load.waiting_tokens += new
         load.routed_total += 1
         if program_id is not None:
+            if program_id not in self.programs and len(self.programs) >= self.max_programs:
+                self._forget_oldest_idle(len(self.programs) - self.max_programs * 9 // 10, now)
             p = self.programs.setdefault(program_id, ProgramEntry())
             if p.replica != decision.replica:
                 # The program's KV now builds up on the new replica; any pin on the old one is
@@ -216,6 +220,14 @@ class Router:
         for pid in old:
             del self.programs[pid]
         return len(old)
+
+    def _forget_oldest_idle(self, n: int, now: float) -> None:
+        """Forget the ``n`` idle programs (nothing in flight, no live pin) seen least recently:
+        program ids are client strings, so the table must not grow without bound. Evicting a
+        tenth of the cap at once keeps this sort rare."""
+        idle = sorted((p.last_seen, pid) for pid, p in self.programs.items() if p.idle(now))
+        for _, pid in idle[:n]:
+            del self.programs[pid]
 
     def snapshot(self) -> dict[str, float]:
         """Flat numbers for /metrics and reports (``router_`` prefix; ``_total`` = counter)."""

@@ -7,7 +7,10 @@ duration, METHOD 2.3), and attained service / waiting in scheduler steps (Autell
 
 Memory is bounded: a record with no live request and no pin is forgotten once it has been
 idle for ``idle_timeout`` seconds (checked lazily by ``gc(now)``; O(1) amortised, records are
-kept in least-recently-active order). A request without a program id is a program of one
+kept in least-recently-active order), or earlier, least recently active first, when more than
+``max_programs`` records exist (program ids are client strings: a client inventing a new id
+per request must not grow the table without bound). Records in use (live requests, a pin) are
+never forgotten; they can exceed the cap, but they are bounded by the requests in flight. A request without a program id is a program of one
 turn (``Request.program_id`` is then ``req-<request id>``): its record is dropped when it
 finishes.
 """
@@ -61,9 +64,13 @@ class ProgramRecord:
         self.service_base += step
 
 
+MAX_PROGRAMS = 65_536
+
+
 class ProgramTable:
-    def __init__(self, idle_timeout: float = 600.0):
+    def __init__(self, idle_timeout: float = 600.0, max_programs: int = MAX_PROGRAMS):
         self.idle_timeout = idle_timeout
+        self.max_programs = max_programs
         self._records: OrderedDict[str, ProgramRecord] = OrderedDict()
         self.num_forgotten = 0
 
@@ -80,6 +87,8 @@ class ProgramTable:
         """A request of the program arrived (it is now waiting, from scheduler step ``step``)."""
         rec = self._records.get(program_id)
         if rec is None:
+            if len(self._records) >= self.max_programs:
+                self._forget_idle(len(self._records) - self.max_programs + 1, now)
             rec = self._records[program_id] = ProgramRecord(program_id, now, now)
         self.touch(rec, now)
         rec.turns_arrived += 1
@@ -93,9 +102,15 @@ class ProgramTable:
 
     def gc(self, now: float) -> int:
         """Forget programs idle for longer than ``idle_timeout``; returns how many."""
-        n = 0
-        cutoff = now - self.idle_timeout
+        return self._forget_idle(len(self._records), now, cutoff=now - self.idle_timeout)
+
+    def _forget_idle(self, n: int, now: float, cutoff: float = float("inf")) -> int:
+        """Forget up to ``n`` records not in use, least recently active first, stopping at the
+        first one active after ``cutoff``; returns how many were forgotten."""
+        done = 0
         for _ in range(len(self._records)):
+            if done == n:
+                break
             rec = next(iter(self._records.values()))
             if rec.last_active > cutoff:
                 break
@@ -104,9 +119,9 @@ class ProgramTable:
                 self.touch(rec, now)
                 continue
             del self._records[rec.program_id]
-            n += 1
-        self.num_forgotten += n
-        return n
+            done += 1
+        self.num_forgotten += done
+        return done
 
     def forget(self, program_id: str) -> None:
         self._records.pop(program_id, None)

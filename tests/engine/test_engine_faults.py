@@ -74,6 +74,7 @@ def fail_when(engine: LLMEngine, bad_id: str, exc=RuntimeError("injected")) -> l
     (dict(logprobs=True), "logprobs"),
     (dict(stop_token_ids=[True]), "stop_token_ids"),
     (dict(stop=["\ud800x"]), "surrogate"),
+    (dict(stop="x\udc00"), "surrogate"),
 ])
 def test_bad_sampling_params_are_refused(kw, match):
     with pytest.raises(InvalidRequestError, match=match):

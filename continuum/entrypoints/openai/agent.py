@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from continuum.entrypoints.openai.errors import bad_request
+from continuum.errors import check_text
 from continuum.request import AgentInfo
 
 MAX_ID_LEN = 256
@@ -29,7 +30,7 @@ def _as_id(value: Any, name: str) -> str | None:
     s = str(value)
     if not s or len(s) > MAX_ID_LEN:
         raise bad_request(f"{name} must be 1 to {MAX_ID_LEN} characters", name)
-    return s
+    return check_text(s, name)
 
 
 def _as_bool(value: Any, name: str) -> bool | None:

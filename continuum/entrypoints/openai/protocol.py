@@ -3,25 +3,57 @@
 Unknown fields are accepted and ignored (clients send vendor extras); the agent extension
 fields are read from ``model_extra`` by ``agent.py``. Fields we cannot honour are refused with
 a clear 400 (``unsupported()``) rather than silently ignored.
+
+Types are strict (pydantic's strict mode): ``true`` is no integer, ``1`` no boolean, ``"5"``
+no number; an integer is a number. A body nested deeper than ``MAX_JSON_DEPTH`` is refused
+before anything walks it recursively.
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.sampling_params import SamplingParams
 
 
-class StreamOptions(BaseModel):
+# JSON nesting a request may have: tool schemas and arguments are a few levels deep; a
+# thousand levels would exhaust the recursion of the template engine or the JSON encoder.
+MAX_JSON_DEPTH = 64
+
+
+def nested_deeper_than(obj: Any, limit: int) -> bool:
+    """Whether parsed JSON has more than ``limit`` levels of lists/objects (walked level by
+    level, without recursion, stopping as soon as the limit is passed)."""
+    level = [obj]                      # the values inside i containers, at iteration i
+    for _ in range(limit):
+        level = [v for o in level if isinstance(o, (dict, list))
+                 for v in (o.values() if isinstance(o, dict) else o)]
+        if not level:
+            return False
+    return any(isinstance(o, (dict, list)) for o in level)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
 class SamplingRequest(BaseModel):
     """Fields shared by /v1/completions and /v1/chat/completions (OpenAI + vLLM extensions)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_depth(cls, body: Any) -> Any:
+        if nested_deeper_than(body, MAX_JSON_DEPTH):
+            raise ValueError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
+        return body
 
     model: str | None = None
     max_tokens: int | None = None
@@ -100,24 +132,24 @@ class CompletionRequest(SamplingRequest):
         return list(p)
 
 
-class FunctionDefinition(BaseModel):
+class FunctionDefinition(_Strict):
     name: str = Field(min_length=1, max_length=256)
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-class Tool(BaseModel):
+class Tool(_Strict):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(_Strict):
     type: Literal["function"] = "function"
     function: dict[str, Any]
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None

@@ -17,9 +17,11 @@ from fastapi.responses import StreamingResponse
 
 from continuum.engine.async_engine import RequestStream
 from continuum.entrypoints.openai.errors import bad_request
-from continuum.entrypoints.openai.protocol import ChatCompletionRequest, ChatMessage
+from continuum.entrypoints.openai.protocol import (MAX_JSON_DEPTH, ChatCompletionRequest,
+                                                   ChatMessage, nested_deeper_than)
 from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, chat_logprobs, sse,
                                                   sse_stream, until_disconnect, usage)
+from continuum.errors import check_text
 from continuum.kv_ttl.tool_parser import StreamingToolParser, ToolCall, parse_tool_calls
 
 
@@ -32,9 +34,12 @@ def _call_parts(call: dict) -> tuple[str, object]:
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
-        except ValueError:
-            raise bad_request(f"tool call {name!r} has arguments that are not valid JSON",
-                              "messages") from None
+        except (ValueError, RecursionError):
+            raise bad_request(f"tool call {name!r} has arguments that are not valid JSON (or are "
+                              f"nested too deeply)", "messages") from None
+    if nested_deeper_than(args, MAX_JSON_DEPTH):
+        raise bad_request(f"the arguments of tool call {name!r} are nested more than "
+                          f"{MAX_JSON_DEPTH} levels deep", "messages")
     return name, args
 
 
@@ -81,7 +86,7 @@ class OpenAIServingChat(OpenAIServing):
         except jinja2.TemplateError as e:        # includes the template's raise_exception()
             raise bad_request(f"the chat template rejected the messages: {e}", "messages") from None
         # the template wrote the special tokens (BOS...): do not add them twice
-        return tok.encode(text, add_special_tokens=False)
+        return tok.encode(check_text(text, "the messages or tools"), add_special_tokens=False)
 
     async def create(self, req: ChatCompletionRequest, raw: Request):
         req.unsupported()

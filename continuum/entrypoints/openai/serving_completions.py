@@ -13,6 +13,7 @@ from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, comple
                                                   merge, sse, sse_stream, until_disconnect,
                                                   usage)
 from continuum.engine.async_engine import RequestStream
+from continuum.errors import check_text
 from continuum.outputs import RequestOutput
 
 MAX_BATCH = 64
@@ -30,8 +31,8 @@ class OpenAIServingCompletion(OpenAIServing):
         encoded = []
         for p in prompts:
             if isinstance(p, str):
-                ids = tok.encode(p, add_special_tokens=True)
-            elif isinstance(p, list) and all(isinstance(t, int) for t in p):
+                ids = tok.encode(check_text(p, "prompt"), add_special_tokens=True)
+            elif isinstance(p, list):              # token ids (strict ints: the model checked)
                 ids = list(p)
             else:
                 raise bad_request("prompt must be a string, a list of token ids, or a list of "
