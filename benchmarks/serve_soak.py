@@ -142,7 +142,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "continuum.cli", "serve", a.model, "--host", HOST, "--port", str(port),
            "--served-model-name", a.model_name, "--enable-debug-endpoints", "--dtype", "float32",
-           "--kv-cache-memory", "64MiB", "--max-model-len", "4096",
+           "--kv-cache-memory", "64MiB", "--max-model-len", "2048",
            "--scheduling-policy", a.scheduling_policy, "--log-level", "warning"]
     log = open(out.with_suffix(".server.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ from continuum.config import EngineArgs
 from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
-from continuum.errors import InvalidRequestError, PromptTooLongError, check_text
+from continuum.errors import ConfigError, InvalidRequestError, PromptTooLongError, check_text
 from continuum.layers.attention import select_backend
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
@@ -83,6 +83,10 @@ class LLMEngine:
                                         num_host_blocks)
         self.attention_backend = select_backend(self.device)
         self.num_packed_linears = pack_linears(model) if self.device.type == "cpu" else 0
+        if mc.max_model_len and mc.max_model_len > self.loaded.max_model_len:
+            # Positions past the model's rotary table have no embedding: refuse, as vLLM does.
+            raise ConfigError(f"max_model_len {mc.max_model_len} exceeds the model's "
+                              f"{self.loaded.max_model_len} positions (max_position_embeddings)")
         max_len = mc.max_model_len or self.loaded.max_model_len
         capacity = num_blocks * cc.block_size
         if max_len > capacity:

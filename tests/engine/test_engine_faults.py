@@ -318,3 +318,11 @@ def test_random_sampling_parameters_through_the_engine(engine):
     run(engine)
     assert accepted > 20 and refused > 20
     assert_idle(engine)
+
+
+def test_max_model_len_past_the_models_positions_is_refused():
+    """random:tiny has 2048 positions: a longer max_model_len let a long request index past
+    the rotary table (found by benchmarks/fuzz_server.py)."""
+    from continuum.errors import ConfigError
+    with pytest.raises(ConfigError, match="2048 positions"):
+        LLMEngine(EngineArgs.from_kwargs(**{**ENGINE_KW, "max_model_len": 4096}))
