@@ -84,7 +84,7 @@ def test_pattern_that_is_a_prefix_of_another(stops: list[str]):
 
 
 def test_unchecked_text_advances_without_matching():
-    """check=False (min_tokens): a stop string ending there is ignored; one starting there is not."""
+    """check=False (min_tokens): stop strings ending there are ignored, not those starting there."""
     m = StopMatcher(["abc", "zz"])
     assert m.feed("zz ab", check=False) is None
     assert m.holdback == 2
