@@ -22,6 +22,18 @@ def _is_int(x: object) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+# Bounds on what one request may ask the engine thread to match each step. Agent clients send a
+# handful of short stop strings (role tags, "</tool_call>", "\nObservation:"); OpenAI allows 4,
+# vLLM sets no bound. 64 x 256 is far above real use yet keeps the worst stop-string automaton
+# at ~16k nodes: ~6 ms to build once (then cached), ~4 MB, same per-character matching cost.
+MAX_STOP_STRINGS = 64
+MAX_STOP_STRING_CHARS = 256
+# The scheduler tests every sampled token against the list, and the sampler masks the whole
+# list while under min_tokens, so the list as sent (duplicates count) is bounded: 1,024 covers
+# every stop/eos token of real vocabularies (a handful) with room for banning a token class.
+MAX_STOP_TOKEN_IDS = 1024
+
+
 @dataclass
 class SamplingParams:
     """How to sample one request's tokens.
@@ -29,7 +41,11 @@ class SamplingParams:
     temperature == 0 means greedy. top_k <= 0 (or -1) disables top-k; top_p == 1 and
     min_p == 0 disable theirs. ``seed`` makes a request's random draws reproducible and
     independent of what else is in the batch. ``stop`` strings are matched on the detokenized
-    text (across token boundaries) and are not included in the output text.
+    text (across token boundaries) and are not included in the output text (unless
+    ``include_stop_str_in_output``): the text ends where a stop string first *ends*, and among
+    stop strings ending there the longest wins, however the text was split into tokens. At most
+    ``MAX_STOP_STRINGS`` stop strings of at most ``MAX_STOP_STRING_CHARS`` characters, and at
+    most ``MAX_STOP_TOKEN_IDS`` ``stop_token_ids``.
     ``logprobs=N`` returns the sampled token's logprob plus the top-N alternatives.
     """
 
@@ -97,10 +113,18 @@ class SamplingParams:
         if not all(isinstance(b, bool) for b in (self.ignore_eos, self.skip_special_tokens,
                                                   self.include_stop_str_in_output)):
             bad("ignore_eos, skip_special_tokens and include_stop_str_in_output must be booleans")
-        for s in self.stop:
+        if len(self.stop) > MAX_STOP_STRINGS:
+            bad(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(self.stop)}")
+        for i, s in enumerate(self.stop):
             if not isinstance(s, str) or not s:
                 bad(f"stop strings must be non-empty strings, got {s!r}")
+            if len(s) > MAX_STOP_STRING_CHARS:
+                bad(f"stop strings must be at most {MAX_STOP_STRING_CHARS} characters, "
+                    f"stop[{i}] has {len(s)}")
             check_text(s, "a stop string")
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            bad(f"at most {MAX_STOP_TOKEN_IDS} stop_token_ids are allowed, "
+                f"got {len(self.stop_token_ids)}")
         for t in self.stop_token_ids:
             if not _is_int(t) or t < 0:
                 bad(f"stop_token_ids must be non-negative integers, got {t!r}")

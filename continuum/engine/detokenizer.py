@@ -7,16 +7,19 @@ any decode; byte-level BPE may need earlier bytes to complete a character), and 
 prefix text leaves exactly the new text. While the window's text ends in U+FFFD the last token
 is an incomplete UTF-8 sequence, so nothing is emitted and the window grows until it completes.
 
-Stop strings are searched on the output text only where they could newly end (the new text plus
-``len(stop) - 1`` characters before it), so the cost per step is independent of output length.
-For streaming, the longest suffix of the text that is a prefix of some stop string is held back
-(at most ``max(len(stop)) - 1`` characters), so emitted text is never retracted.
+Stop strings are matched by one Aho–Corasick automaton per stop list (``stop_matcher``) fed
+only the new text, so the cost per step depends on neither the output length nor the number of
+stop strings. A match is the first position where any stop string ends (the longest one ending
+there), whatever the split of the text into deltas. For streaming, the longest suffix of the
+text that is a proper prefix of some stop string is held back (at most ``max(len(stop)) - 1``
+characters; the automaton's state gives it in O(1)), so emitted text is never retracted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from continuum.engine.stop_matcher import StopMatcher
 from continuum.sampling_params import SamplingParams
 
 # How many prompt tokens seed the decode window (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET).
@@ -75,7 +78,7 @@ class IncrementalDetokenizer:
         self._emitted = 0
         self.num_output_tokens = 0
         self._min_tokens = params.min_tokens
-        self._stops: list[str] = list(params.stop or [])
+        self._matcher = StopMatcher(params.stop) if params.stop else None
         self._include_stop = params.include_stop_str_in_output
         self.stopped_by: str | None = None
         self.finished = False
@@ -147,37 +150,26 @@ class IncrementalDetokenizer:
         """Append new text, cut at a stop string if one now ends inside it; return that stop."""
         prev_len = len(self.output_text)
         self.output_text += new_text
-        # vLLM checks stop strings only once more than min_tokens tokens were generated.
-        if not self._stops or self.num_output_tokens <= self._min_tokens:
+        if self._matcher is None:
             return None
-        best: tuple[int, str] | None = None
-        for s in self._stops:
-            # A match must end in the new text, so it starts at prev_len - len(s) + 1 or later.
-            pos = self.output_text.find(s, max(0, prev_len - len(s) + 1))
-            if pos != -1 and (best is None or pos < best[0]):
-                best = (pos, s)
-        if best is None:
+        # vLLM checks stop strings only once more than min_tokens tokens were generated; the
+        # matcher still reads the text before, as a stop string may start there.
+        match = self._matcher.feed(new_text, check=self.num_output_tokens > self._min_tokens)
+        if match is None:
             return None
-        pos, s = best
-        self.output_text = self.output_text[:pos + len(s) if self._include_stop else pos]
-        self.stopped_by = s
+        end = prev_len + match.end
+        self.output_text = self.output_text[:end if self._include_stop else end - len(match.stop)]
+        self.stopped_by = match.stop
         self.finished = True
-        return s
+        return match.stop
 
     def _holdback(self) -> int:
         """Characters to keep back: the longest text suffix that may start a stop string."""
-        if self.finished or not self._stops or self._include_stop:
+        if self.finished or self._matcher is None or self._include_stop:
             # With include_stop_str_in_output the cut is after the match's end, which lies
             # in text not yet emitted, so nothing needs holding.
             return 0
-        text = self.output_text
-        best = 0
-        for s in self._stops:
-            for k in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:k]):
-                    best = k
-                    break
-        return best
+        return self._matcher.holdback
 
     def _take(self) -> str:
         """Emit everything not yet emitted except the hold-back."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from tokenizers import (SentencePieceBPETokenizer, Tokenizer, decoders, models, normalizers,
@@ -9,7 +10,10 @@ from tokenizers import (SentencePieceBPETokenizer, Tokenizer, decoders, models, 
 from transformers import PreTrainedTokenizerFast
 
 from continuum.engine.detokenizer import INITIAL_OFFSET, DetokenizerUpdate, IncrementalDetokenizer
-from continuum.sampling_params import SamplingParams
+from continuum.errors import InvalidRequestError
+from continuum.sampling_params import (MAX_STOP_STRING_CHARS, MAX_STOP_STRINGS, MAX_STOP_TOKEN_IDS,
+                                       SamplingParams)
+from tests.engine.test_stop_matcher import brute_match, random_split
 
 CORPUS = [
     "Hello world! The quick brown fox jumps over the lazy dog.",
@@ -193,6 +197,77 @@ def test_earliest_stop_string_wins(tiny_bpe: Tokenizer):
     detok, updates, _ = run(tiny_bpe, [], ids, SamplingParams(stop=["def", "bcdef"]))
     assert updates[-1].stopped_by == "bcdef"
     assert detok.output_text == "xx a"
+
+
+class Pieces:
+    """A tokenizer whose token i decodes to ``pieces[i]``: any split of a text into tokens."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces = pieces
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(self.pieces[i] for i in ids)
+
+
+def run_pieces(pieces: list[str], params: SamplingParams):
+    return run(Pieces(pieces), [], list(range(len(pieces))), params)
+
+
+def test_stop_strings_do_not_depend_on_the_split():
+    rng = random.Random(99)
+    for _ in range(500):
+        stops = ["".join(rng.choices("ab", k=rng.randint(1, 4))) for _ in range(rng.randint(1, 4))]
+        text = "".join(rng.choices("abx", k=rng.randint(1, 20)))
+        want = brute_match(stops, text)
+        detok, updates, tail = run_pieces(random_split(rng, text), SamplingParams(stop=stops))
+        assert detok.stopped_by == (want and want.stop)
+        assert detok.output_text == (text[:want.end - len(want.stop)] if want else text)
+        assert joined(updates, tail) == detok.output_text
+
+
+def test_short_stop_inside_a_longer_one_in_the_same_token():
+    """Earliest end wins. The old loop picked the earliest *start* among matches ending in one
+    delta ("abcd" here), but "bc" whenever the text arrived in smaller pieces."""
+    for pieces in (["xx ", "abcd", " yy"], ["xx ", "ab", "cd", " yy"]):
+        detok, updates, _ = run_pieces(pieces, SamplingParams(stop=["abcd", "bc"]))
+        assert detok.stopped_by == "bc" and detok.output_text == joined(updates) == "xx a"
+
+
+def test_stop_string_starting_within_min_tokens():
+    detok, updates, _ = run_pieces(["xa", "b"], SamplingParams(stop=["ab"], min_tokens=1))
+    assert [u.text_delta for u in updates] == ["x", ""]
+    assert detok.stopped_by == "ab" and detok.output_text == "x"
+
+
+def test_stop_string_within_min_tokens_is_not_held_back():
+    """A whole stop string inside the first min_tokens tokens is plain text: emitted at once."""
+    detok, updates, _ = run_pieces(["ab", " c", "ab"], SamplingParams(stop=["ab"], min_tokens=1))
+    assert [u.text_delta for u in updates] == ["ab", " c", ""]
+    assert detok.stopped_by == "ab" and detok.output_text == "ab c"
+
+
+def test_matching_reads_each_character_once_whatever_the_stop_list():
+    rng = random.Random(5)
+    stops = ["".join(rng.choices("ab", k=MAX_STOP_STRING_CHARS - 1)) + "c"
+             for _ in range(MAX_STOP_STRINGS)]
+    pieces = ["".join(rng.choices("ab ", k=rng.randint(1, 6))) for _ in range(400)]
+    detok, _, _ = run_pieces(pieces, SamplingParams(stop=stops))
+    assert detok.stopped_by is None and detok.output_text == "".join(pieces)
+    # Each step feeds only its new text: at most 2 automaton look-ups per output character.
+    assert detok._matcher.transitions <= 2 * len(detok.output_text)
+
+
+def test_stop_bounds():
+    SamplingParams(stop=["x" * MAX_STOP_STRING_CHARS] * MAX_STOP_STRINGS,
+                   stop_token_ids=list(range(MAX_STOP_TOKEN_IDS)))
+    with pytest.raises(InvalidRequestError, match=f"at most {MAX_STOP_STRINGS} stop strings.*"
+                                                  f"got {MAX_STOP_STRINGS + 1}"):
+        SamplingParams(stop=["x"] * (MAX_STOP_STRINGS + 1))
+    with pytest.raises(InvalidRequestError, match=f"at most {MAX_STOP_STRING_CHARS} characters, "
+                                                  f"stop\\[1\\] has {MAX_STOP_STRING_CHARS + 1}"):
+        SamplingParams(stop=["ok", "x" * (MAX_STOP_STRING_CHARS + 1)])
+    with pytest.raises(InvalidRequestError, match=f"at most {MAX_STOP_TOKEN_IDS} stop_token_ids"):
+        SamplingParams(stop_token_ids=[7] * (MAX_STOP_TOKEN_IDS + 1))
 
 
 def test_holdback_released_when_not_a_stop(tiny_bpe: Tokenizer):

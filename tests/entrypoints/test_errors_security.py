@@ -6,6 +6,7 @@ import httpx
 import openai
 import pytest
 
+from continuum.sampling_params import MAX_STOP_STRING_CHARS, MAX_STOP_STRINGS, MAX_STOP_TOKEN_IDS
 from tests.entrypoints.conftest import MODEL, Server
 
 KEY = "sk-test-123"
@@ -88,6 +89,29 @@ def test_bad_bodies(keyed, path, body, status, param):
         assert err["code"] == "model_not_found"
     if param:
         assert err["param"] == param, err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("stop", ["x"] * (MAX_STOP_STRINGS + 1),
+     f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {MAX_STOP_STRINGS + 1}"),
+    ("stop", ["ok", "y" * (MAX_STOP_STRING_CHARS + 1)],
+     f"at most {MAX_STOP_STRING_CHARS} characters, stop[1] has {MAX_STOP_STRING_CHARS + 1}"),
+    ("stop_token_ids", [5] * (MAX_STOP_TOKEN_IDS + 1),
+     f"at most {MAX_STOP_TOKEN_IDS} stop_token_ids are allowed, got {MAX_STOP_TOKEN_IDS + 1}"),
+])
+def test_stop_lists_are_bounded(keyed, field, value, message):
+    """A stop list that would slow every request's steps is refused up front, with the limit."""
+    for path, body in (("/v1/completions", {"prompt": "x"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
+        r = httpx.post(keyed.url + path, json={**body, field: value, "max_tokens": 2},
+                       headers=AUTH, timeout=30)
+        assert message in _assert_error(r, 400)["message"]
+
+
+def test_largest_stop_list_is_served(keyed):
+    r = _client(keyed).completions.create(model=MODEL, prompt="hi", max_tokens=2,
+                                          stop=["z" * MAX_STOP_STRING_CHARS] * MAX_STOP_STRINGS)
+    assert r.choices[0].finish_reason in ("stop", "length")
 
 
 def test_malformed_requests(keyed):
