@@ -5,6 +5,7 @@ what a real concurrent build is); every wait is on an event or a pipe, never on 
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -15,7 +16,10 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
+import torch.utils.cpp_extension as cpp_extension
 
+from continuum.ops import build
 from continuum.ops.build_lock import LOCK_FILE, TORCH_BATON, build_lock
 from tests.polling import HANG_GUARD_S
 
@@ -116,3 +120,23 @@ def test_a_first_build_is_announced(tmp_path, caplog):
             pass
     building = [r.getMessage() for r in caplog.records if "building" in r.getMessage()]
     assert building == [f"building a test build into {tmp_path} (first run only, about a minute)"]
+
+
+def test_the_cuda_builder_calls_load_under_the_lock(tmp_path, monkeypatch):
+    """ops/build.py (GPU only otherwise): torch's ``load`` runs with the flock held and the
+    stale baton gone."""
+    (tmp_path / TORCH_BATON).touch()
+    seen = {}
+
+    def fake_load(**kw):
+        with open(tmp_path / LOCK_FILE) as other:             # a second open file: no flock
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        seen.update(kw, baton=(tmp_path / TORCH_BATON).exists())
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setenv("CONTINUUM_OPS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CONTINUUM_CUDA_ARCH", "90a")
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    build.build()
+    assert seen["build_directory"] == str(tmp_path) and seen["baton"] is False
