@@ -89,13 +89,21 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on shutdown before being aborted")
     g.add_argument("--enable-debug-endpoints", action="store_true",
-                   help="expose GET /debug/kv (KV integrity check + engine stats)")
+                   help="expose GET /debug/kv (KV integrity check + engine stats) and, with Ray "
+                        "replicas, GET/POST /debug/replicas")
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     d = s.add_argument_group("distributed (Ray replicas; see docs/distributed.md)")
     d.add_argument("--replicas", "--data-parallel-size", dest="replicas", type=int, default=1,
                    help="engine replicas as Ray actors (one GPU each when GPUs exist)")
     d.add_argument("--ray-address", default=None,
                    help="existing Ray cluster ('auto' or host:port); default: start a local one")
+    d.add_argument("--ray-node-ip", default="127.0.0.1",
+                   help="the IP a locally started Ray head advertises (default 127.0.0.1: Ray "
+                        "listens on loopback only; any other address makes Ray listen on every "
+                        "interface, e.g. to let other nodes join)")
+    d.add_argument("--max-replicas", type=int, default=None,
+                   help="most replicas alive at once, a cap on POST /debug/replicas "
+                        "(default: --replicas, so the POST only replaces dead replicas)")
     d.add_argument("--routing-policy", default="continuum",
                    choices=["continuum", "round-robin", "least-loaded", "autellix"],
                    help="how requests are placed on replicas (continuum: program affinity)")
@@ -123,7 +131,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         from continuum.distributed.server import run_distributed_server
         run_distributed_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests,
                                a.log_level, num_replicas=a.replicas, ray_address=a.ray_address,
-                               routing_policy=a.routing_policy)
+                               routing_policy=a.routing_policy, max_replicas=a.max_replicas,
+                               ray_node_ip=a.ray_node_ip)
         return 0
     run_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests, a.log_level)
     return 0

@@ -1,14 +1,18 @@
 """CPU kernels from csrc/cpu, built on first use with torch's JIT extension builder.
 
 The build is cached (``$CONTINUUM_CACHE_DIR`` or ``~/.cache/continuum``), so only the first
-engine start on a machine pays it (about a minute on two cores). If the build fails (no
-compiler, no ninja) the torch reference path is used and the reason is logged once.
+engine start on a machine pays it (about a minute on two cores; a warning says so). Builds
+into one folder take turns under ``continuum.ops.build_lock`` (a killed build never blocks
+the next start). If the build fails (no compiler, no ninja) the torch reference path is used
+and the reason is logged once.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+
+from continuum.ops.build_lock import build_lock
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +40,6 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
-def _clear_stale_lock(lock: Path, max_age_s: float = 600.0) -> None:
-    """torch's builder waits on a lock file forever; one left by a killed build would hang every
-    later start. A build takes about a minute, so a lock older than ten minutes is stale."""
-    import time
-    try:
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            lock.unlink()
-            logger.warning("removed a stale build lock %s", lock)
-    except FileNotFoundError:
-        pass
-
-
 def load():
     """The compiled module, or None (reason in ``failure()``)."""
     global _module, _failed
@@ -58,13 +50,10 @@ def load():
         if not _SRC.exists():
             raise FileNotFoundError(f"{_SRC} is missing (an install without csrc/)")
         build = cache_dir() / f"continuum_cpu-{_cpu_tag()}"
-        if not (build / "continuum_cpu.so").exists():
-            logger.warning("building the CPU attention kernel into %s (first run only, about a minute)", build)
-        build.mkdir(parents=True, exist_ok=True)
-        _clear_stale_lock(build / "lock")
-        _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
-                           extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
-                           extra_ldflags=["-fopenmp"], verbose=False)
+        with build_lock(build, "continuum_cpu", "the CPU attention kernel", "about a minute"):
+            _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
+                               extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
+                               extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # any build problem: fall back, say why once
         _failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
         logger.warning("CPU attention kernel unavailable (%s); using the torch reference path", _failed)

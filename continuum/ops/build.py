@@ -2,7 +2,8 @@
 
 The kernels are plain CUDA; ``csrc/torch_bindings.cpp`` registers them as torch custom ops
 (``torch.ops.continuum_C.*``). ``torch.utils.cpp_extension.load`` rebuilds only when a source
-or flag changes, so a warm cache costs a library load (well under a second).
+or flag changes, so a warm cache costs a library load (well under a second). Builds into one
+folder take turns under ``continuum.ops.build_lock`` (a killed build never blocks the next).
 
 Invariant: only called where ``torch.version.cuda`` is set and a GPU is visible; the caller
 (:func:`continuum.ops.load`) turns any exception into the reference fallback.
@@ -13,6 +14,8 @@ import os
 from pathlib import Path
 
 import torch
+
+from continuum.ops.build_lock import build_lock
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 SOURCES = ("paged_attention.cu", "cache_kernels.cu", "swap_blocks.cu", "torch_bindings.cpp")
@@ -55,14 +58,16 @@ def build(verbose: bool = False) -> None:
     missing = [s for s in SOURCES if not (CSRC / s).exists()]
     if missing:
         raise FileNotFoundError(f"csrc sources missing: {missing} (installed without csrc/?)")
-    load(
-        name=EXTENSION_NAME,
-        sources=[str(CSRC / s) for s in SOURCES],
-        extra_include_paths=[str(CSRC)],
-        # The gencode flag names an arch, so cpp_extension adds none of its own.
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3", *arch_flags()],
-        build_directory=str(cache_dir()),
-        is_python_module=False,    # a plain library: its TORCH_LIBRARY block registers the ops
-        verbose=verbose,
-    )
+    build_dir = cache_dir()
+    with build_lock(build_dir, EXTENSION_NAME, "the CUDA kernels", "1-2 minutes"):
+        load(
+            name=EXTENSION_NAME,
+            sources=[str(CSRC / s) for s in SOURCES],
+            extra_include_paths=[str(CSRC)],
+            # The gencode flag names an arch, so cpp_extension adds none of its own.
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", *arch_flags()],
+            build_directory=str(build_dir),
+            is_python_module=False,    # a plain library: its TORCH_LIBRARY block registers the ops
+            verbose=verbose,
+        )

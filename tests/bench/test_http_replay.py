@@ -3,11 +3,11 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from continuum.bench.trace import ProgramTrace, Turn
+from tests.polling import HANG_GUARD_S, wait_for
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("continuum.entrypoints.openai.api_server") is None,
                                 reason="the OpenAI server (continuum/entrypoints) is not there yet")
@@ -22,28 +22,32 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     import httpx
+
+    from continuum.layers import cpu_kernels
+    # A fresh checkout JIT-builds the CPU kernel (a minute or more on a busy machine): do it
+    # here, with no deadline, so that the server below starts from the built kernel.
+    cpu_kernels.load()
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "continuum.cli", "serve", "--model", "random:tiny",
                              "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory", "4MiB",
                              "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.skip(f"server exited at start: {proc.stderr.read().decode()[-500:]}")
+        try:
+            return httpx.get(f"{url}/v1/models", timeout=HANG_GUARD_S).status_code == 200
+        except httpx.ConnectError:               # not listening yet
+            return False
+
     try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                pytest.skip(f"server exited at start: {proc.stderr.read().decode()[-500:]}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.skip("server did not come up in 60 s")
+        wait_for(up, "server did not come up")
         yield url
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
             proc.kill()
 
@@ -52,7 +56,7 @@ def test_http_replay_two_programs(server):
     from continuum.bench.http_driver import run_http
     progs = [ProgramTrace("a", [Turn(20, 4, "ls", 0.05), Turn(9, 3, None, 0.0, True)]),
              ProgramTrace("b", [Turn(30, 5, None, 0.0, True)])]
-    r = run_http(progs, [0.0, 0.02], server, timeout=60)
+    r = run_http(progs, [0.0, 0.02], server, timeout=HANG_GUARD_S)
     a, b = r["programs"]
     assert a.finish is not None and b.finish is not None
     assert [t.output_tokens for t in a.turns] == [4, 3]
@@ -67,7 +71,7 @@ def test_http_replay_extends_contexts_with_the_returned_output_ids(server):
     tokens: 3 blocks of 16 = 48). Filler ids would hit only the prompt's 2 full blocks (32)."""
     from continuum.bench.http_driver import run_http
     r = run_http([ProgramTrace("c", [Turn(40, 12, "ls", 0.05), Turn(5, 2, None, 0.0, True)])],
-                 [0.0], server, timeout=60)
+                 [0.0], server, timeout=HANG_GUARD_S)
     (c,) = r["programs"]
     assert c.turns[1].cached_tokens == 48       # (turn 0 may hit the other test's seeded ids)
 

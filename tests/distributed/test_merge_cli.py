@@ -42,4 +42,10 @@ def test_serve_flags_select_the_distributed_runner(monkeypatch):
                    "--routing-policy", "autellix", "--port", "8123"])
     assert rc == 0
     assert seen == {"num_replicas": 3, "ray_address": "auto", "routing_policy": "autellix",
-                    "model": "random:tiny", "port": 8123}
+                    "model": "random:tiny", "port": 8123, "max_replicas": None,
+                    "ray_node_ip": "127.0.0.1"}
+    seen.clear()
+    rc = cli.main(["serve", "random:tiny", "--replicas", "2", "--max-replicas", "4",
+                   "--ray-node-ip", "192.0.2.7"])
+    assert rc == 0
+    assert seen["max_replicas"] == 4 and seen["ray_node_ip"] == "192.0.2.7"

@@ -19,6 +19,7 @@ from continuum.config import EngineArgs
 from continuum.engine.async_engine import AsyncLLMEngine
 from continuum.engine.engine import LLMEngine
 from continuum.entrypoints.openai.api_server import ServerOptions, create_app
+from tests.polling import HANG_GUARD_S, wait_for
 
 MODEL = "random:tiny"
 ENGINE_KW = dict(model=MODEL, dtype="float32", device="cpu", max_model_len=1024,
@@ -87,34 +88,32 @@ class Server:
 
     def start(self) -> "Server":
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            assert self.thread.is_alive(), "server thread died"
-            time.sleep(0.02)
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), "server did not start")
+        assert self.thread.is_alive(), "server thread died"
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=HANG_GUARD_S)
+        assert not self.thread.is_alive(), "server did not stop"
         self.sock.close()
 
     def debug_kv(self, headers: dict | None = None) -> dict:
-        r = httpx.get(self.url + "/debug/kv", headers=headers, timeout=10)
+        r = httpx.get(self.url + "/debug/kv", headers=headers, timeout=HANG_GUARD_S)
         r.raise_for_status()
         return r.json()
 
-    def wait_idle(self, headers: dict | None = None, timeout: float = 10.0) -> dict:
+    def wait_idle(self, headers: dict | None = None) -> dict:
         """Poll /debug/kv until no request is in flight and no block is in use."""
-        deadline = time.monotonic() + timeout
-        while True:
-            kv = self.debug_kv(headers)
+        kv: dict = {}
+
+        def idle() -> bool:
+            kv.update(self.debug_kv(headers))
             s = kv["stats"]
-            if kv["num_in_flight"] == 0 and s["kv_blocks_in_use"] == 0 and \
-                    s["num_requests_running"] == 0 and s["num_requests_waiting"] == 0:
-                return kv
-            assert time.monotonic() < deadline, f"server not idle: {kv}"
-            time.sleep(0.05)
+            return kv["num_in_flight"] == 0 and s["kv_blocks_in_use"] == 0 and \
+                s["num_requests_running"] == 0 and s["num_requests_waiting"] == 0
+        wait_for(idle, lambda: f"server not idle: {kv}")
+        return kv
 
 
 @pytest.fixture(scope="module")
@@ -127,4 +126,5 @@ def server():
 @pytest.fixture()
 def client(server):
     import openai
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
+                         timeout=HANG_GUARD_S)
