@@ -58,7 +58,8 @@ class Request:
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], sampling_params: SamplingParams,
                  arrival_time: float, eos_token_ids: list[int] | None = None,
-                 agent: AgentInfo | None = None, max_model_len: int | None = None):
+                 agent: AgentInfo | None = None, max_model_len: int | None = None,
+                 cache_salt: str | None = None):
         self.request_id = request_id
         self.prompt_token_ids = list(prompt_token_ids)
         self.sampling_params = sampling_params
@@ -77,7 +78,9 @@ class Request:
         self.all_token_ids: list[int] = list(self.prompt_token_ids)
         self.num_computed_tokens = 0
         self.num_cached_tokens = -1             # prefix-cache hit at first admission (-1: not yet)
-        self.block_hashes: list[int] = []       # chained hashes of the full blocks, kept current
+        # Prefix-cache isolation: only requests with the same salt (or none) share KV blocks.
+        self.cache_salt = cache_salt
+        self.block_hashes: list[bytes] = []     # chained hashes of the full blocks, kept current
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
         # tool this turn called (client hint, else parsed from the output at finish); None

@@ -11,10 +11,19 @@ Pure bookkeeping (no torch, no clock). A block is in exactly one of three states
 head of the free queue (evicting a cached block drops its hash); freed blocks go to the tail,
 so the free queue is an LRU of cached blocks. Callers free a request's blocks tail-first, so
 the last blocks of a sequence (least likely to be shared) are evicted first.
+
+Block hashes are SHA-256 digests chained from block to block (``hash_block``): a hit is
+trusted without comparing tokens, so equal keys must mean equal prefixes even when a client
+crafts its prompts to collide with another's (a language's built-in hash can be collided
+offline; vLLM's GHSA-rm76-4mrf-v9r8).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+
+BlockHash = bytes
 
 
 class KVBlock:
@@ -23,12 +32,13 @@ class KVBlock:
     def __init__(self, block_id: int):
         self.block_id = block_id
         self.ref_cnt = 0
-        self.block_hash: int | None = None
+        self.block_hash: BlockHash | None = None
         self.prev: KVBlock | None = None
         self.next: KVBlock | None = None
 
     def __repr__(self) -> str:
-        return f"KVBlock({self.block_id}, ref={self.ref_cnt}, hash={self.block_hash})"
+        h = self.block_hash.hex()[:12] if self.block_hash is not None else None
+        return f"KVBlock({self.block_id}, ref={self.ref_cnt}, hash={h})"
 
 
 class FreeBlockQueue:
@@ -69,11 +79,41 @@ class FreeBlockQueue:
         return [b.block_id for b in self]
 
 
-def hash_block(parent_hash: int | None, token_ids: tuple[int, ...]) -> int:
-    """Chained hash of one full block: it depends on every token before it, so equal hashes mean
-    equal prefixes (up to 64-bit collisions). Deterministic across processes (ints and tuples
-    only; Python randomises str hashes, not these)."""
-    return hash((parent_hash if parent_hash is not None else 0x9E3779B97F4A7C15, token_ids))
+# Parent key of an unsalted request's first block.
+NONE_HASH: BlockHash = hashlib.sha256(b"continuum prefix cache root").digest()
+# Messages hashed for a salted root start with these 32 zero bytes; every block message starts
+# with its parent key, a SHA-256 digest, which is never all zeros (that would be a preimage),
+# so no salt can make its root equal to any block's key.
+_SALT_DOMAIN = bytes(32)
+_PACKERS: dict[int, struct.Struct] = {}
+
+
+def _pack_tokens(token_ids: Sequence[int]) -> bytes:
+    """Token ids as little-endian int64s: a fixed width, so the encoding is injective."""
+    n = len(token_ids)
+    packer = _PACKERS.get(n)
+    if packer is None:
+        packer = _PACKERS[n] = struct.Struct(f"<{n}q")
+    return packer.pack(*token_ids)
+
+
+def root_hash(cache_salt: str | None) -> BlockHash:
+    """Parent key of a request's first block: ``NONE_HASH``, or a digest of its cache salt, so
+    that requests with different salts share no block and equal salts share as usual."""
+    if cache_salt is None:
+        return NONE_HASH
+    return hashlib.sha256(_SALT_DOMAIN + cache_salt.encode()).digest()
+
+
+def hash_block(parent_hash: BlockHash | None, token_ids: Sequence[int],
+               cache_salt: str | None = None) -> BlockHash:
+    """Key of one full block: SHA-256 of (parent key, token ids), so equal keys mean equal
+    prefixes (and, through the first block's parent, equal cache salts). ``parent_hash`` None
+    marks a first block, whose parent is ``root_hash(cache_salt)``; later blocks inherit the
+    salt through the chain. Deterministic across processes and runs."""
+    if parent_hash is None:
+        parent_hash = root_hash(cache_salt)
+    return hashlib.sha256(parent_hash + _pack_tokens(token_ids)).digest()
 
 
 class BlockPool:
@@ -86,12 +126,12 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.blocks = [KVBlock(i) for i in range(num_blocks)]
         self.free_queue = FreeBlockQueue(self.blocks)
-        self.cached: dict[int, KVBlock] = {}     # block hash -> block holding it
+        self.cached: dict[BlockHash, KVBlock] = {}     # block hash -> block holding it
         self.num_evictions = 0
         # (block id, hash) of cached blocks evicted since the last drain; recorded only when a
         # host tier wants them (their KV is still intact until this step's forward pass).
         self.record_evictions = False
-        self.evicted: list[tuple[int, int]] = []
+        self.evicted: list[tuple[int, BlockHash]] = []
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -103,7 +143,7 @@ class BlockPool:
     def usage(self) -> float:
         return 1.0 - self.num_free_blocks / self.num_blocks
 
-    def get_cached_block(self, block_hash: int) -> KVBlock | None:
+    def get_cached_block(self, block_hash: BlockHash) -> KVBlock | None:
         return self.cached.get(block_hash)
 
     # -- transitions -----------------------------------------------------------------------
@@ -144,7 +184,7 @@ class BlockPool:
             if b.ref_cnt == 0:
                 self.free_queue.append(b)
 
-    def cache_block(self, b: KVBlock, block_hash: int) -> None:
+    def cache_block(self, b: KVBlock, block_hash: BlockHash) -> None:
         """Register a just-filled block under its hash (first writer wins: a duplicate block
         keeps no hash and returns to plain free when released)."""
         if not self.enable_caching or b.block_hash is not None:
@@ -191,6 +231,6 @@ class BlockPool:
             if b.block_hash is not None:
                 assert self.cached.get(b.block_hash) is b, f"{b} hash not in map"
         for h, b in self.cached.items():
-            assert b.block_hash == h, f"map entry {h} points at {b}"
+            assert b.block_hash == h, f"map entry {h.hex()} points at {b}"
         c = self.counts()
         assert c["free"] + c["cached"] + c["in_use"] == c["total"], c

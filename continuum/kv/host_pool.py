@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from continuum.kv.block_pool import BlockHash
+
 
 class HostBlockPool:
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
         self.free: list[int] = list(range(num_blocks - 1, -1, -1))   # pop() hands out 0 first
-        self.lru: OrderedDict[int, int] = OrderedDict()              # hash -> host block id
+        self.lru: OrderedDict[BlockHash, int] = OrderedDict()        # hash -> host block id
         self.locked: set[int] = set()
         self.num_evictions = 0
 
-    def __contains__(self, block_hash: int) -> bool:
+    def __contains__(self, block_hash: BlockHash) -> bool:
         return block_hash in self.lru
 
-    def lookup(self, block_hash: int) -> int | None:
+    def lookup(self, block_hash: BlockHash) -> int | None:
         """Host block holding this hash (marked most recently used), or None."""
         hid = self.lru.get(block_hash)
         if hid is not None:
@@ -37,7 +39,7 @@ class HostBlockPool:
     def end_step(self) -> None:
         self.locked.clear()
 
-    def put(self, block_hash: int) -> int | None:
+    def put(self, block_hash: BlockHash) -> int | None:
         """Reserve a host block for ``block_hash``. Returns the block to copy into, or None if
         the hash is already on the host (refreshed, nothing to copy) or no block is free or
         evictable (the KV is simply dropped)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from continuum.kv.block_pool import BlockPool, KVBlock, hash_block
+from continuum.kv.block_pool import BlockHash, BlockPool, KVBlock, hash_block
 from continuum.kv.host_pool import HostBlockPool
 from continuum.request import Request
 
@@ -66,12 +66,14 @@ class KVCacheManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def update_block_hashes(self, req: Request) -> list[int]:
-        """Extend ``req.block_hashes`` to cover every full block of its known tokens."""
+    def update_block_hashes(self, req: Request) -> list[BlockHash]:
+        """Extend ``req.block_hashes`` to cover every full block of its known tokens (the
+        first block's key includes the request's cache salt, and so every later one)."""
         bs, hashes, toks = self.block_size, req.block_hashes, req.all_token_ids
         while (len(hashes) + 1) * bs <= len(toks):
             i = len(hashes)
-            hashes.append(hash_block(hashes[-1] if hashes else None, tuple(toks[i * bs:(i + 1) * bs])))
+            hashes.append(hash_block(hashes[-1] if hashes else None, toks[i * bs:(i + 1) * bs],
+                                     req.cache_salt))
         return hashes
 
     def get_computed_blocks(self, req: Request) -> tuple[list[KVBlock], int]:

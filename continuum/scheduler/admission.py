@@ -52,7 +52,7 @@ class _Between:
     """An active program between turns (its context, turns and finish time are on its record)."""
     horizon: float               # seconds after its finish it keeps reserving memory
     num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
-    last_hash: int | None        # hash of the last of them (to tell eviction from divergence)
+    last_hash: bytes | None      # hash of the last of them (to tell eviction from divergence)
 
 
 class AdmissionControl:
