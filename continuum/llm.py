@@ -33,8 +33,9 @@ class LLM:
     def generate(self, prompts: Prompt | Sequence[Prompt],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate for each prompt (a string, a list of token ids, or
-        ``{"prompt_token_ids": [...]}``). Outputs come back in prompt order."""
+        """Generate for each prompt (a string, a list of token ids, or vLLM's prompt dict
+        ``{"prompt": str}`` / ``{"prompt_token_ids": [...]}`` with an optional
+        ``"cache_salt"``). Outputs come back in prompt order."""
         if isinstance(prompts, (str, dict)) or (
                 isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
@@ -48,7 +49,7 @@ class LLM:
             if len(params) != len(prompts):
                 raise InvalidRequestError(
                     f"got {len(prompts)} prompts but {len(params)} sampling params")
-        return self._run([self._normalize(p) for p in prompts], params, use_tqdm)
+        return self._run(prompts, params, use_tqdm)
 
     def chat(self, messages: Sequence[Message] | Sequence[Sequence[Message]],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
@@ -76,17 +77,7 @@ class LLM:
         # The template already wrote the special tokens (BOS etc.): do not add them twice.
         return tok.encode(text, add_special_tokens=False)
 
-    @staticmethod
-    def _normalize(p: Prompt) -> str | list[int]:
-        if isinstance(p, dict):
-            if "prompt_token_ids" in p:
-                return list(p["prompt_token_ids"])
-            if "prompt" in p:
-                return p["prompt"]
-            raise InvalidRequestError("a prompt dict needs 'prompt' or 'prompt_token_ids'")
-        return p
-
-    def _run(self, prompts: list[str | list[int]], params: list[SamplingParams],
+    def _run(self, prompts: list[Prompt], params: list[SamplingParams],
              use_tqdm: bool) -> list[RequestOutput]:
         engine = self.engine
         added = []

@@ -49,6 +49,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+def split_prompt(prompt: str | list[int] | dict,
+                 cache_salt: str | None = None) -> tuple[str | list[int], str | None]:
+    """(text or token ids, cache salt) of a prompt. A dict is vLLM's prompt form:
+    ``{"prompt": str}`` or ``{"prompt_token_ids": [...]}``, optionally with ``"cache_salt"``
+    (which must agree with ``cache_salt`` when both are given). A salt is a non-empty string."""
+    if isinstance(prompt, dict):
+        salt = prompt.get("cache_salt")
+        if salt is not None and cache_salt is not None and salt != cache_salt:
+            raise InvalidRequestError("the prompt's cache_salt differs from the cache_salt argument")
+        cache_salt = cache_salt if salt is None else salt
+        if "prompt_token_ids" in prompt:
+            prompt = list(prompt["prompt_token_ids"])
+        elif "prompt" in prompt:
+            prompt = prompt["prompt"]
+        else:
+            raise InvalidRequestError("a prompt dict needs 'prompt' or 'prompt_token_ids'")
+    if cache_salt is not None and not (isinstance(cache_salt, str) and cache_salt):
+        raise InvalidRequestError("cache_salt must be a non-empty string")
+    return prompt, cache_salt
+
+
 class _RequestState:
     """Engine-side state of one request: its detokenizer and accumulated logprobs."""
 
@@ -126,11 +147,15 @@ class LLMEngine:
     def tokenize(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(check_text(prompt, "prompt"), add_special_tokens=True)
 
-    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None, *,
+    def add_request(self, prompt: str | list[int] | dict, params: SamplingParams | None = None, *,
                     request_id: str | None = None, arrival_time: float | None = None,
-                    agent: AgentInfo | None = None) -> Request:
-        """Validate and queue a request. Raises InvalidRequestError (engine state untouched)."""
+                    agent: AgentInfo | None = None, cache_salt: str | None = None) -> Request:
+        """Validate and queue a request. Raises InvalidRequestError (engine state untouched).
+        ``prompt`` may be vLLM's prompt dict (see ``split_prompt``), whose ``cache_salt`` is
+        how callers behind ``AsyncLLMEngine`` pass one; requests share prefix-cache blocks
+        only with requests of the same ``cache_salt`` (None: with every unsalted request)."""
         params = params or SamplingParams()
+        prompt, cache_salt = split_prompt(prompt, cache_salt)
         if isinstance(prompt, str):
             text, ids = prompt, self.tokenize(prompt)
         elif isinstance(prompt, (list, tuple)) and all(
@@ -150,7 +175,8 @@ class LLMEngine:
         if rid in self._states:
             raise InvalidRequestError(f"request id {rid!r} is already in use")
         req = Request(rid, ids, params, self.clock() if arrival_time is None else arrival_time,
-                      eos_token_ids=self.eos_token_ids, agent=agent, max_model_len=self.max_model_len)
+                      eos_token_ids=self.eos_token_ids, agent=agent, max_model_len=self.max_model_len,
+                      cache_salt=cache_salt)
         detok = IncrementalDetokenizer(self.tokenizer, ids, params)
         self.scheduler.add_request(req)
         self._states[rid] = _RequestState(req, text, detok)

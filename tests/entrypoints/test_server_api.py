@@ -92,6 +92,24 @@ def test_chat_plain_and_stream(server, client):
     server.wait_idle()
 
 
+def test_cache_salt_isolates_prefix_cache_hits(server, client):
+    prompt = "isolated by cache_salt: 39 bytes long!!"       # 2 full blocks + 7 tokens
+    assert len(prompt) == 39
+
+    def cached(**salt) -> int:
+        r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=1, extra_body=salt)
+        return r.usage.prompt_tokens_details.cached_tokens
+
+    assert cached(cache_salt="tenant-a") == 0
+    assert cached(cache_salt="tenant-b") == 0 and cached() == 0
+    assert cached(cache_salt="tenant-a") == 32 and cached() == 32
+    msgs = [{"role": "user", "content": prompt}]
+    chat = [client.chat.completions.create(model=MODEL, messages=msgs, max_completion_tokens=1,
+                                           extra_body={"cache_salt": "tenant-c"}) for _ in range(2)]
+    assert [r.usage.prompt_tokens_details.cached_tokens > 0 for r in chat] == [False, True]
+    server.wait_idle()
+
+
 def test_vllm_sampling_extensions(server, client):
     r = client.completions.create(
         model=MODEL, prompt="xyz", max_tokens=8,

@@ -77,6 +77,8 @@ class SamplingRequest(BaseModel):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # vLLM's prefix-cache isolation: requests share cached KV only with the same salt
+    cache_salt: str | None = Field(default=None, min_length=1, max_length=256)
 
     def unsupported(self) -> None:
         if self.n != 1:

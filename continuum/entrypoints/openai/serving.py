@@ -98,8 +98,10 @@ class OpenAIServing:
         return requested
 
     async def submit(self, prompt: list[int], params: SamplingParams, rid: str,
-                     agent: AgentInfo) -> RequestStream:
+                     agent: AgentInfo, cache_salt: str | None = None) -> RequestStream:
         clock = self.engine.engine.clock
+        if cache_salt is not None:         # vLLM's prompt dict carries it to LLMEngine
+            prompt = {"prompt_token_ids": prompt, "cache_salt": cache_salt}
         return await self.engine.add_request(prompt, params, request_id=rid, agent=agent,
                                              arrival_time=clock())
 

@@ -96,7 +96,7 @@ class OpenAIServingChat(OpenAIServing):
         params = req.sampling_params(self.max_tokens(len(prompt), req.requested_max_tokens),
                                      req.num_logprobs)
         rid = self.new_id("chatcmpl")
-        stream = await self.submit(prompt, params, rid, agent)
+        stream = await self.submit(prompt, params, rid, agent, req.cache_salt)
         created = int(time.time())
         if req.stream:
             return StreamingResponse(sse_stream(self._stream(req, rid, created, stream)),

@@ -47,7 +47,7 @@ class OpenAIServingCompletion(OpenAIServing):
         try:
             for i, ((ids, _), sp) in enumerate(zip(plans, params)):
                 sub = rid if len(plans) == 1 else f"{rid}-{i}"
-                streams.append(await self.submit(ids, sp, sub, agent))
+                streams.append(await self.submit(ids, sp, sub, agent, req.cache_salt))
         except BaseException:
             for s in streams:
                 s.close()
