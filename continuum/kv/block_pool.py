@@ -16,6 +16,9 @@ Block hashes are SHA-256 digests chained from block to block (``hash_block``): a
 trusted without comparing tokens, so equal keys must mean equal prefixes even when a client
 crafts its prompts to collide with another's (a language's built-in hash can be collided
 offline; vLLM's GHSA-rm76-4mrf-v9r8).
+
+The state counts are kept incrementally (``counts()`` is O(1): /metrics calls it on the
+engine thread); ``check_integrity`` compares them with a full walk.
 """
 from __future__ import annotations
 
@@ -127,6 +130,9 @@ class BlockPool:
         self.blocks = [KVBlock(i) for i in range(num_blocks)]
         self.free_queue = FreeBlockQueue(self.blocks)
         self.cached: dict[BlockHash, KVBlock] = {}     # block hash -> block holding it
+        # Blocks in the cached state (ref 0, hashed, in the free queue). In use is
+        # ``num_blocks - num_free_blocks`` (a block is in the queue iff its ref count is 0).
+        self.num_cached_blocks = 0
         self.num_evictions = 0
         # (block id, hash) of cached blocks evicted since the last drain; recorded only when a
         # host tier wants them (their KV is still intact until this step's forward pass).
@@ -155,6 +161,7 @@ class BlockPool:
         for _ in range(n):
             b = self.free_queue.popleft()
             if b.block_hash is not None:
+                self.num_cached_blocks -= 1
                 self._evict(b)
             b.ref_cnt = 1
             out.append(b)
@@ -173,6 +180,8 @@ class BlockPool:
         for b in blocks:
             if b.ref_cnt == 0:
                 self.free_queue.remove(b)
+                if b.block_hash is not None:
+                    self.num_cached_blocks -= 1
             b.ref_cnt += 1
 
     def free_blocks(self, ordered: Iterable[KVBlock]) -> None:
@@ -183,6 +192,8 @@ class BlockPool:
             assert b.ref_cnt >= 0, f"double free of {b}"
             if b.ref_cnt == 0:
                 self.free_queue.append(b)
+                if b.block_hash is not None:
+                    self.num_cached_blocks += 1
 
     def cache_block(self, b: KVBlock, block_hash: BlockHash) -> None:
         """Register a just-filled block under its hash (first writer wins: a duplicate block
@@ -193,6 +204,8 @@ class BlockPool:
             return
         b.block_hash = block_hash
         self.cached[block_hash] = b
+        if b.ref_cnt == 0:           # hashed while in the free queue: now cached, not free
+            self.num_cached_blocks += 1
 
     def uncache_block(self, b: KVBlock) -> None:
         """Drop the block's hash so no later request can hit it (its KV is not what the hash
@@ -210,10 +223,18 @@ class BlockPool:
         for b in self.blocks:
             b.block_hash = None
         self.cached.clear()
+        self.num_cached_blocks = 0
         return True
 
     # -- integrity -------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
+        """Blocks per state, O(1) (from the incremental counters)."""
+        in_queue, cached = self.free_queue.num_free, self.num_cached_blocks
+        return {"free": in_queue - cached, "cached": cached, "in_use": self.num_blocks - in_queue,
+                "total": self.num_blocks}
+
+    def walk_counts(self) -> dict[str, int]:
+        """``counts()`` recomputed by walking the free queue and every block (for checks)."""
         in_queue = list(self.free_queue)
         cached = sum(1 for b in in_queue if b.block_hash is not None)
         in_use = sum(1 for b in self.blocks if b.ref_cnt > 0)
@@ -232,5 +253,6 @@ class BlockPool:
                 assert self.cached.get(b.block_hash) is b, f"{b} hash not in map"
         for h, b in self.cached.items():
             assert b.block_hash == h, f"map entry {h.hex()} points at {b}"
-        c = self.counts()
+        c = self.walk_counts()
         assert c["free"] + c["cached"] + c["in_use"] == c["total"], c
+        assert self.counts() == c, f"incremental counts {self.counts()} != walk {c}"

@@ -1,4 +1,6 @@
 """Block pool and KV manager: exact block ids, free-queue order and eviction order."""
+import random
+
 import pytest
 
 from continuum.kv.block_pool import BlockPool, hash_block
@@ -128,3 +130,53 @@ def test_hit_blocks_in_free_queue_count_against_free_space():
     assert kv.allocate_slots(r2, 8, hit) is None
     kv.check_integrity()
     assert kv.pool.counts() == {"free": 1, "cached": 2, "in_use": 0, "total": 3}
+
+
+def test_incremental_counts_equal_a_full_walk_through_random_operations():
+    """Allocate (evicting cached blocks), touch hits, cache (in use and in the free queue,
+    duplicates included), free, and drain-then-reset, seeded: the O(1) counts never drift
+    from a walk of the pool."""
+    rng = random.Random(0)
+    pool = BlockPool(12)
+    keys = [hash_block(None, (k,)) for k in range(10)]     # few keys: duplicate registrations
+    held: list[list] = []                                  # each holder's blocks
+    weights = {"allocate": 4, "touch": 2, "cache": 3, "cache_free": 1, "free": 4, "reset": 0.2}
+    done = dict.fromkeys(weights, 0)
+    for _ in range(3000):
+        op = rng.choices(list(weights), list(weights.values()))[0]
+        if op == "allocate" and pool.num_free_blocks:
+            held.append(pool.get_new_blocks(rng.randint(1, min(4, pool.num_free_blocks))))
+        elif op == "touch":
+            hits = [b for b in (pool.get_cached_block(k) for k in rng.sample(keys, 3)) if b]
+            if not hits:
+                continue
+            pool.touch(hits)
+            held.append(hits)
+        elif op == "cache" and held:
+            pool.cache_block(rng.choice(rng.choice(held)), rng.choice(keys))
+        elif op == "cache_free" and pool.num_free_blocks:
+            pool.cache_block(rng.choice(list(pool.free_queue)), rng.choice(keys))
+        elif op == "free" and held:
+            pool.free_blocks(reversed(held.pop(rng.randrange(len(held)))))
+        elif op == "reset":
+            while held:
+                pool.free_blocks(reversed(held.pop()))
+            assert pool.reset_prefix_cache()
+        else:
+            continue
+        done[op] += 1
+        assert pool.counts() == pool.walk_counts(), op
+        pool.check_integrity()
+    assert min(done.values()) >= 20, done                  # every operation was exercised
+    assert pool.num_evictions >= 100
+
+
+def test_check_integrity_catches_a_drifted_counter():
+    pool = BlockPool(3)
+    (b,) = pool.get_new_blocks(1)
+    pool.cache_block(b, hash_block(None, (1,)))
+    pool.free_blocks([b])
+    pool.check_integrity()
+    pool.num_cached_blocks += 1
+    with pytest.raises(AssertionError, match="incremental counts"):
+        pool.check_integrity()
