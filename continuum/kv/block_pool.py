@@ -88,16 +88,14 @@ NONE_HASH: BlockHash = hashlib.sha256(b"continuum prefix cache root").digest()
 # with its parent key, a SHA-256 digest, which is never all zeros (that would be a preimage),
 # so no salt can make its root equal to any block's key.
 _SALT_DOMAIN = bytes(32)
-_PACKERS: dict[int, struct.Struct] = {}
+_PACKERS: dict[int, struct.Struct] = {}     # block length -> its token-id encoder
 
 
-def _pack_tokens(token_ids: Sequence[int]) -> bytes:
-    """Token ids as little-endian int64s: a fixed width, so the encoding is injective."""
-    n = len(token_ids)
-    packer = _PACKERS.get(n)
-    if packer is None:
-        packer = _PACKERS[n] = struct.Struct(f"<{n}q")
-    return packer.pack(*token_ids)
+def _packer(num_tokens: int) -> struct.Struct:
+    """The (cached) encoder of ``num_tokens`` token ids as little-endian int64s: a fixed
+    width, so no two token sequences share an encoding."""
+    packer = _PACKERS[num_tokens] = struct.Struct(f"<{num_tokens}q")
+    return packer
 
 
 def root_hash(cache_salt: str | None) -> BlockHash:
@@ -108,15 +106,13 @@ def root_hash(cache_salt: str | None) -> BlockHash:
     return hashlib.sha256(_SALT_DOMAIN + cache_salt.encode()).digest()
 
 
-def hash_block(parent_hash: BlockHash | None, token_ids: Sequence[int],
-               cache_salt: str | None = None) -> BlockHash:
+def hash_block(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
     """Key of one full block: SHA-256 of (parent key, token ids), so equal keys mean equal
-    prefixes (and, through the first block's parent, equal cache salts). ``parent_hash`` None
-    marks a first block, whose parent is ``root_hash(cache_salt)``; later blocks inherit the
-    salt through the chain. Deterministic across processes and runs."""
-    if parent_hash is None:
-        parent_hash = root_hash(cache_salt)
-    return hashlib.sha256(parent_hash + _pack_tokens(token_ids)).digest()
+    prefixes, from the first block's parent on (``root_hash``; None: ``NONE_HASH``).
+    Deterministic across processes and runs."""
+    packer = _PACKERS.get(len(token_ids)) or _packer(len(token_ids))
+    parent = NONE_HASH if parent_hash is None else parent_hash
+    return hashlib.sha256(parent + packer.pack(*token_ids)).digest()
 
 
 class BlockPool:

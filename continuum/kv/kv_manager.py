@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from continuum.kv.block_pool import BlockHash, BlockPool, KVBlock, hash_block
+from continuum.kv.block_pool import BlockHash, BlockPool, KVBlock, hash_block, root_hash
 from continuum.kv.host_pool import HostBlockPool
 from continuum.request import Request
 
@@ -70,10 +70,12 @@ class KVCacheManager:
         """Extend ``req.block_hashes`` to cover every full block of its known tokens (the
         first block's key includes the request's cache salt, and so every later one)."""
         bs, hashes, toks = self.block_size, req.block_hashes, req.all_token_ids
-        while (len(hashes) + 1) * bs <= len(toks):
-            i = len(hashes)
-            hashes.append(hash_block(hashes[-1] if hashes else None, toks[i * bs:(i + 1) * bs],
-                                     req.cache_salt))
+        start, end = len(hashes) * bs, len(toks) // bs * bs
+        if start < end:
+            parent = hashes[-1] if hashes else root_hash(req.cache_salt)
+            for i in range(start, end, bs):
+                parent = hash_block(parent, toks[i:i + bs])
+                hashes.append(parent)
         return hashes
 
     def get_computed_blocks(self, req: Request) -> tuple[list[KVBlock], int]:

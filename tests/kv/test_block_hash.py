@@ -24,8 +24,8 @@ def test_key_is_sha256_of_parent_key_and_little_endian_int64_tokens():
     h0 = hash_block(None, [1, 2])
     assert h0 == hashlib.sha256(NONE_HASH + struct.pack("<2q", 1, 2)).digest()
     assert hash_block(h0, (3, 4)) == hashlib.sha256(h0 + struct.pack("<2q", 3, 4)).digest()
+    assert root_hash(None) == NONE_HASH
     assert root_hash("tenant-a") == hashlib.sha256(bytes(32) + b"tenant-a").digest()
-    assert hash_block(None, [1, 2], "tenant-a") == hash_block(root_hash("tenant-a"), [1, 2])
 
 
 def test_key_depends_on_every_token_and_on_the_parent():
@@ -47,22 +47,32 @@ def test_token_ids_python_hash_aliases_get_distinct_keys():
 
 def test_salt_separates_first_block_and_everything_chained_after_it():
     toks = list(range(16))
-    plain, a, a2, b = (hash_block(None, toks, s) for s in (None, "a", "a", "b"))
+    plain, a, a2, b = (hash_block(root_hash(s), toks) for s in (None, "a", "a", "b"))
     assert a == a2 and len({plain, a, b}) == 3
     assert len({hash_block(parent, toks) for parent in (plain, a, b)}) == 3
-    # a later block's salt is its parent's: an argument there changes nothing
-    assert hash_block(a, toks, "b") == hash_block(a, toks)
 
 
 def test_keys_are_equal_across_processes():
-    code = ("from continuum.kv.block_pool import hash_block\n"
-            "h = hash_block(None, list(range(16)), 'salt')\n"
+    code = ("from continuum.kv.block_pool import hash_block, root_hash\n"
+            "h = hash_block(root_hash('salt'), list(range(16)))\n"
             "print(hash_block(h, list(range(16, 32))).hex())\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
-    here = hash_block(hash_block(None, list(range(16)), "salt"), list(range(16, 32)))
+    here = hash_block(hash_block(root_hash("salt"), list(range(16))), list(range(16, 32)))
     assert out == here.hex()
+
+
+def test_request_hashes_are_the_chain_from_its_salt_extended_as_blocks_fill():
+    kv = KVCacheManager(num_blocks=1, block_size=4)
+    req = make_req("a", list(range(10)), cache_salt="s")
+    h0 = hash_block(root_hash("s"), [0, 1, 2, 3])
+    h1 = hash_block(h0, [4, 5, 6, 7])
+    assert kv.update_block_hashes(req) == [h0, h1]
+    req.append_output_token(10)
+    assert kv.update_block_hashes(req) == [h0, h1]          # block 2 is not full yet
+    req.append_output_token(11)
+    assert kv.update_block_hashes(req) == [h0, h1, hash_block(h1, [8, 9, 10, 11])]
 
 
 def test_prefix_hit_only_between_equal_salts():
