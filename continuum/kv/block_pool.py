@@ -211,6 +211,8 @@ class BlockPool:
         if self.cached.get(b.block_hash) is b:
             del self.cached[b.block_hash]
         b.block_hash = None
+        if b.ref_cnt == 0:           # was cached in the free queue: now plain free
+            self.num_cached_blocks -= 1
 
     def reset_prefix_cache(self) -> bool:
         """Drop every cached hash; only allowed when no block is in use."""

@@ -133,14 +133,15 @@ def test_hit_blocks_in_free_queue_count_against_free_space():
 
 
 def test_incremental_counts_equal_a_full_walk_through_random_operations():
-    """Allocate (evicting cached blocks), touch hits, cache (in use and in the free queue,
-    duplicates included), free, and drain-then-reset, seeded: the O(1) counts never drift
-    from a walk of the pool."""
+    """Allocate (evicting cached blocks), touch hits, cache and uncache (in use and in the free
+    queue, duplicates included), free, and drain-then-reset, seeded: the O(1) counts never
+    drift from a walk of the pool."""
     rng = random.Random(0)
     pool = BlockPool(12)
     keys = [hash_block(None, (k,)) for k in range(10)]     # few keys: duplicate registrations
     held: list[list] = []                                  # each holder's blocks
-    weights = {"allocate": 4, "touch": 2, "cache": 3, "cache_free": 1, "free": 4, "reset": 0.2}
+    weights = {"allocate": 4, "touch": 2, "cache": 3, "cache_free": 1, "uncache": 1, "free": 4,
+               "reset": 0.2}
     done = dict.fromkeys(weights, 0)
     for _ in range(3000):
         op = rng.choices(list(weights), list(weights.values()))[0]
@@ -156,6 +157,8 @@ def test_incremental_counts_equal_a_full_walk_through_random_operations():
             pool.cache_block(rng.choice(rng.choice(held)), rng.choice(keys))
         elif op == "cache_free" and pool.num_free_blocks:
             pool.cache_block(rng.choice(list(pool.free_queue)), rng.choice(keys))
+        elif op == "uncache" and pool.cached:
+            pool.uncache_block(rng.choice(list(pool.cached.values())))
         elif op == "free" and held:
             pool.free_blocks(reversed(held.pop(rng.randrange(len(held)))))
         elif op == "reset":
