@@ -53,7 +53,8 @@ def split_prompt(prompt: str | list[int] | dict,
                  cache_salt: str | None = None) -> tuple[str | list[int], str | None]:
     """(text or token ids, cache salt) of a prompt. A dict is vLLM's prompt form:
     ``{"prompt": str}`` or ``{"prompt_token_ids": [...]}``, optionally with ``"cache_salt"``
-    (which must agree with ``cache_salt`` when both are given). A salt is a non-empty string."""
+    (which must agree with ``cache_salt`` when both are given). A salt is a non-empty string
+    that encodes to UTF-8 (the scheduler hashes its bytes)."""
     if isinstance(prompt, dict):
         salt = prompt.get("cache_salt")
         if salt is not None and cache_salt is not None and salt != cache_salt:
@@ -67,7 +68,7 @@ def split_prompt(prompt: str | list[int] | dict,
             raise InvalidRequestError("a prompt dict needs 'prompt' or 'prompt_token_ids'")
     if cache_salt is not None and not (isinstance(cache_salt, str) and cache_salt):
         raise InvalidRequestError("cache_salt must be a non-empty string")
-    return prompt, cache_salt
+    return prompt, cache_salt if cache_salt is None else check_text(cache_salt, "cache_salt")
 
 
 class _RequestState:

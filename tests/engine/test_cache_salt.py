@@ -44,6 +44,7 @@ def test_llm_generate_accepts_a_salted_prompt_dict(llm):
 @pytest.mark.parametrize("prompt,kw", [
     (PROMPT, {"cache_salt": ""}),
     (PROMPT, {"cache_salt": 5}),
+    (PROMPT, {"cache_salt": "\ud800"}),          # no UTF-8 bytes to hash
     ({"prompt_token_ids": PROMPT, "cache_salt": "a"}, {"cache_salt": "b"}),
     ({"cache_salt": "a"}, {}),
 ])
