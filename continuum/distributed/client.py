@@ -97,7 +97,9 @@ class DistributedEngineClient:
             raise ReplicaUnavailableError("no engine replica is available; retry later")
 
     # -- requests ----------------------------------------------------------------------------
-    def _prompt_len(self, prompt: str | list[int]) -> int:
+    def _prompt_len(self, prompt: str | list[int] | dict) -> int:
+        if isinstance(prompt, dict):         # vLLM's prompt dict (it carries a cache_salt)
+            prompt = prompt.get("prompt_token_ids", prompt.get("prompt", ""))
         if isinstance(prompt, str):
             return len(self.tokenizer.encode(prompt, add_special_tokens=True))
         return len(prompt)
