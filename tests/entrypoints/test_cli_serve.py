@@ -106,3 +106,43 @@ def test_async_engine_concurrency_errors_and_crash(llm_engine):
         await eng.shutdown(timeout=1)
 
     asyncio.run(main())
+
+
+def test_a_flood_of_engine_calls_cannot_stall_a_running_request(llm_engine):
+    """Each inbox command (a /metrics scrape is one) runs on the engine thread; while requests
+    run, at most MAX_COMMANDS_PER_STEP of them are handled between two steps."""
+    from continuum.engine.async_engine import MAX_COMMANDS_PER_STEP
+
+    async def main():
+        eng = AsyncLLMEngine(llm_engine)
+        eng.start()
+        log: list[str] = []                          # engine thread only: no lock needed
+        real_step = llm_engine.step
+
+        def step():
+            log.append("step")
+            return real_step()
+
+        llm_engine.step = step
+        try:
+            stream = await eng.add_request([5, 6, 7], SamplingParams(max_tokens=20, ignore_eos=True))
+            # 200 calls queued at once (tasks: they enter the inbox at the next await), while
+            # the request runs
+            calls = [asyncio.ensure_future(eng.call(lambda e: log.append("call"))) for _ in range(200)]
+            outs = [o async for o in stream]
+            await asyncio.gather(*calls)
+        finally:
+            llm_engine.step = real_step
+        assert len(outs) == 20
+        runs, run = [], 0
+        for item in log:
+            if item == "call":
+                run += 1
+            else:
+                runs.append(run)
+                run = 0
+        assert max(runs) <= MAX_COMMANDS_PER_STEP, runs
+        assert sum(runs) >= 100, runs            # the calls were handled between the steps
+        await eng.shutdown(timeout=1)
+
+    asyncio.run(main())
