@@ -151,14 +151,14 @@ def main() -> int:
     ap.add_argument("--profile", default="h200-llama3.1-8b")
     ap.add_argument("--limit", type=float, default=2.0, help="sustainable: mean JCT <= limit x ideal")
     ap.add_argument("--admission-target", type=float, default=None)
-    ap.add_argument("--starvation-guard", type=float, default=None)
+    ap.add_argument("--door-max-wait", type=float, default=None)
     ap.add_argument("--no-unbounded", action="store_true", help="skip the unbounded-KV reference")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
     sched_kw = {k: v for k, v in (("admission_target", a.admission_target),
-                                  ("starvation_guard", a.starvation_guard)) if v is not None}
+                                  ("door_max_wait", a.door_max_wait)) if v is not None}
     jobs = []
     seeds = [int(x) for x in a.seeds.split(",")]
     for wl in a.workload or list(DEFAULT_GRID):

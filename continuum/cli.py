@@ -23,7 +23,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=16)
     g.add_argument("--max-num-seqs", type=int, default=128)
     g.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    g.add_argument("--scheduling-policy", default="continuum",
+    g.add_argument("--scheduling-policy", default="continuum+",
                    choices=["continuum", "continuum+", "vllm", "program-fcfs", "fixed-ttl", "autellix",
                             "infercept"],
                    help="see docs/scheduling.md")
@@ -41,9 +41,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--admission-target", type=float, default=1.0,
                    help="continuum+: the active programs' estimated peak KV / KV blocks at which "
                         "new programs wait (> 1 overbooks)")
-    g.add_argument("--starvation-guard", type=float, default=30.0,
-                   help="continuum+: seconds a waiting request can be passed over by later turns "
-                        "of older programs (0 = request FCFS)")
+    g.add_argument("--door-max-wait", type=float, default=600.0,
+                   help="continuum+: seconds a new program waits at most at the door "
+                        "(admission control) before it is admitted anyway")
 
 
 def engine_kwargs(a: argparse.Namespace) -> dict:
@@ -54,7 +54,7 @@ def engine_kwargs(a: argparse.Namespace) -> dict:
                 pin_budget_fraction=a.pin_budget_fraction, program_idle_timeout=a.program_idle_timeout,
                 fixed_ttl=a.fixed_ttl, autellix_num_queues=a.autellix_num_queues,
                 autellix_base_quantum=a.autellix_base_quantum, autellix_beta=a.autellix_beta,
-                admission_target=a.admission_target, starvation_guard=a.starvation_guard)
+                admission_target=a.admission_target, door_max_wait=a.door_max_wait)
 
 
 def cmd_chat(a: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ class CacheConfig:
 class SchedulerConfig:
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 128
-    policy: str = "continuum"
+    policy: str = "continuum+"
     enable_chunked_prefill: bool = True
     pin_budget_fraction: float = 0.5       # of KV blocks that pins may hold (METHOD 2.1)
     program_idle_timeout: float = 600.0    # s without activity before a program is forgotten
@@ -74,7 +74,7 @@ class SchedulerConfig:
     autellix_base_quantum: int = 1         # steps in queue 0; doubles per queue
     autellix_beta: float = 8.0             # starvation ratio that promotes to queue 0
     admission_target: float = 1.0         # continuum+: working set (peak estimate) / KV blocks
-    starvation_guard: float = 30.0         # continuum+: s of program-FCFS precedence at most
+    door_max_wait: float = 600.0           # continuum+: s a new program waits at the door at most
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
@@ -85,8 +85,8 @@ class SchedulerConfig:
             raise ConfigError("program_idle_timeout must be > 0 and fixed_ttl >= 0")
         if self.autellix_num_queues < 1 or self.autellix_base_quantum < 1 or self.autellix_beta <= 0:
             raise ConfigError("autellix_num_queues and autellix_base_quantum must be >= 1, autellix_beta > 0")
-        if self.admission_target <= 0 or self.starvation_guard < 0:
-            raise ConfigError("admission_target must be > 0 and starvation_guard >= 0")
+        if self.admission_target <= 0 or self.door_max_wait <= 0:
+            raise ConfigError("admission_target and door_max_wait must be > 0")
 
 
 @dataclass
@@ -105,7 +105,7 @@ class EngineArgs:
     num_blocks_override: int | None = None
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 128
-    scheduling_policy: str = "continuum"
+    scheduling_policy: str = "continuum+"
     enable_chunked_prefill: bool = True
     device: str = "auto"
     host_kv_cache_memory: int | str | None = None
@@ -116,7 +116,7 @@ class EngineArgs:
     autellix_base_quantum: int = 1
     autellix_beta: float = 8.0
     admission_target: float = 1.0
-    starvation_guard: float = 30.0
+    door_max_wait: float = 600.0
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EngineArgs":
@@ -140,4 +140,4 @@ class EngineArgs:
                                self.scheduling_policy, self.enable_chunked_prefill,
                                self.pin_budget_fraction, self.program_idle_timeout, self.fixed_ttl,
                                self.autellix_num_queues, self.autellix_base_quantum, self.autellix_beta,
-                               self.admission_target, self.starvation_guard)
+                               self.admission_target, self.door_max_wait)

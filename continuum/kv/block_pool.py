@@ -130,6 +130,7 @@ class BlockPool:
         # ``num_blocks - num_free_blocks`` (a block is in the queue iff its ref count is 0).
         self.num_cached_blocks = 0
         self.num_evictions = 0
+        self.num_allocated = 0          # blocks taken from the free queue's head, ever
         # (block id, hash) of cached blocks evicted since the last drain; recorded only when a
         # host tier wants them (their KV is still intact until this step's forward pass).
         self.record_evictions = False
@@ -154,6 +155,7 @@ class BlockPool:
         if n > self.free_queue.num_free:
             raise ValueError(f"asked for {n} blocks, {self.free_queue.num_free} free")
         out = []
+        self.num_allocated += n
         for _ in range(n):
             b = self.free_queue.popleft()
             if b.block_hash is not None:

@@ -9,22 +9,28 @@ held longer than it could save. Ties go to the smaller tau (less memory held).
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 
 
-def solve_ttl(sorted_samples: list[float], benefit: float) -> float:
-    """Exact argmax of ``P(tau) * benefit - tau`` over ``{0} U samples`` (samples sorted)."""
+def solve_ttl(sorted_samples: list[float], benefit: float, survives: float = 0.0) -> float:
+    """Exact argmax of ``P(tau) * benefit - tau`` over ``{0} U samples`` (samples sorted).
+
+    ``survives``: calls up to this long find their KV cached without a pin (the cache's
+    eviction horizon), so a pin only gains on the calls between it and tau:
+    ``(P(tau) - P(survives)) * benefit - tau`` (the paper's formula at 0)."""
     n = len(sorted_samples)
     if n == 0 or benefit <= 0.0:
         return 0.0
     best_tau, best_val = 0.0, 0.0
-    i = 0
+    i = bisect.bisect_right(sorted_samples, survives) if survives > 0 else 0
+    base = i
     while i < n:
         tau = sorted_samples[i]
         while i < n and sorted_samples[i] == tau:   # P(tau) counts every sample <= tau
             i += 1
-        val = (i / n) * benefit - tau
+        val = ((i - base) / n) * benefit - tau
         if val > best_val:
             best_tau, best_val = tau, val
     return best_tau

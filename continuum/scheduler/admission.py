@@ -1,50 +1,75 @@
 """Program admission control (the door of ``continuum+``): keep the KV working set of the
-active programs inside device memory, so that admitted programs keep hitting their prefix.
+active programs inside device memory, so that admitted programs keep hitting their prefix,
+and stay out of the way whenever the prefix cache is not under pressure.
 
 An OS facing thrashing lowers the multiprogramming level until the working sets fit; this is
 that rule for agent programs. A program is *active* from the admission of its first turn until
 its last turn finishes. A request of a program that is not active yet (a new program's first
 turn, or a request without a program) is a *newcomer*; only newcomers are held at the door.
 
-Agent contexts grow every turn (turn k+1's prompt is turn k's context + the tool result), so
-a program's working set is its *peak* context, not its current one: a door that counted only
-today's contexts admits many young programs that later outgrow memory together, and the
-engine thrashes anyway. The footprint of an active program is therefore
+**When the door may hold at all.** Only while it is *engaged*: it engages when the prefix
+cache's eviction horizon H (``kv_ttl/eviction.py``: how long a block freed now stays cached)
+falls below ``GATE_S`` and disengages when H rises above ``DISENGAGE * GATE_S``. Below the
+cliff H is minutes: returning programs find their context whatever the door does, so it
+never holds (no harm where there is nothing to win). Past the cliff H falls to seconds and
+the door keeps the working set in memory; the hysteresis keeps it engaged while its own holds
+are what keeps H up.
 
-    tokens at the end of its current (or next) turn + g * R(m)
+**The working set.** Agent contexts grow every turn (turn k+1's prompt is turn k's context +
+the tool result), so a program's working set is its *peak* context, not its current one: a
+door that counted only today's contexts admits many young programs that later outgrow memory
+together, and the engine thrashes anyway. The footprint of an active program is therefore
+
+    tokens at the end of its current (or next) turn + g * R(m) * keep
 
 with ``g`` the mean growth per turn (new input + output, last 256 turns), ``m`` its turns so
-far and ``R(m) = E[N - m | N >= m]`` the expected turns left, from the turn counts ``N`` of
-the last 256 completed programs (before any has completed: ``R(m) = m``, a program is assumed
-halfway). Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
+far, ``R(m) = E[N - m | N >= m]`` the expected turns left from the turn counts ``N`` of the
+last 256 completed programs (before any has completed: ``R(m) = m``, a program is assumed
+halfway), and ``keep`` 0 for a program whose memory is not kept across its calls (below),
+else 1. Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
 
 - every live (running or waiting) request of an active program: its prompt plus the output it
   is still expected to produce (``min(max_tokens, mean output)``), plus its expected growth
   (none for a program's last step or a request without a program);
 - every active program between turns (in a tool call): its context plus its expected growth,
-  while it is pinned, or, unpinned, while its tool call has lasted less than the tool's
-  ``horizon_quantile`` (P90) duration. After that it is a long call: it stops reserving
-  memory (a client that never comes back cannot hold the door shut). With a host tier,
-  unpinned programs between turns never reserve device memory: their KV is written to the
-  host tier when evicted, so their return costs a reload over the link, not a recompute.
+  while it is pinned, or, unpinned, while its call has lasted less than its *reservation
+  horizon*: the P90 of the tool's durations. A program that computes less than 1/``DUTY`` of
+  the time (its tool's P90 is more than ``DUTY`` times its last turn's service time, counted as
+  at least ``MIN_SERVICE_S``: a person thinking for minutes between chat turns) is not worth holding memory for: no reservation,
+  ``keep`` 0. A call past its horizon stops reserving (a client that never comes back cannot
+  hold the door shut). With a host tier, unpinned programs between turns never reserve device
+  memory: their KV is written to the host tier when evicted, so their return costs a reload
+  over the link, not a recompute.
 
-Rule: a newcomer with footprint ``n`` is admitted iff ``W + n <= target * num_blocks`` or
-``W == 0`` (nothing active: a program larger than the target still runs alone, so the door
-never wedges the engine). Newcomers pass in the scheduler's order, and once one is held every
-later newcomer is held in that step (the door is FIFO); requests of active programs are never
-held, and the scheduler skips held requests, so the door never idles the engine while a turn
-of an active program could run. ``target`` may exceed 1 to overbook: footprints are peaks,
-and programs do not all peak at once.
+**Rule.** While engaged, a newcomer with footprint ``n`` is admitted iff
+``W + n <= target * num_blocks`` or ``W == 0`` (nothing active: a program larger than the
+target still runs alone, so the door never wedges the engine), or it has waited
+``max_wait`` seconds (the bound on a newcomer's wait). Newcomers pass in the scheduler's
+order, and once one is held every later newcomer is held in that step (the door is FIFO);
+requests of active programs are never held, and the scheduler skips held requests, so the door
+never idles the engine while a turn of an active program could run. ``target`` may exceed 1
+to overbook: footprints are peaks, and programs do not all peak at once.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from continuum.kv_ttl.ttl import SlidingMean
 from continuum.request import Request
 
 COLD_OUTPUT_TOKENS = 256
-COLD_HORIZON_S = 30.0       # before any tool duration is known
+# Before any duration is known: the P90 of METHOD 2.2's cold-start prior (an exponential tool
+# time with mean 1 s). Also the gate: the door engages once a block freed now would be evicted
+# before 90% of such calls return, and disengages at DISENGAGE times that (chosen on the
+# scheduling matrix: 2 let thrash back in past the cliff on BFCL-like; 8 held newcomers at
+# loads where vllm is fine).
+COLD_HORIZON_S = GATE_S = math.log(10.0)
+DISENGAGE = 4.0
+# A program whose calls last more than DUTY times its turns computes under 1/DUTY of the time:
+# its memory would sit idle most of the time, so it gets no reservation and no pin.
+DUTY = 10.0
+MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls under DUTY s always pass)
 
 
 @dataclass
@@ -56,10 +81,14 @@ class _Between:
 
 
 class AdmissionControl:
-    def __init__(self, target: float = 1.0, horizon_quantile: float = 0.9):
-        if target <= 0:
-            raise ValueError("admission target must be > 0")
+    def __init__(self, target: float = 1.0, max_wait: float = math.inf,
+                 horizon_quantile: float = 0.9):
+        if target <= 0 or max_wait <= 0:
+            raise ValueError("admission target and max wait must be > 0")
         self.target = target
+        self.max_wait = max_wait
+        self.engaged = False                 # the gate (module docstring)
+        self.num_timeouts = 0                # newcomers admitted because they waited max_wait
         self.num_faults = 0                  # returning turns whose context had been evicted
         self.num_returns = 0                 # returning turns that extend their context
         self.horizon_quantile = horizon_quantile
@@ -89,8 +118,18 @@ class AdmissionControl:
         if rec is not None and rec.turns_finished:        # new input since the previous turn
             self.mean_new_input.add(max(req.num_prompt_tokens - rec.context_tokens, 0))
         n_full = min(len(req.block_hashes), req.num_computed_tokens // self.ctx.kv.block_size)
-        self.between[req.program_id] = _Between(self._horizon(req.tool_name), n_full,
+        horizon = self.reservation_horizon(req, now)
+        if rec is not None:
+            rec.keep_prob = 1.0 if horizon > 0 else 0.0
+        self.between[req.program_id] = _Between(horizon, n_full,
                                                 req.block_hashes[n_full - 1] if n_full else None)
+
+    def reservation_horizon(self, req: Request, now: float) -> float:
+        """How long after this turn's finish its program keeps reserving memory: its tool's
+        P90, or 0 if the program computes under 1/DUTY of the time (module docstring)."""
+        horizon = self._horizon(req.tool_name)
+        service = now - (req.first_scheduled_time if req.first_scheduled_time is not None else now)
+        return 0.0 if horizon > DUTY * max(service, MIN_SERVICE_S) else horizon
 
     def on_admit(self, req: Request) -> None:
         """A returning turn was admitted: count it, and count a *fault* if its program's context
@@ -169,8 +208,9 @@ class AdmissionControl:
         if agent.program_id is None or agent.is_last_step:
             return end                          # no turn follows this one
         rec = req.program_record
-        m = rec.turns_arrived if rec is not None else 1
-        return int(end + self.program_growth(rec, g) * self.turns_left(m))
+        if rec is None:
+            return int(end + self.program_growth(rec, g) * self.turns_left(1))
+        return int(end + self.program_growth(rec, g) * self.turns_left(rec.turns_arrived) * rec.keep_prob)
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
@@ -199,13 +239,26 @@ class AdmissionControl:
                 continue                           # it came back: counted as live
             if pid in pins or (not host and now - rec.last_finish_time <= b.horizon):
                 gp = self.program_growth(rec, g)
-                w -= -int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1))) // bs
+                w -= -int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1)
+                                                     * rec.keep_prob)) // bs
         return w
 
     # -- the door -----------------------------------------------------------------------------
+    def is_engaged(self) -> bool:
+        """The gate, with hysteresis (module docstring); updated at each door decision."""
+        h = self.ctx.eviction.seconds
+        if h < GATE_S:
+            self.engaged = True
+        elif h > DISENGAGE * GATE_S:
+            self.engaged = False
+        return self.engaged
+
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record
-        if rec is None or rec.admitted:
+        if rec is None or rec.admitted or not self.is_engaged():
+            return True
+        if now - req.arrival_time >= self.max_wait:
+            self.num_timeouts += 1
             return True
         if self._closed:
             return False

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from continuum.kv.kv_manager import KVCacheManager
 from continuum.kv_ttl.pins import Pin, PinTable
+from continuum.kv_ttl.eviction import EvictionHorizon
 from continuum.kv_ttl.predictor import DurationPredictor
 from continuum.kv_ttl.programs import ProgramTable
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
@@ -51,7 +52,7 @@ class AgentState:
         self.pins = PinTable(int(config.pin_budget_fraction * kv.pool.num_blocks))
         self.ctx = PolicyContext(config, kv, self.programs, self.pins, DurationPredictor(),
                                  SlidingMean(), EtaEstimator(), PrefillCost(), OffloadCost(),
-                                 running, waiting)
+                                 running, waiting, EvictionHorizon())
         policy.bind(self.ctx)
         # Text of a finished request's output, for tool-name parsing (set by the engine).
         self.output_text: Callable[[Request], str] | None = None
@@ -94,6 +95,7 @@ class AgentState:
     # -- the top of each step ------------------------------------------------------------------
     def begin_step(self, now: float) -> None:
         self.ctx.step_no += 1
+        self.ctx.eviction.update(now, self.kv.pool.num_allocated, self.kv.pool.num_free_blocks)
         self.programs.gc(now)
         for program_id, action in self.policy.on_step(now):
             if program_id in self.pins:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from continuum.kv.kv_manager import KVCacheManager
     from continuum.kv_ttl.pins import PinTable
     from continuum.kv_ttl.predictor import DurationPredictor
+    from continuum.kv_ttl.eviction import EvictionHorizon
     from continuum.kv_ttl.programs import ProgramTable
     from continuum.kv_ttl.reload_cost import ReloadCostModel
     from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
@@ -64,6 +65,7 @@ class PolicyContext:
     offload_cost: "ReloadCostModel"     # host -> device reload time of n tokens
     running: list[Request]
     waiting: list[Request]
+    eviction: "EvictionHorizon"         # how long a block freed now stays cached
     step_no: int = 0                    # schedule() calls so far (the current one included)
 
     @property

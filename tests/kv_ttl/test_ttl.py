@@ -130,3 +130,33 @@ def test_prefill_fit_recovers_a_quadratic_and_offload_cost():
     # defaults: ~30 ms per 1k tokens of Llama-3.1-8B on an H100; 1k tokens reload in ~2.5 ms
     assert 0.025 < PrefillCost().seconds(1024) < 0.04
     assert OffloadCost().seconds(1000) == pytest.approx(1e-4 + 1000 * 131072 / 55e9)
+
+
+def test_ttl_counts_only_calls_the_cache_would_not_survive():
+    from continuum.kv_ttl.ttl import solve_ttl
+    s = [1.0, 2.0, 3.0, 10.0]
+    # the paper's argmax: 3 s wins (0.75 * 8 - 3 = 3 > 0.5 * 8 - 2 = 2 > 0.25 * 8 - 1 = 1)
+    assert solve_ttl(s, 8.0) == 3.0
+    # calls up to 2 s survive in the cache anyway: only the 3 s call is won: 0.25 * 8 - 3 < 0
+    assert solve_ttl(s, 8.0, survives=2.0) == 0.0
+    assert solve_ttl(s, 20.0, survives=2.0) == 3.0       # 0.25 * 20 - 3 = 2 > 0.5 * 20 - 10 = 0
+    assert solve_ttl(s, 40.0, survives=2.0) == 10.0      # 0.5 * 40 - 10 = 10 > 0.25 * 40 - 3 = 7
+    assert solve_ttl(s, 1e9, survives=10.0) == 0.0       # the cache keeps every call: no pin
+
+
+def test_eviction_horizon_is_free_blocks_over_the_allocation_rate():
+    from continuum.kv_ttl.eviction import EvictionHorizon
+    h = EvictionHorizon(time_constant=10.0)
+    assert h.seconds == math.inf                          # nothing allocated yet
+    h.update(0.0, 0, 100)
+    h.update(1.0, 10, 90)                                 # 10 blocks in 1 s: rate 10 / 10 = 1
+    assert h.rate == pytest.approx(1.0) and h.seconds == pytest.approx(90.0)
+    h.update(2.0, 20, 80)                                 # decays by e^-0.1, adds 1
+    assert h.rate == pytest.approx(math.exp(-0.1) + 1.0)
+    assert h.seconds == pytest.approx(80.0 / (math.exp(-0.1) + 1.0))
+    h.update(2.0, 30, 70)                                 # no time passed: counted at the next update
+    assert h.rate == pytest.approx(math.exp(-0.1) + 1.0)
+    h.update(1002.0, 30, 70)                              # long after: only those 10 blocks remain
+    assert h.rate == pytest.approx(1.0) and h.seconds == pytest.approx(70.0)
+    h.update(2002.0, 30, 70)                              # idle for long: the rate decays to ~0
+    assert h.seconds == math.inf

@@ -1,17 +1,36 @@
-"""continuum+: program admission control (the door), its starvation guard, and no wedge.
+"""continuum+: program admission control (the door), its gate, its bounds, and no wedge.
 
 Every scenario runs the real Scheduler with an injected clock and checks the KV books after
 every step (``step`` calls ``check_integrity``). Footprints are computed by hand from the
 door's rule: tokens at the end of the current turn + growth per turn x expected turns left.
+The door holds only while the cache is under pressure; the threshold scenarios fix the
+measured eviction horizon (``Horizon``) so that it is, and the gate's own tests move it.
 """
 import math
 
 import pytest
 
 from continuum.request import RequestStatus
-from continuum.scheduler.admission import COLD_HORIZON_S
+from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
+
+
+class Horizon:
+    """A fixed eviction horizon (what ``kv_ttl.eviction.EvictionHorizon`` measures)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def update(self, *args) -> None:
+        pass
+
+
+def under_pressure(s, seconds: float = 0.5):
+    """Make the cache's measured eviction horizon ``seconds`` (below the gate: the door
+    engages at its next decision)."""
+    s.agents.ctx.eviction = Horizon(seconds)
+    return s
 
 
 class PinnedPlus(ContinuumPlusPolicy):
@@ -26,6 +45,7 @@ def door_sched(policy=None, num_blocks=100, host_blocks=0):
     new input 8 (growth 12 tokens per turn), one completed program of 3 turns (R(1) = 2)."""
     s = make_sched(policy or ContinuumPlusPolicy(), num_blocks=num_blocks, block_size=4, budget=512,
                    max_seqs=8, max_len=400, host_blocks=host_blocks)
+    under_pressure(s)
     door = s.policy.door
     door.mean_output.add(4)
     door.mean_new_input.add(8)
@@ -90,7 +110,8 @@ def test_door_is_fifo_and_never_holds_turns_of_active_programs():
 
 def test_no_wedge_when_one_program_exceeds_what_admission_allows():
     # 20 blocks of 4 tokens; cold statistics: growth 256 tokens a turn, far over the target
-    s = make_sched(ContinuumPlusPolicy(), num_blocks=20, block_size=4, budget=64, max_seqs=4, max_len=80)
+    s = under_pressure(make_sched(ContinuumPlusPolicy(), num_blocks=20, block_size=4, budget=64,
+                                  max_seqs=4, max_len=80))
     s.add_request(areq("a1", 60, 0.0, "a", max_tokens=4))
     s.add_request(areq("b1", list(range(100, 108)), 0.1, "b", max_tokens=2, last=True))
     door = s.policy.door
@@ -129,7 +150,7 @@ def test_program_in_a_tool_call_reserves_until_its_horizon():
     s = _between_scenario()
     step(s, 4.0)
     assert waiting_ids(s) == ["b1"] and s.policy.door.last_working_set == 15
-    step(s, 3.0 + COLD_HORIZON_S)               # no durations seen yet: a 30 s horizon
+    step(s, 3.0 + COLD_HORIZON_S)               # no durations seen yet: ln(10) s, the prior's P90
     assert waiting_ids(s) == ["b1"]
     step(s, 3.0 + COLD_HORIZON_S + 0.01)        # a's call is now a long one: it stops reserving
     assert running_ids(s) == ["b1"] and s.policy.door.last_working_set == 0
@@ -150,19 +171,20 @@ def test_with_a_host_tier_unpinned_programs_between_turns_do_not_reserve():
     assert running_ids(s) == ["b1"]
 
 
-@pytest.mark.parametrize("guard,order", [
-    (30.0, ["old-2", "new-1", "old-3"]),         # old-2 arrived < 30 s after new-1, old-3 did not
-    (0.0, ["new-1", "old-2", "old-3"]),          # request FCFS (vllm)
-    (math.inf, ["old-2", "old-3", "new-1"]),     # program FCFS (continuum)
-])
-def test_starvation_guard_bounds_how_long_a_turn_is_passed_over(guard, order):
-    s = make_sched(ContinuumPlusPolicy(starvation_guard=guard), num_blocks=64)
+def test_order_is_request_fcfs_with_pinned_programs_first():
+    s = make_sched(PinnedPlus(), num_blocks=64)
     s.add_request(areq("old-1", 4, 0.0, "old", max_tokens=1))
-    step(s, 0.0)
+    step(s, 0.0)                                   # old-1 finishes into a pin
+    assert "old" in s.agents.pins
     for r in (areq("old-2", list(range(10, 14)), 120.0, "old"), areq("new-1", list(range(20, 24)), 100.0, "new"),
-              areq("old-3", list(range(30, 34)), 140.0, "old")):
+              areq("new-2", list(range(30, 34)), 110.0, "new2")):
         s.add_request(r)
-    assert [r.request_id for r in sorted(s.waiting, key=s.policy.waiting_key)] == order
+    assert [r.request_id for r in sorted(s.waiting, key=s.policy.waiting_key)] == ["old-2", "new-1", "new-2"]
+    s.agents._release("old")                       # without the pin: request arrival order
+    assert [r.request_id for r in sorted(s.waiting, key=s.policy.waiting_key)] == ["new-1", "new-2", "old-2"]
+    # victims: the latest request arrival (vLLM's order), whatever its program's age
+    reqs = sorted(s.waiting, key=s.policy.victim_key)
+    assert [r.request_id for r in reqs] == ["new-1", "new-2", "old-2"]
 
 
 def test_preempted_newcomer_stays_active():
@@ -182,15 +204,17 @@ def test_config_and_stats():
     from continuum.config import SchedulerConfig
     from continuum.errors import ConfigError
     from continuum.scheduler.policy import make_policy
-    p = make_policy("continuum+", SchedulerConfig(admission_target=1.5, starvation_guard=5.0))
-    assert p.door.target == 1.5 and p.guard == 5.0
+    p = make_policy("continuum+", SchedulerConfig(admission_target=1.5, door_max_wait=5.0))
+    assert p.door.target == 1.5 and p.door.max_wait == 5.0
     with pytest.raises(ConfigError):
         SchedulerConfig(admission_target=0.0)
     with pytest.raises(ConfigError):
-        SchedulerConfig(starvation_guard=-1.0)
+        SchedulerConfig(door_max_wait=0.0)
     s = door_sched()
     assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
-                                "admission_faults_total": 0, "admission_returns_total": 0}
+                                "admission_faults_total": 0, "admission_returns_total": 0,
+                                "admission_timeouts_total": 0, "admission_door_engaged": 0.0,
+                                "kv_eviction_horizon_seconds": 0.5}
 
 
 def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
@@ -198,7 +222,7 @@ def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
     # tokens and 6 outputs each (3 blocks each at their end); under vllm b is preempted
     from continuum.request import Request
     from continuum.sampling_params import SamplingParams
-    s = make_sched(ContinuumPlusPolicy(), num_blocks=4, block_size=4, budget=64, max_len=16)
+    s = under_pressure(make_sched(ContinuumPlusPolicy(), num_blocks=4, block_size=4, budget=64, max_len=16))
     for rid, t, base in (("a", 0.0, 0), ("b", 1.0, 100)):
         s.add_request(Request(rid, list(range(base, base + 6)), SamplingParams(max_tokens=6, ignore_eos=True), t))
     out, _ = step(s, 2.0)
@@ -220,3 +244,76 @@ def test_a_returning_turn_whose_context_was_evicted_counts_as_a_fault():
     assert out.scheduled[0].start < 40
     assert (s.policy.door.num_returns, s.policy.door.num_faults) == (1, 1)
     run_until_idle(s, 6.0)
+
+
+# -- the gate, the bounds, the duty-cycle rule -------------------------------------------------
+def _held_scenario(horizon_s: float, max_wait: float = 600.0):
+    """a (active, 68-token footprint = 17 blocks) runs; b's 305-token prompt would overflow
+    the 100 blocks: the door holds b whenever it is engaged."""
+    s = door_sched(ContinuumPlusPolicy(door_max_wait=max_wait))
+    s.agents.ctx.eviction = Horizon(horizon_s)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1305)), 1.0, "b", max_tokens=4))
+    return s
+
+
+def test_door_holds_only_under_pressure_with_hysteresis():
+    s = _held_scenario(math.inf)               # the cache keeps everything: the door stays open
+    step(s, 1.0)
+    assert "b1" in running_ids(s) and not s.policy.door.engaged
+    s = _held_scenario(GATE_S - 0.01)          # a block freed now is gone within the gate: held
+    step(s, 1.0)
+    assert waiting_ids(s) == ["b1"] and s.policy.door.engaged
+    s.agents.ctx.eviction.seconds = DISENGAGE * GATE_S      # between the thresholds: still held
+    step(s, 2.0)
+    assert waiting_ids(s) == ["b1"] and s.policy.door.engaged
+    s.agents.ctx.eviction.seconds = DISENGAGE * GATE_S + 0.01   # pressure gone: b enters
+    step(s, 3.0)
+    assert "b1" in running_ids(s) and not s.policy.door.engaged
+    assert s.policy.door.num_held == 2
+
+
+def test_a_newcomers_wait_at_the_door_is_bounded():
+    s = _held_scenario(0.1, max_wait=10.0)
+    step(s, 10.99)                              # b arrived at 1.0: held until 11.0
+    assert waiting_ids(s) == ["b1"]
+    step(s, 11.0)
+    assert "b1" in running_ids(s) and s.policy.door.num_timeouts == 1
+    run_until_idle(s, 12.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def _human_program(s, think_s: float):
+    """Teach the predictor that ``human`` takes ``think_s`` (100 samples: past cold start), then
+    run a's first turn (1 s of service) into a call of it."""
+    for _ in range(100):
+        s.agents.ctx.predictor.observe("human", think_s)
+    s.add_request(areq("a1", 200, 0.0, "a", max_tokens=4, tool="human"))
+    for t in (0.0, 0.25, 0.5, 1.0):
+        step(s, t)
+    assert s.agents.programs.get("a").last_finish_time == 1.0
+
+
+def test_a_person_thinking_for_ten_minutes_never_holds_the_door():
+    s = door_sched(ContinuumPlusPolicy())
+    _human_program(s, 600.0)                    # P90 600 s > DUTY x 1 s of service
+    assert 600.0 > DUTY * 1.0
+    assert "a" not in s.agents.pins             # never pinned
+    assert s.agents.programs.get("a").keep_prob == 0.0
+    # b (305 tokens: 77 blocks) would not fit beside a's reservation (51 + growth blocks), and
+    # the door is engaged; a reserves nothing, so b enters at once
+    s.add_request(areq("b1", list(range(1000, 1305)), 2.0, "b", max_tokens=4))
+    step(s, 2.0)
+    assert "b1" in running_ids(s) and s.policy.door.last_working_set == 0
+    assert s.policy.door.engaged
+
+
+def test_an_agent_with_short_tools_reserves_and_holds_the_door():
+    s = door_sched(ContinuumPlusPolicy())
+    _human_program(s, 2.0)                      # a 2 s tool: kept (P90 2 s < DUTY x 1 s)
+    s.add_request(areq("b1", list(range(1000, 1305)), 2.0, "b", max_tokens=4))
+    step(s, 2.0)
+    assert waiting_ids(s) == ["b1"] and s.policy.door.last_working_set > 0
+    step(s, 3.01)                               # past a's horizon (1.0 + 2 s): b enters
+    assert "b1" in running_ids(s)

@@ -57,7 +57,7 @@ def test_victim_order_is_latest_program_arrival_first():
 def test_registry_and_unknown_policy():
     assert sorted(POLICIES) == ["autellix", "continuum", "continuum+", "fixed-ttl", "infercept", "program-fcfs",
                               "vllm"]
-    assert SchedulerConfig().policy == "continuum"
+    assert SchedulerConfig().policy == "continuum+"
     with pytest.raises(ConfigError, match="unknown scheduling policy"):
         make_policy("sjf")
     a = make_policy("autellix", SchedulerConfig(autellix_num_queues=3, autellix_base_quantum=2,

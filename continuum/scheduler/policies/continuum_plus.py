@@ -1,33 +1,41 @@
-"""continuum+ (ours, beyond the paper): Continuum's TTL pins, program-level FCFS with a
-starvation guard, and program admission control (``scheduler/admission.py``).
+"""continuum+ (ours, the default): agent-aware where it pays, vLLM everywhere else.
 
-- Admission (the door): a new program's first turn is admitted only while the KV working set
-  of the active programs (plus its own) fits in ``admission_target`` of the device blocks;
-  newcomers wait in arrival order. Turns of active programs are never held.
-- Order: preempted > program holds a pin > ``max(program arrival, request arrival - G)`` >
-  request arrival > id. With ``G = starvation_guard`` seconds, a turn of an older program
-  goes ahead of a waiting request only if it arrived less than G seconds after it: G = 0 is
-  request FCFS (vllm), G = inf is Continuum's program FCFS.
-- On finish: Continuum's TTL (METHOD 2.2). Victims: latest program arrival first.
+Every mechanism is a bet measured online, and each one stays off where it cannot win:
+
+- **Order**: vLLM's (preempted first, then request arrival; the latest arrival is the
+  preemption victim), except that a request whose program holds a pin goes first: that is
+  the pin's payoff. No program-level precedence, so a newcomer never waits behind older
+  programs' later turns (Continuum's program FCFS cost 3-8x on turn-TTFT P99 past the cliff;
+  preempting by program age doubled preemptions below it).
+- **Pins** (METHOD 2.2's TTL, three changes): a call that returns within the prefix cache's
+  eviction horizon H (``kv_ttl/eviction.py``) finds its KV without a pin, so only the calls
+  between H and tau count as won, ``(P(tau) - P(H)) * B - price * tau``: below the cliff H is
+  minutes and nothing is pinned. A pin is priced by the memory it holds: its share of the
+  blocks, at least one batch slot (``1 / max_num_seqs``), per second, where the paper charges
+  one second per second whatever its size. And a program that computes under 1/``DUTY`` of the
+  time (a person thinking between chat turns) is never pinned.
+- **The door** (``scheduler/admission.py``): new programs wait while the active programs'
+  peak working set would not fit, only while the cache is under pressure (H below a gate,
+  with hysteresis), for at most ``max_wait`` seconds.
 """
 from __future__ import annotations
 
+from continuum.kv_ttl.ttl import cold_start_ttl, solve_ttl
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.admission import AdmissionControl
 from continuum.scheduler.policies.continuum import ContinuumPolicy
-from continuum.scheduler.policy import FinishAction
+from continuum.scheduler.policy import FREE, FinishAction, pin
 
 
 class ContinuumPlusPolicy(ContinuumPolicy):
     name = "continuum+"
 
-    def __init__(self, admission_target: float = 1.0, starvation_guard: float = 30.0):
-        self.door = AdmissionControl(admission_target)
-        self.guard = starvation_guard
+    def __init__(self, admission_target: float = 1.0, door_max_wait: float = 600.0):
+        self.door = AdmissionControl(admission_target, door_max_wait)
 
     @classmethod
     def from_config(cls, config) -> "ContinuumPlusPolicy":
-        return cls(config.admission_target, config.starvation_guard)
+        return cls(config.admission_target, config.door_max_wait)
 
     def bind(self, ctx) -> None:
         super().bind(ctx)
@@ -35,7 +43,10 @@ class ContinuumPlusPolicy(ContinuumPolicy):
 
     def waiting_key(self, req: Request) -> tuple:
         return (req.status != RequestStatus.PREEMPTED, req.program_id not in self._pinned,
-                max(req.program_arrival, req.arrival_time - self.guard), req.arrival_time, req.seq_no)
+                req.arrival_time, req.seq_no)
+
+    def victim_key(self, req: Request) -> tuple:
+        return (req.arrival_time, req.seq_no)
 
     def on_step(self, now: float) -> list:
         self.door.begin_step()
@@ -51,8 +62,29 @@ class ContinuumPlusPolicy(ContinuumPolicy):
         d = self.door
         return {"admission_held_steps_total": d.num_held,
                 "admission_working_set_blocks": d.last_working_set,
-                "admission_faults_total": d.num_faults, "admission_returns_total": d.num_returns}
+                "admission_faults_total": d.num_faults, "admission_returns_total": d.num_returns,
+                "admission_timeouts_total": d.num_timeouts,
+                "admission_door_engaged": float(d.engaged),
+                "kv_eviction_horizon_seconds": min(self.ctx.eviction.seconds, 1e9)}
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
         self.door.on_finish(req, now)
-        return super().on_finish(req, now)
+        if req.program_record is not None and req.program_record.keep_prob == 0.0:
+            return FREE                       # computes under 1/DUTY of the time: no pin
+        return pin(self.choose_ttl(req.tool_name, req.num_computed_tokens))
+
+    def choose_ttl(self, tool: str | None, context_tokens: int) -> float:
+        """The TTL argmax over the calls the cache would not survive, memory priced by share
+        (module docstring)."""
+        ctx = self.ctx
+        reload = ctx.reload_cost.seconds(context_tokens)
+        horizon = ctx.eviction.seconds
+        samples = ctx.predictor.samples(tool)
+        if samples is None:
+            tau = cold_start_ttl(ctx.queue_delay.value, reload)
+            return tau if tau > horizon else 0.0
+        price = max(ctx.kv.blocks_for(context_tokens) / ctx.kv.pool.num_blocks,
+                    1.0 / ctx.config.max_num_seqs)
+        benefit = ctx.queue_delay.value * ctx.eta.value + reload
+        return solve_ttl(samples, benefit / price, survives=horizon)
+
