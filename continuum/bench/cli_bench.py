@@ -16,7 +16,8 @@ def _floats(s: str) -> list[float]:
 def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b = sub.add_parser("bench", help="replay agent traces: every policy on the same arrivals; report + plots")
     b.add_argument("--workload", action="append", default=None,
-                   help="swe | bfcl (seeded generators) or a JSONL trace path; repeatable (default with "
+                   help="swe | bfcl | coding-agent | short-agent | chat | mix (seeded generators) or a "
+                        "JSONL trace path; repeatable (default with "
                         "--target sim: the main job, the bundled SWE-bench-like and BFCL-like traces at "
                         "three loads each; else swe)")
     b.add_argument("--workload-jps", action="append", default=None, metavar="WORKLOAD=JPS,JPS",
@@ -40,7 +41,8 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.set_defaults(func=lambda a: _user_errors(cmd_bench, a, engine_kwargs))
 
     g = sub.add_parser("bench-trace", help="generate or convert program traces (JSONL)")
-    g.add_argument("kind", choices=["swe", "bfcl", "swe-smith", "csv", "validate", "stats"])
+    g.add_argument("kind", choices=["swe", "bfcl", "coding-agent", "short-agent", "chat", "mix", "swe-smith",
+                                    "csv", "validate", "stats"])
     g.add_argument("--input", help="swe-smith JSON / CSV / JSONL to read")
     g.add_argument("--output", help="JSONL to write")
     g.add_argument("--num-programs", type=int, default=100)
@@ -50,6 +52,8 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     g.add_argument("--tokens-mode", choices=["sum", "final"], default="sum",
                    help="read tokens per program as the sum over turns (default) or the final context")
     g.add_argument("--tokenizer", default="default", help="swe-smith: default | byte | HF dir")
+    g.add_argument("--max-turns", type=int, default=None,
+                   help="coding-agent/short-agent/chat/mix: keep at most this many turns per program")
     g.set_defaults(func=lambda a: _user_errors(cmd_trace, a))
 
     p = sub.add_parser("profile", help="measure a cost-model profile of this machine with the real engine")
@@ -158,8 +162,12 @@ def _git_state() -> str:
 def cmd_trace(a: argparse.Namespace) -> int:
     from continuum.bench import converters, trace
     from continuum.bench.generators import generate
+    from continuum.bench.workloads import FAMILIES, rescale
 
-    if a.kind in ("swe", "bfcl"):
+    if a.kind in FAMILIES:
+        progs = rescale(FAMILIES[a.kind](a.num_programs, seed=a.seed), a.scale, a.tool_time_scale,
+                        a.max_turns)
+    elif a.kind in ("swe", "bfcl"):
         progs = generate(a.kind, a.num_programs, seed=a.seed, scale=a.scale, tool_time_scale=a.tool_time_scale,
                          tokens_mode=a.tokens_mode)
     elif a.kind == "swe-smith":

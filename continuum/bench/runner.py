@@ -28,9 +28,13 @@ def available_policies() -> list[str]:
 
 def load_workload(spec: str, num_programs: int | None, seed: int, scale: float,
                   tool_time_scale: float = 1.0) -> tuple[str, list[ProgramTrace]]:
-    """'swe' / 'bfcl' (generated), or a path to a JSONL trace (first ``num_programs``)."""
+    """'swe' / 'bfcl' / 'coding-agent' / 'short-agent' / 'chat' / 'mix' (generated), or a path
+    to a JSONL trace (first ``num_programs``)."""
     from continuum.bench.generators import WORKLOADS, generate
+    from continuum.bench.workloads import FAMILIES, rescale
 
+    if spec in FAMILIES:
+        return spec, rescale(FAMILIES[spec](num_programs or 100, seed), scale, tool_time_scale)
     if spec in WORKLOADS:
         return spec, generate(spec, num_programs or 100, seed=seed, scale=scale,
                               tool_time_scale=tool_time_scale)

@@ -143,6 +143,23 @@ def mix(num_programs: int, seed: int = 0, chat_fraction: float = 0.5) -> list[Pr
 FAMILIES = {"coding-agent": coding_agent, "short-agent": short_agent, "chat": chat, "mix": mix}
 
 
+def rescale(programs: list[ProgramTrace], tokens: float = 1.0, time: float = 1.0,
+            max_turns: int | None = None) -> list[ProgramTrace]:
+    """Copies for a smaller engine (a CPU run): token counts x ``tokens`` (at least 1), tool and
+    think times x ``time``, and at most ``max_turns`` turns (the last one kept as the last)."""
+    out = []
+    for p in programs:
+        turns = p.turns[:max_turns] if max_turns else p.turns
+        n = len(turns)
+        out.append(ProgramTrace(p.program_id, [
+            Turn(max(1, round(t.input_tokens * tokens)), max(1, round(t.output_tokens * tokens)),
+                 None if k == n - 1 else t.tool, 0.0 if k == n - 1 else t.tool_duration * time, k == n - 1)
+            for k, t in enumerate(turns)], p.arrival_time, p.source
+            + (f" tokens x{tokens:g}" if tokens != 1 else "") + (f" time x{time:g}" if time != 1 else "")
+            + (f" max_turns={max_turns}" if max_turns else "")))
+    return out
+
+
 def program_class(program_id: str) -> str:
     """The family prefix of a generated program id ('code', 'chat', 'swe', ...)."""
     return program_id.split("-", 1)[0]

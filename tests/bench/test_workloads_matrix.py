@@ -78,3 +78,14 @@ def test_a_tiny_matrix_run(tmp_path):
     text = (out / "report.md").read_text()
     assert "## Goals of the default policy (`continuum+`)" in text and "short-agent, 4 GB KV" in text
     assert (out / "short-agent_4gb.png").exists()
+
+
+def test_rescale_for_a_cpu_run():
+    progs = w.chat(20, seed=2)
+    small = w.rescale(progs, tokens=0.05, time=0.02, max_turns=3)
+    for p, q in zip(progs, small):
+        assert len(q.turns) == min(3, len(p.turns)) and q.turns[-1].last
+        assert q.turns[-1].tool is None and q.turns[-1].tool_duration == 0.0
+        for a, b in zip(p.turns[:len(q.turns) - 1], q.turns):
+            assert b.input_tokens == max(1, round(a.input_tokens * 0.05))
+            assert b.tool == a.tool and b.tool_duration == pytest.approx(a.tool_duration * 0.02)

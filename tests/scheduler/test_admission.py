@@ -317,3 +317,29 @@ def test_an_agent_with_short_tools_reserves_and_holds_the_door():
     assert waiting_ids(s) == ["b1"] and s.policy.door.last_working_set > 0
     step(s, 3.01)                               # past a's horizon (1.0 + 2 s): b enters
     assert "b1" in running_ids(s)
+
+
+# -- continuum+'s pins -----------------------------------------------------------------------
+def _ttl_sched(horizon_s: float):
+    """100 blocks of 4 tokens, 8 sequences; tool ``ls`` durations {1, 2, 3, 10} s x 25 (past
+    cold start); a reload costs 2 s; T = 0, eta = 1."""
+    from continuum.kv_ttl.reload_cost import PrefillCost
+    s = door_sched(ContinuumPlusPolicy())
+    s.agents.ctx.eviction = Horizon(horizon_s)
+    s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 2.0))
+    for d in (1.0, 2.0, 3.0, 10.0) * 25:
+        s.agents.ctx.predictor.observe("ls", d)
+    return s
+
+
+@pytest.mark.parametrize("horizon_s,ttl", [(0.0, 3.0), (2.5, 3.0), (3.0, 0.0), (math.inf, 0.0)])
+def test_pins_are_priced_by_memory_share_and_skip_calls_the_cache_survives(horizon_s, ttl):
+    s = _ttl_sched(horizon_s)
+    # 40 tokens = 10 of 100 blocks, but at least one of 8 batch slots: price 1/8, so the 2 s
+    # reload is worth 16 s of holding: 0.25*16-1 = 3, 0.5*16-2 = 6, 0.75*16-3 = 9, 16-10 = 6.
+    # Calls shorter than the eviction horizon find their KV anyway: at 2.5 s only the 3 s and
+    # 10 s calls count (0.25*16-3 = 1 > 0.5*16-10), at 3 s only the 10 s one (0.25*16-10 < 0)
+    assert s.policy.choose_ttl("ls", 40) == ttl
+    # the paper's price (one second per second) would not pin at all: 0.25*2-1 < 0, ...
+    from continuum.kv_ttl.ttl import solve_ttl
+    assert solve_ttl(s.agents.ctx.predictor.samples("ls"), 2.0) == 0.0
