@@ -10,10 +10,20 @@ from tests.scheduler.agent_helpers import areq, make_sched, step
 POLICY_NAMES = ["vllm", "program-fcfs", "fixed-ttl", "continuum", "continuum+", "autellix", "infercept"]
 
 
-def simulate(policy, seed, host_blocks=0, num_blocks=20, programs=16, max_len=64):
+class _EngagedDoor:
+    """An eviction horizon of 0 s: continuum+'s door engaged from the first step."""
+    seconds = 0.0
+
+    def update(self, *args) -> None:
+        pass
+
+
+def simulate(policy, seed, host_blocks=0, num_blocks=20, programs=16, max_len=64, door=False):
     rng = random.Random(seed)
     s = make_sched(policy, num_blocks=num_blocks, block_size=4, budget=24, max_seqs=4,
                    max_len=max_len, host_blocks=host_blocks, pin_budget_fraction=0.6)
+    if door:
+        s.agents.ctx.eviction = _EngagedDoor()
     # make continuum pin from the first turn: reload costs 3 s -> cold-start TTL ln 3
     from continuum.kv_ttl.reload_cost import PrefillCost
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 3.0))
@@ -71,6 +81,15 @@ def test_random_agent_workload_integrity_and_progress(policy, seed):
 def test_random_agent_workload_with_host_tier(policy):
     s = simulate(policy, 5, host_blocks=12)
     assert s.kv.stats.swap_out_blocks > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_continuum_plus_never_wedges_with_its_door_engaged(seed):
+    """The door holds new programs throughout (and pins every call the 0 s horizon would lose):
+    still every program finishes, the books balance after every step, nothing leaks."""
+    s = simulate("continuum+", seed, door=True)
+    assert s.policy.door.engaged and s.policy.door.num_held > 0
+    assert s.stats.num_finished > 10 and s.stats.pins_made > 0
 
 
 def test_continuum_pins_and_hits_under_pressure():
