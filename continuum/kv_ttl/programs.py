@@ -36,7 +36,7 @@ class ProgramRecord:
     context_tokens: int = 0         # tokens (prompt + output) of its last finished turn
     first_prompt_tokens: int = 0    # prompt tokens of its first turn
     num_running: int = 0
-    keep_prob: float = 1.0          # 0: its memory is not kept across its calls (the door's DUTY rule)
+    kept: bool = True               # its memory is held across its calls (False: the door's DUTY rule)
     # Steps its requests ran / waited, all turns (Autellix), kept as open intervals so that
     # nothing is visited per step: total = base + (number open) * current step.
     service_base: int = 0

@@ -26,7 +26,7 @@ with ``g`` the mean growth per turn (new input + output, last 256 turns), ``m`` 
 far, ``R(m) = E[N - m | N >= m]`` the expected turns left from the turn counts ``N`` of the
 last 256 completed programs (before any has completed: ``R(m) = m``, a program is assumed
 halfway), and ``keep`` 0 for a program whose memory is not kept across its calls (below),
-else 1. Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
+else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
 
 - every live (running or waiting) request of an active program: its prompt plus the output it
   is still expected to produce (``min(max_tokens, mean output)``), plus its expected growth
@@ -35,8 +35,8 @@ else 1. Working set ``W`` (in KV blocks), estimated at the first door decision o
   while it is pinned, or, unpinned, while its call has lasted less than its *reservation
   horizon*: the P90 of the tool's durations. A program that computes less than 1/``DUTY`` of
   the time (its tool's P90 is more than ``DUTY`` times its last turn's service time, counted as
-  at least ``MIN_SERVICE_S``: a person thinking for minutes between chat turns) is not worth holding memory for: no reservation,
-  ``keep`` 0. A call past its horizon stops reserving (a client that never comes back cannot
+  at least ``MIN_SERVICE_S``: a person thinking for minutes between chat turns) is not
+  worth holding memory for: no reservation, ``keep`` 0. A call past its horizon stops reserving (a client that never comes back cannot
   hold the door shut). With a host tier, unpinned programs between turns never reserve device
   memory: their KV is written to the host tier when evicted, so their return costs a reload
   over the link, not a recompute.
@@ -61,9 +61,10 @@ from continuum.request import Request
 COLD_OUTPUT_TOKENS = 256
 # Before any duration is known: the P90 of METHOD 2.2's cold-start prior (an exponential tool
 # time with mean 1 s). Also the gate: the door engages once a block freed now would be evicted
-# before 90% of such calls return, and disengages at DISENGAGE times that (chosen on the
-# scheduling matrix: 2 let thrash back in past the cliff on BFCL-like; 8 held newcomers at
-# loads where vllm is fine).
+# before 90% of such calls return, and disengages at DISENGAGE times that. Without the
+# hysteresis (disengaging at GATE_S itself) the door opened as soon as its own holds lifted the
+# pressure, and lost to vllm past the cliff on BFCL-like programs (1.04-1.05x mean JCT, one
+# seed of the matrix's points); at 4x it won there (0.79-0.89x) at the same below-cliff cost.
 COLD_HORIZON_S = GATE_S = math.log(10.0)
 DISENGAGE = 4.0
 # A program whose calls last more than DUTY times its turns computes under 1/DUTY of the time:
@@ -120,7 +121,7 @@ class AdmissionControl:
         n_full = min(len(req.block_hashes), req.num_computed_tokens // self.ctx.kv.block_size)
         horizon = self.reservation_horizon(req, now)
         if rec is not None:
-            rec.keep_prob = 1.0 if horizon > 0 else 0.0
+            rec.kept = horizon > 0
         self.between[req.program_id] = _Between(horizon, n_full,
                                                 req.block_hashes[n_full - 1] if n_full else None)
 
@@ -210,7 +211,7 @@ class AdmissionControl:
         rec = req.program_record
         if rec is None:
             return int(end + self.program_growth(rec, g) * self.turns_left(1))
-        return int(end + self.program_growth(rec, g) * self.turns_left(rec.turns_arrived) * rec.keep_prob)
+        return int(end + self.program_growth(rec, g) * self.turns_left(rec.turns_arrived) * rec.kept)
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
@@ -240,7 +241,7 @@ class AdmissionControl:
             if pid in pins or (not host and now - rec.last_finish_time <= b.horizon):
                 gp = self.program_growth(rec, g)
                 w -= -int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1)
-                                                     * rec.keep_prob)) // bs
+                                                     * rec.kept)) // bs
         return w
 
     # -- the door -----------------------------------------------------------------------------

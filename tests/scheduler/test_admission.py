@@ -300,7 +300,7 @@ def test_a_person_thinking_for_ten_minutes_never_holds_the_door():
     _human_program(s, 600.0)                    # P90 600 s > DUTY x 1 s of service
     assert 600.0 > DUTY * 1.0
     assert "a" not in s.agents.pins             # never pinned
-    assert s.agents.programs.get("a").keep_prob == 0.0
+    assert not s.agents.programs.get("a").kept
     # b (305 tokens: 77 blocks) would not fit beside a's reservation (51 + growth blocks), and
     # the door is engaged; a reserves nothing, so b enters at once
     s.add_request(areq("b1", list(range(1000, 1305)), 2.0, "b", max_tokens=4))

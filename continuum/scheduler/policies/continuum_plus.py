@@ -69,7 +69,7 @@ class ContinuumPlusPolicy(ContinuumPolicy):
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
         self.door.on_finish(req, now)
-        if req.program_record is not None and req.program_record.keep_prob == 0.0:
+        if req.program_record is not None and not req.program_record.kept:
             return FREE                       # computes under 1/DUTY of the time: no pin
         return pin(self.choose_ttl(req.tool_name, req.num_computed_tokens))
 
