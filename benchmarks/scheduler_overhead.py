@@ -33,14 +33,27 @@ from continuum.scheduler.policies import POLICIES  # noqa: E402
 from continuum.scheduler.scheduler import Scheduler  # noqa: E402
 
 RUNNING, WAITING = 256, 1000
+# continuum+ behaves like vllm until the prefix cache churns; this row makes it churn (an
+# eviction horizon of 0 s): its door is engaged and every call is worth a pin (its worst case).
+UNDER_PRESSURE = "continuum+@pressure"
+
+
+class _NoHorizon:
+    seconds = 0.0
+
+    def update(self, *args) -> None:
+        pass
 
 
 def bench(policy: str, steps: int, host_blocks: int, seed: int = 0) -> dict:
     rng = random.Random(seed)
     bs, prompt = 16, 256
     num_blocks = RUNNING * (prompt + 512) // bs + 2048
-    s = Scheduler(SchedulerConfig(max_num_batched_tokens=8192, max_num_seqs=RUNNING, policy=policy),
+    name = "continuum+" if policy == UNDER_PRESSURE else policy
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=8192, max_num_seqs=RUNNING, policy=name),
                   CacheConfig(block_size=bs), num_blocks, 4096, num_host_blocks=host_blocks)
+    if policy == UNDER_PRESSURE:
+        s.agents.ctx.eviction = _NoHorizon()
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 3.0))      # continuum pins from the start
     # Long-lived objects (every KV block) out of the cyclic GC's way, as a server would do
     # after start-up: otherwise full collections add multi-ms spikes to random steps.
@@ -111,7 +124,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--host-blocks", type=int, default=20000, help="host tier size for the offload rows")
-    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--policies", default=",".join([*POLICIES, UNDER_PRESSURE]))
     p.add_argument("--json", default=None)
     a = p.parse_args()
     rows = []
@@ -119,7 +132,7 @@ def main() -> int:
         for hb in (0, a.host_blocks):
             r = bench(pol, a.steps, hb)
             rows.append(r)
-            print(f"{pol:13s} offload={'yes' if hb else 'no ':3s} mean {r['mean_ms']:.3f} ms  "
+            print(f"{pol:19s} offload={'yes' if hb else 'no ':3s} mean {r['mean_ms']:.3f} ms  "
                   f"p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f}  ({r['steps']} steps, "
                   f"{r['running']} running, {r['waiting']} waiting, pins {r['pins_made']}/{r['pins_hit']})",
                   flush=True)
