@@ -82,7 +82,7 @@ def _user_errors(fn, *args) -> int:
 
 
 def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
-    from continuum.bench.report import markdown_table, ratio_lines, write_report
+    from continuum.bench.report import markdown_table, ratio_lines, write_report, write_results
     from continuum.bench.runner import BenchConfig, available_policies, load_workload, run_bench
 
     specs = a.workload or ["swe"]
@@ -112,18 +112,21 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     command = "continuum " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     cfg = BenchConfig(target=a.target, policies=policies, seed=a.seed, profile=profile, sim=sim,
                       engine=engine_kwargs(a), model=a.served_model, progress=not a.no_progress)
+    results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
+               "git": _git_state(), "runs": results_runs}
     for spec in specs:
         wl = load_workload(spec, a.num_programs, a.seed, a.scale, a.tool_time_scale)
         loads_s = per.get(spec, per.get(wl[0], a.jps))
         cfg.loads = _floats(loads_s) if loads_s else [None]
         results_runs += run_bench([wl], cfg, command)["runs"]
-    results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
-               "git": _git_state(), "runs": results_runs}
+        if a.out:                      # after every workload: a later failure keeps these runs
+            write_results(results, a.out)
     print(markdown_table(results_runs))
     for line in ratio_lines(results_runs):
         print(line)
     if a.out:
-        print(f"wrote {write_report(results, a.out)}")
+        for path in write_report(results, a.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -26,6 +26,11 @@ def _fmt(v: Any, nd: int) -> str:
     return str(v)
 
 
+def load_label(jps: float | None) -> str:
+    """A run's load as printed: its JPS, or ``trace`` when arrivals came from the trace."""
+    return "trace" if jps is None else f"{jps:g}"
+
+
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     extra = sorted({k for r in runs for k in r["summary"] if k.endswith("_total") and
                     any(w in k for w in ("pin", "swap"))})
@@ -33,7 +38,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         s = r["summary"]
-        row = [r["workload"], f"{r['jps']:g}" if r["jps"] is not None else "trace", r["policy"]]
+        row = [r["workload"], load_label(r["jps"]), r["policy"]]
         row += [_fmt(s.get(k), nd) for k, _, nd in COLUMNS] + [_fmt(s.get(k), 0) for k in extra]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -48,17 +53,28 @@ def ratio_lines(runs: list[dict[str, Any]], baseline: str = "vllm") -> list[str]
         if base is None or r["policy"] == baseline or not base["summary"]["jct_mean"]:
             continue
         s, b = r["summary"], base["summary"]
-        out.append(f"- {r['workload']} @ {r['jps']:g} JPS: {r['policy']} mean JCT "
+        at = "trace arrivals" if r["jps"] is None else f"{r['jps']:g} JPS"
+        out.append(f"- {r['workload']} @ {at}: {r['policy']} mean JCT "
                    f"{s['jct_mean'] / b['jct_mean']:.2f}x {baseline}, P95 {s['jct_p95'] / b['jct_p95']:.2f}x, "
                    f"TTFT P99 {s['ttft_p99']:.2f}s vs {b['ttft_p99']:.2f}s")
     return out
 
 
-def write_report(results: dict[str, Any], out_dir: str | Path, title: str = "continuum bench") -> Path:
-    """Write results.json, report.md and the PNG plots into ``out_dir``; returns report.md."""
+def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``results.json`` into ``out_dir`` (created if needed); returns its path. Written
+    before anything is rendered from it, so a failing report never loses a run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    return path
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path, title: str = "continuum bench") -> list[Path]:
+    """Write results.json, then report.md and the PNG plots, into ``out_dir``; returns every
+    file written, results.json first."""
+    out = Path(out_dir)
+    written = [write_results(results, out)]
     plots = make_plots(results["runs"], out)
     md = [f"# {title}", "", "Command:", "", "```", results.get("command", ""), "```", "",
           f"Tree: `{results.get('git', 'unknown')}`", "",
@@ -70,7 +86,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, title: str = "con
     md += [f"![{p.stem}]({p.name})" for p in plots]
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
-    return path
+    return written + [path] + plots
 
 
 def make_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
