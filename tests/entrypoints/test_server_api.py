@@ -34,6 +34,16 @@ def test_completion_and_usage(server, client):
     server.wait_idle()
 
 
+def test_completion_max_tokens_defaults_to_16(server, client):
+    """As OpenAI and vLLM: 16 tokens without ``max_tokens``; a prompt that leaves fewer gets
+    the rest of the context (max_model_len 1024 here), not an error."""
+    r = client.completions.create(model=MODEL, prompt="hello world", extra_body=NO_EOS)
+    assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (16, "length")
+    r = client.completions.create(model=MODEL, prompt=[65] * 1015, extra_body=NO_EOS)
+    assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (9, "length")
+    server.wait_idle()
+
+
 def test_completion_stream_logprobs_stop(server, client):
     greedy = dict(model=MODEL, prompt="abc", max_tokens=12, temperature=0, extra_body=NO_EOS)
     full = client.completions.create(**greedy, logprobs=2)

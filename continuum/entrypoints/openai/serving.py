@@ -81,13 +81,15 @@ class OpenAIServing:
     def agent(self, req: SamplingRequest, raw: Request) -> AgentInfo:
         return agent_info(req.model_extra, raw.headers.get("x-program-id"))
 
-    def max_tokens(self, prompt_len: int, requested: int | None) -> int:
-        """Output budget; a prompt (+ requested output) past max_model_len is a 400."""
+    def max_tokens(self, prompt_len: int, requested: int | None, default: int | None = None) -> int:
+        """Output budget; a prompt (+ requested output) past max_model_len is a 400. Without a
+        request, ``default`` capped at what is left of max_model_len (None: all of it), so a
+        default never makes a request fail."""
         limit = self.engine.max_model_len
         if prompt_len >= limit:
             raise PromptTooLongError(prompt_len, limit)
         if requested is None:
-            return limit - prompt_len
+            return limit - prompt_len if default is None else min(default, limit - prompt_len)
         if requested < 1:
             raise bad_request(f"max_tokens must be at least 1, got {requested}", "max_tokens")
         if prompt_len + requested > limit:

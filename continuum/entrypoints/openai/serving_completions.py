@@ -17,6 +17,8 @@ from continuum.errors import check_text
 from continuum.outputs import RequestOutput
 
 MAX_BATCH = 64
+# OpenAI's and vLLM's default for /v1/completions (chat's default is the rest of the context)
+DEFAULT_MAX_TOKENS = 16
 
 
 class OpenAIServingCompletion(OpenAIServing):
@@ -40,7 +42,7 @@ class OpenAIServingCompletion(OpenAIServing):
             if not ids:
                 raise bad_request("prompt is empty", "prompt")
             encoded.append(ids)
-        plans = [(ids, self.max_tokens(len(ids), req.max_tokens)) for ids in encoded]
+        plans = [(ids, self.max_tokens(len(ids), req.max_tokens, DEFAULT_MAX_TOKENS)) for ids in encoded]
         params = [req.sampling_params(mt, req.logprobs) for _, mt in plans]   # validate all first
         rid = self.new_id("cmpl")
         streams: list[RequestStream] = []
