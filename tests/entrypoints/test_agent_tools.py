@@ -91,8 +91,19 @@ def test_agent_info_sources_and_precedence():
         AgentInfo(program_id="p", turn=3, is_last_step=True)
     assert agent_info({"program_id": "q", "job_id": "r"}, "h").program_id == "q"
     assert agent_info({}, "from-header").program_id == "from-header"
-    for bad in ({"continuum": "x"}, {"program_id": ["x"]}, {"is_last_step": "yes"},
+    for bad in ({"continuum": "x"}, {"program_id": ["x"]}, {"is_last_step": "yes"}, {"continuum": {"program": "x"}},
                 {"continuum": {"turn": -1}}, {"job_id": "x" * 300}, {"tool_name": True}):
         with pytest.raises(OpenAIError) as e:
             agent_info(bad, None)
         assert e.value.status == 400
+
+
+def test_unknown_key_in_the_continuum_object_is_a_400_naming_it(client):
+    """A typo there would silently serve the request without its program."""
+    import openai
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=1, extra_body={"continuum": {"program": "task-1"}})
+    err = e.value.body
+    assert err["param"] == "continuum" and "['program']" in err["message"]
+    assert "program_id" in err["message"]

@@ -7,7 +7,8 @@ Sources, most specific first (the first one that sets a field wins):
    ``last_func_call`` (the previous turn's tool) is accepted and ignored, because the server
    measures tool durations itself;
 4. the ``X-Program-Id`` header.
-Without a program id the request is a program of one turn (``AgentInfo()``).
+Without a program id the request is a program of one turn (``AgentInfo()``). Unknown keys
+inside the ``continuum`` object are a 400 naming them.
 """
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ def agent_info(extra: dict[str, Any] | None, header_program_id: str | None) -> A
     ext = extra.get("continuum")
     if ext is not None and not isinstance(ext, dict):
         raise bad_request("'continuum' must be an object", "continuum")
+    # The extension object is ours: a typo there would silently drop the program, so unknown
+    # keys are refused (the top-level body stays lenient, as OpenAI clients send extras).
+    unknown = sorted(set(ext or {}) - set(_ALIASES))
+    if unknown:
+        raise bad_request(f"unknown field(s) {unknown} in 'continuum'; known: {sorted(_ALIASES)}",
+                          "continuum")
     found: dict[str, Any] = {}
     for field, names in _ALIASES.items():
         candidates = [((ext or {}).get(field), f"continuum.{field}")]
