@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from continuum.distributed.client import DistributedEngineClient
-from continuum.entrypoints.openai.api_server import create_app, is_loopback
+from continuum.entrypoints.openai.api_server import bind_socket, create_app, is_loopback, serve_on
 from continuum.entrypoints.openai.errors import OpenAIError
 from continuum.errors import ConfigError
 
@@ -158,15 +158,14 @@ def run_distributed_server(engine_kwargs: dict[str, Any], host: str, port: int, 
                            num_replicas: int = 1, ray_address: str | None = None,
                            routing_policy: str = "continuum", max_replicas: int | None = None,
                            ray_node_ip: str = LOOPBACK_NODE_IP) -> None:
-    """Serve until SIGINT/SIGTERM; the replicas stop with the server."""
-    import uvicorn
-
+    """Bind the port, start the replicas, serve until SIGINT/SIGTERM; the replicas stop with
+    the server."""
     if max_replicas is not None and max_replicas < num_replicas:
         raise ConfigError(f"--max-replicas ({max_replicas}) is below --replicas ({num_replicas})")
+    sock = bind_socket(host, port)
     if not is_loopback(host) and not opts.api_key:
         logger.warning("serving on %s without --api-key: anyone who can reach it can use it", host)
     init_ray(ray_address, node_ip=ray_node_ip)
     app, _client = build_distributed_app(engine_kwargs, opts, num_replicas, routing_policy,
                                          max_waiting_requests, max_replicas=max_replicas)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=max(1, int(opts.shutdown_timeout)))
+    serve_on(app, sock, log_level, opts.shutdown_timeout)

@@ -68,6 +68,19 @@ def test_cli_serve_subprocess_and_sigterm(llm_engine):
             proc.wait()
 
 
+def test_cli_serve_on_a_port_in_use_fails_before_loading_the_model(tmp_path):
+    """The port is checked first: the missing model would be the error otherwise."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "continuum.cli", "serve", str(tmp_path / "no-model"),
+                            "--port", str(port)], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert r.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "no-model" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_async_engine_concurrency_errors_and_crash(llm_engine):
     async def main():
         eng = AsyncLLMEngine(llm_engine)

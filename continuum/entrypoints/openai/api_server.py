@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from continuum.entrypoints.openai.middleware import GuardMiddleware
 from continuum.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
 from continuum.entrypoints.openai.serving_chat import OpenAIServingChat
 from continuum.entrypoints.openai.serving_completions import OpenAIServingCompletion
+from continuum.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +116,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(engine_kwargs: dict, host: str, port: int, opts: ServerOptions,
-               max_waiting_requests: int | None, log_level: str = "info") -> None:
-    """Load the model, then serve until SIGINT/SIGTERM (graceful shutdown)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything slow (loading a model, starting
+    Ray) so that a port in use fails at once. Raises ``ConfigError`` naming the address."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn: restart over TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server "
+                          f"there? choose another --port)") from None
+    return sock
+
+
+def serve_on(app, sock: socket.socket, log_level: str, shutdown_timeout: float) -> None:
+    """Serve ``app`` with uvicorn on the bound ``sock`` until SIGINT/SIGTERM."""
     import uvicorn
 
+    config = uvicorn.Config(app, log_level=log_level,
+                            timeout_graceful_shutdown=max(1, int(shutdown_timeout)))
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_server(engine_kwargs: dict, host: str, port: int, opts: ServerOptions,
+               max_waiting_requests: int | None, log_level: str = "info") -> None:
+    """Bind the port, load the model, then serve until SIGINT/SIGTERM (graceful shutdown)."""
     from continuum.config import EngineArgs
     from continuum.engine.engine import LLMEngine
 
+    sock = bind_socket(host, port)
     if not is_loopback(host) and not opts.api_key:
         logger.warning("serving on %s without --api-key: anyone who can reach it can use it", host)
     engine = AsyncLLMEngine(LLMEngine(EngineArgs.from_kwargs(**engine_kwargs)), max_waiting_requests)
     app = create_app(engine, opts)
     freeze_gc_heap()                      # the engine lives as long as this process
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=max(1, int(opts.shutdown_timeout)))
+    serve_on(app, sock, log_level, opts.shutdown_timeout)
