@@ -12,7 +12,7 @@ import heapq
 import time
 from typing import Any
 
-from continuum.bench.replay import ProgramState, TurnRecord, ideal_jct
+from continuum.bench.replay import ProgramState, TurnRecord, check_fits, ideal_jct
 from continuum.request import AgentInfo
 from continuum.sampling_params import SamplingParams
 
@@ -26,11 +26,16 @@ def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], p
     Returns {"programs", "stats", "timeline", "num_blocks", "wall_seconds"}.
     """
     from continuum.config import EngineArgs
+    from continuum.engine.cache_engine import bytes_per_block
     from continuum.engine.engine import LLMEngine
     from continuum.sim.simulator import pinned_blocks
 
     if engine is None:
         engine = LLMEngine(EngineArgs.from_kwargs(**{**engine_kwargs, "scheduling_policy": policy}))
+    bs = engine.args.block_size
+    check_fits(programs, engine.scheduler.kv.pool.num_blocks, bs,
+               bytes_per_block(engine.loaded.model, bs, engine.dtype),
+               engine.args.max_model_len or engine.loaded.max_model_len)
     vocab = (0, min(engine.vocab_size, 256))     # plain byte ids in the byte tokenizer
     states = [ProgramState(p, i, a, seed, vocab) for i, (p, a) in enumerate(zip(programs, arrivals))]
     sc = engine.args.scheduler_config()

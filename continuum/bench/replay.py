@@ -15,6 +15,45 @@ import numpy as np
 from continuum.bench.trace import ProgramTrace
 
 
+class KVTooSmallError(ValueError):
+    """A turn of the trace cannot run even alone on the target: its prompt + output exceed the
+    KV cache or the model's context. Raised before anything is replayed."""
+
+
+def largest_turn(programs: list[ProgramTrace]) -> tuple[str, int, int, int]:
+    """(program id, turn index, prompt tokens, output tokens) of the turn whose prompt + output
+    is the largest: the KV one request needs at its end (contexts only grow within a program)."""
+    best = ("", 0, 0, 0)
+    for p in programs:
+        ctx = 0
+        for k, t in enumerate(p.turns):
+            prompt = ctx + t.input_tokens
+            if prompt + t.output_tokens > best[2] + best[3]:
+                best = (p.program_id, k, prompt, t.output_tokens)
+            ctx = prompt + t.output_tokens
+    return best
+
+
+def check_fits(programs: list[ProgramTrace], kv_blocks: int, block_size: int, bytes_per_block: float,
+               model_len: int) -> None:
+    """Raise ``KVTooSmallError`` naming the largest turn when it cannot run alone: more tokens
+    than the model's context (``model_len``), or more KV than ``kv_blocks`` blocks hold (then
+    the message gives the blocks and bytes it needs). A turn that does not fit would otherwise
+    be cut short at the KV size, and a prompt past it would wait forever."""
+    pid, k, prompt, out = largest_turn(programs)
+    need = prompt + out
+    where = f"program {pid!r} turn {k} needs {need:,} tokens (prompt {prompt:,} + output {out:,})"
+    if need > model_len:
+        raise KVTooSmallError(f"{where}, more than the model's context of {model_len:,} tokens: "
+                              "shorten the trace (e.g. --scale)")
+    if need > kv_blocks * block_size:
+        blocks = -(-need // block_size)
+        raise KVTooSmallError(
+            f"{where}, but the KV cache holds {kv_blocks * block_size:,} ({kv_blocks:,} blocks of "
+            f"{block_size}): it needs at least {blocks:,} blocks, {blocks * bytes_per_block / 2**20:,.1f} "
+            "MiB of KV (--num-blocks for the simulator, --kv-cache-memory for the engine)")
+
+
 def poisson_arrivals(n: int, jps: float, seed: int) -> list[float]:
     """n arrival times of a Poisson process of rate ``jps`` starting at 0 (first at 0)."""
     if jps <= 0:

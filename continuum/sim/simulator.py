@@ -18,7 +18,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from continuum.bench.replay import ProgramState, TurnRecord, ideal_jct
+from continuum.bench.replay import ProgramState, TurnRecord, check_fits, ideal_jct
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.request import AgentInfo, Request
 from continuum.sampling_params import SamplingParams
@@ -107,8 +107,9 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
     """Replay ``programs`` (ProgramTrace) arriving at ``arrivals`` through the scheduler."""
     wall0 = time.perf_counter()
     num_blocks = cfg.num_blocks or cost.kv_capacity_tokens(cfg.gpu_memory_utilization) // cfg.block_size
-    max_len = min(cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072),
-                  num_blocks * cfg.block_size)
+    model_len = cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072)
+    check_fits(programs, num_blocks, cfg.block_size, cost.bytes_per_token * cfg.block_size, model_len)
+    max_len = min(model_len, num_blocks * cfg.block_size)
     sc = dataclasses.replace(cfg.scheduler or SchedulerConfig(), policy=cfg.policy,
                              max_num_batched_tokens=cfg.max_num_batched_tokens, max_num_seqs=cfg.max_num_seqs)
     sched = Scheduler(sc, CacheConfig(cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching),

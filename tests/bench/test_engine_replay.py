@@ -1,6 +1,8 @@
 """Engine-target replay on a tiny random model, and the bench CLI end to end."""
 import json
 
+import pytest
+
 from continuum.bench.engine_driver import run_engine
 from continuum.bench.trace import ProgramTrace, Turn
 
@@ -50,3 +52,26 @@ def test_bench_cli_reports_bad_input(tmp_path, capsys):
     assert "bad.jsonl:1:" in capsys.readouterr().err
     assert main(["bench", "--workload", "swe", "--num-programs", "2", "--policies", "nope", "--no-progress"]) == 2
     assert "unknown policies" in capsys.readouterr().err
+
+
+def test_kv_too_small_for_one_turn_is_named_before_replaying(tmp_path, capsys):
+    """The largest turn (program b, turn 1: prompt 40 + 5 + 7, output 2 = 54 tokens) needs 4
+    blocks of 16: 3 is a one-line error naming it, before anything runs; 4 replays in full."""
+    from continuum.cli import main
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(p.to_dict()) for p in _programs()) + "\n")
+    sim = ["bench", "--target", "sim", "--workload", str(trace), "--jps", "5", "--policies", "vllm",
+           "--no-progress", "--out", str(tmp_path / "out")]
+    assert main(sim + ["--num-blocks", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "program 'b' turn 1 needs 54 tokens" in err and "at least 4 blocks" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert main(sim + ["--num-blocks", "4"]) == 0
+    (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert [[t["output_tokens"] for t in p["turns"]] for p in run["records"]] == [[4, 3, 2], [5, 2], [6]]
+
+
+def test_engine_target_checks_the_kv_before_replaying():
+    from continuum.bench.replay import KVTooSmallError
+    with pytest.raises(KVTooSmallError, match="program 'b' turn 1 needs 54 tokens.*at least 4 blocks"):
+        run_engine(_programs(), [0.0, 0.0, 0.0], {**ENGINE, "num_blocks_override": 3}, "vllm")
