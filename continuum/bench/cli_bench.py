@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -35,7 +36,10 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.add_argument("--offload-gb", type=float, default=0.0,
                    help="sim: host-memory KV tier in GB (CPU offload); 0 = off")
     b.add_argument("--served-model", default=None, help="http: model name (default: the server's first)")
-    b.add_argument("--out", default=None, help="output dir for results.json, report.md, PNGs")
+    b.add_argument("--out", default=None,
+                   help="output dir for results.json, report.md, PNGs (default: a fresh run folder, "
+                        "benchmarks/runs/<UTC time>/ in a checkout, git-ignored, else ./continuum-runs/<UTC time>/; "
+                        "--out benchmarks/results/main rewrites the recorded main job)")
     b.add_argument("--no-progress", action="store_true")
     add_engine_args(b)
     b.set_defaults(func=lambda a: _user_errors(cmd_bench, a, engine_kwargs))
@@ -88,15 +92,17 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     specs = a.workload or ["swe"]
     per = dict(x.split("=", 1) for x in (a.workload_jps or []))
     if a.workload is None and a.target == "sim" and not per and a.jps is None:
-        specs, per = _main_job(a)
+        specs, per = _main_job()
+    a.out = a.out or str(fresh_run_dir())
     policies = available_policies() if a.policies == "all" else a.policies.split(",")
     profile = a.profile or ("h200-llama3.1-8b" if a.target == "sim" else None)
     if profile and a.tp > 1:
         from continuum.sim.profile import load_profile, tensor_parallel
         prof = tensor_parallel(load_profile(profile), a.tp)
-        profile = str(Path(a.out or ".") / f"{prof['name']}.json")
+        profile = str(Path(a.out) / f"{prof['name']}.json")
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
         Path(profile).write_text(json.dumps(prof))
+        print(f"wrote {profile}")
     host_blocks = 0
     if not a.offload_gb and getattr(a, "host_kv_cache_memory", None):
         from continuum.config import parse_bytes
@@ -119,14 +125,12 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         loads_s = per.get(spec, per.get(wl[0], a.jps))
         cfg.loads = _floats(loads_s) if loads_s else [None]
         results_runs += run_bench([wl], cfg, command)["runs"]
-        if a.out:                      # after every workload: a later failure keeps these runs
-            write_results(results, a.out)
+        write_results(results, a.out)  # after every workload: a later failure keeps these runs
     print(markdown_table(results_runs))
     for line in ratio_lines(results_runs):
         print(line)
-    if a.out:
-        for path in write_report(results, a.out):
-            print(f"wrote {path}")
+    for path in write_report(results, a.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -135,18 +139,33 @@ MAIN_JOB = {"swe-bench-like-100.jsonl": ("swe", "0.025,0.075,0.125"),
             "bfcl-like-100.jsonl": ("bfcl", "0.8,1.6,3.2")}
 
 
-def _main_job(a: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+# The checkout's benchmarks/ folder (absent when continuum is installed from a wheel).
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _main_job() -> tuple[list[str], dict[str, str]]:
     """Bundled traces when run from a checkout (else the same seeded generators that made
-    them), results and plots into benchmarks/results/main."""
-    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    them), each with its loads."""
     specs, per = [], {}
     for name, (gen, loads) in MAIN_JOB.items():
-        spec = str(root / "traces" / name) if (root / "traces" / name).exists() else gen
+        path = BENCHMARKS / "traces" / name
+        spec = str(path) if path.exists() else gen
         specs.append(spec)
         per[spec] = loads
-    if a.out is None:
-        a.out = str(root / "results" / "main") if root.exists() else "continuum-bench-results"
     return specs, per
+
+
+def fresh_run_dir(now: datetime | None = None) -> Path:
+    """A folder no earlier run wrote to (not created here): benchmarks/runs/<UTC time>/ in a
+    checkout (git-ignored), else ./continuum-runs/<UTC time>/; a suffix -2, -3... when a run
+    of the same second exists. Recorded results are only written with an explicit --out."""
+    base = BENCHMARKS / "runs" if BENCHMARKS.is_dir() else Path("continuum-runs")
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    path, n = base / stamp, 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    return path
 
 
 def _git_state() -> str:

@@ -1,5 +1,6 @@
 """The bench's report: runs on the trace's own arrivals, results written before the report."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,47 @@ def test_results_are_written_before_the_report(tmp_path, monkeypatch):
               "--policies", "vllm", *SIM, "--out", str(out)])
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert len(runs) == 1 and runs[0]["summary"]["completed"] == 2
+
+
+def test_default_output_is_a_fresh_run_folder_and_every_file_is_printed(tmp_path, monkeypatch, capsys):
+    """Without --out nothing tracked is touched: each run writes a new folder under
+    benchmarks/runs/ and prints every file it wrote."""
+    from continuum.bench import cli_bench
+    monkeypatch.setattr(cli_bench, "BENCHMARKS", tmp_path / "benchmarks")
+    (tmp_path / "benchmarks").mkdir()
+    args = ["bench", "--workload", "swe", "--num-programs", "2", "--scale", "0.05", "--jps", "1,2",
+            "--policies", "vllm", *SIM]
+    folders = []
+    for _ in range(2):
+        assert main(args) == 0
+        printed = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("wrote ")]
+        (folder,) = {str(Path(p).parent) for p in printed}
+        assert sorted(printed) == sorted(str(p) for p in Path(folder).iterdir())
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert all(f.startswith(str(tmp_path / "benchmarks" / "runs")) for f in folders)
+
+
+def test_fresh_run_dir_never_reuses_a_folder(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from continuum.bench import cli_bench
+    monkeypatch.setattr(cli_bench, "BENCHMARKS", tmp_path)
+    now = datetime(2026, 12, 7, 15, 30, 1, tzinfo=timezone.utc)
+    first = cli_bench.fresh_run_dir(now)
+    assert first == tmp_path / "runs" / "20261207-153001"
+    first.mkdir(parents=True)
+    assert cli_bench.fresh_run_dir(now) == tmp_path / "runs" / "20261207-153001-2"
+
+
+def test_the_checkouts_run_folders_are_git_ignored():
+    import shutil
+    import subprocess
+
+    from continuum.bench.cli_bench import BENCHMARKS
+    if shutil.which("git") is None or not (BENCHMARKS.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    r = subprocess.run(["git", "check-ignore", "-q", "benchmarks/runs/20261207-153001/results.json"],
+                       cwd=BENCHMARKS.parent)
+    assert r.returncode == 0
