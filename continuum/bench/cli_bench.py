@@ -46,8 +46,10 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
 
     g = sub.add_parser("bench-trace", help="generate or convert program traces (JSONL)")
     g.add_argument("kind", choices=["swe", "bfcl", "coding-agent", "short-agent", "chat", "mix", "swe-smith",
-                                    "csv", "validate", "stats"])
+                                    "csv", "round-jsonl", "validate", "stats"])
     g.add_argument("--input", help="swe-smith JSON / CSV / JSONL to read")
+    g.add_argument("--time-unit", choices=["ms", "s"], default="ms",
+                   help="csv: unit of arrival_time (default ms, as TraceLab's replay format defines it)")
     g.add_argument("--output", help="JSONL to write")
     g.add_argument("--num-programs", type=int, default=100)
     g.add_argument("--seed", type=int, default=0)
@@ -186,6 +188,8 @@ def cmd_trace(a: argparse.Namespace) -> int:
     from continuum.bench.generators import generate
     from continuum.bench.workloads import FAMILIES, rescale
 
+    if a.kind in ("swe-smith", "csv", "round-jsonl", "validate", "stats") and not a.input:
+        raise ValueError(f"bench-trace {a.kind} needs --input FILE")
     if a.kind in FAMILIES:
         progs = rescale(FAMILIES[a.kind](a.num_programs, seed=a.seed), a.scale, a.tool_time_scale,
                         a.max_turns)
@@ -195,7 +199,9 @@ def cmd_trace(a: argparse.Namespace) -> int:
     elif a.kind == "swe-smith":
         progs = converters.convert_swe_smith(a.input, converters.load_tokenizer(a.tokenizer))
     elif a.kind == "csv":
-        progs = converters.convert_round_csv(a.input)
+        progs = converters.convert_round_csv(a.input, a.time_unit)
+    elif a.kind == "round-jsonl":
+        progs = converters.convert_round_jsonl(a.input)
     else:
         progs = trace.load_trace(a.input)
     print(json.dumps({k: float(v) for k, v in trace.trace_stats(progs).items()}))
