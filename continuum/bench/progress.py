@@ -4,7 +4,8 @@ Programs make a poor unit on real-time targets: an agent program finishes only a
 turn, so a real-time engine run sits at ``0/16 programs`` with no ETA for minutes. Turns
 finish all along (a program of 10 turns reports 10 times), so the bar moves, and tqdm's
 rate gives an ETA. Every driver (sim, engine, http) calls ``turn_done`` once per finished
-turn; the total is the sum of every program's turns over every workload, load and policy.
+turn; the total is the sum of every program's turns over every workload, load and policy
+of one ``run_bench`` call (the CLI makes one per workload).
 """
 from __future__ import annotations
 
