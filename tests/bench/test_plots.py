@@ -9,7 +9,8 @@ SIM = ["--target", "sim", "--num-blocks", "400", "--no-progress"]
 SWE = ["--workload", "swe", "--num-programs", "4", "--scale", "0.05", "--jps", "1"]
 
 
-def _runs(tmp_path, policies: str) -> list[dict]:
+def _runs(tmp_path, policies: str):
+    """(runs of results.json, out folder) of a small sim bench, with every warning an error."""
     out = tmp_path / policies.replace(",", "_")
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # matplotlib's "No artists with labels" included
@@ -52,9 +53,10 @@ def test_every_pinned_kv_series_has_its_own_colour_and_style(tmp_path):
     assert sorted(line.get_label() for line in lines) == sorted(
         [f"{p} KV in use" for p in policies] + [f"{p} pinned" for p in pinned])
     for line in lines:
-        policy, what = line.get_label().rsplit(" ", 1)[0].removesuffix(" KV in"), line.get_label()
+        label = line.get_label()
+        policy = label.removesuffix(" pinned").removesuffix(" KV in use")
         assert tuple(line.get_color()) == tuple(colors[policy])
-        assert line.get_linestyle() == ("-" if what.endswith("pinned") else ":")
+        assert line.get_linestyle() == ("-" if label.endswith(" pinned") else ":")
 
 
 def test_policy_colours_stay_distinct_past_the_default_cycle():
