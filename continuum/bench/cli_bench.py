@@ -27,7 +27,9 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.add_argument("--scale", type=float, default=1.0, help="token-count scale of generated traces")
     b.add_argument("--tool-time-scale", type=float, default=1.0, help="tool-duration scale of generated traces")
     b.add_argument("--jps", default=None, help="comma-separated loads (jobs/s); omit to use trace arrival times")
-    b.add_argument("--policies", default="all", help="comma-separated policy names, or 'all' available")
+    b.add_argument("--policies", default=None,
+                   help="comma-separated policy names, or 'all' available (default all); ignored, with "
+                        "a warning, for an http target, which runs the server's own policy")
     b.add_argument("--target", default="sim", help="sim | engine | http://host:port")
     b.add_argument("--profile", default=None,
                    help="profile name/path for the sim and ideal JCT (default h200-llama3.1-8b for sim)")
@@ -88,7 +90,7 @@ def _user_errors(fn, *args) -> int:
 
 
 def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
-    from continuum.bench.report import markdown_table, ratio_lines, write_report, write_results
+    from continuum.bench.report import glossary_lines, summary_tables, write_report, write_results
     from continuum.bench.runner import BenchConfig, available_policies, load_workload, run_bench
 
     specs = a.workload or ["swe"]
@@ -96,7 +98,10 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     if a.workload is None and a.target == "sim" and not per and a.jps is None:
         specs, per = _main_job()
     a.out = a.out or str(fresh_run_dir())
-    policies = available_policies() if a.policies == "all" else a.policies.split(",")
+    policies = available_policies() if a.policies in (None, "all") else a.policies.split(",")
+    if a.policies is not None and a.target.startswith(("http://", "https://")):
+        print(f"continuum: warning: --policies is ignored with --target {a.target}: the server runs its "
+              "own scheduling policy (rows say 'server')", file=sys.stderr)
     profile = a.profile or ("h200-llama3.1-8b" if a.target == "sim" else None)
     if profile and a.tp > 1:
         from continuum.sim.profile import load_profile, tensor_parallel
@@ -128,9 +133,10 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         cfg.loads = _floats(loads_s) if loads_s else [None]
         results_runs += run_bench([wl], cfg, command)["runs"]
         write_results(results, a.out)  # after every workload: a later failure keeps these runs
-    print(markdown_table(results_runs))
-    for line in ratio_lines(results_runs):
-        print(line)
+    # The short tables first (a failing report still leaves them on screen); every counter is
+    # in report.md.
+    print("\n".join(summary_tables(results_runs) + glossary_lines()))
+    print(f"Every counter of every run: {Path(a.out) / 'report.md'}\n")
     for path in write_report(results, a.out):
         print(f"wrote {path}")
     return 0

@@ -23,6 +23,8 @@ def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], p
     """Replay on a fresh ``LLMEngine(EngineArgs(**engine_kwargs, scheduling_policy=policy))``.
 
     ``cost`` (a CostModel, e.g. from ``continuum profile``) fills each program's ideal JCT.
+    ``progress`` (a bench.progress.ReplayProgress) hears ``turn_done`` once per finished turn
+    and ``tick`` from the loop, so its elapsed time moves while turns run or tools wait.
     Returns {"programs", "stats", "timeline", "num_blocks", "wall_seconds"}.
     """
     from continuum.config import EngineArgs
@@ -70,8 +72,11 @@ def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], p
             rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(prompt))
             st.record.turns.append(rec)
             live[rid] = (st, rec)
+        if progress is not None:
+            progress.tick()
         if not engine.has_unfinished_requests():
-            time.sleep(max(0.0, events[0][0] - rel()))
+            # Wake at least every second while idle so the progress display's clock moves.
+            time.sleep(min(max(0.0, events[0][0] - rel()), 1.0 if progress is not None else float("inf")))
             continue
         if now >= next_sample:
             sch = engine.scheduler
@@ -93,10 +98,10 @@ def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], p
             rec.output_tokens = len(o.outputs[0].token_ids)
             rec.preemptions = o.metrics.num_preemptions
             wait = st.finish_turn(list(o.outputs[0].token_ids))
+            if progress is not None:
+                progress.turn_done(rec.output_tokens)
             if wait is None:
                 st.record.finish = rec.finish
-                if progress is not None:
-                    progress.update(1)
             else:
                 heapq.heappush(events, (rec.finish + wait, seq, st.index))
                 seq += 1

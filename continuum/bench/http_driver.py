@@ -75,12 +75,19 @@ async def _program(client, base, model, st: ProgramState, t0: float, progress) -
     while not st.done:
         wait_after = st.trace.turns[st.turn].tool_duration
         rec = await _turn(client, base, model, st, t0)
+        if progress is not None:
+            progress.turn_done(rec.output_tokens)
         if st.done:
             st.record.finish = rec.finish
         else:
             await asyncio.sleep(wait_after)
-    if progress is not None:
-        progress.update(1)
+
+
+async def _tick(progress) -> None:
+    """Redraw the progress display every second (elapsed time) until cancelled."""
+    while True:
+        progress.tick()
+        await asyncio.sleep(1.0)
 
 
 async def _run(programs, arrivals, base: str, model: str | None, seed: int, vocab_hi: int,
@@ -92,7 +99,12 @@ async def _run(programs, arrivals, base: str, model: str | None, seed: int, voca
         model = model or await _model_name(client, base)
         states = [ProgramState(p, i, a, seed, (0, vocab_hi)) for i, (p, a) in enumerate(zip(programs, arrivals))]
         t0 = time.monotonic()
-        await asyncio.gather(*(_program(client, base, model, s, t0, progress) for s in states))
+        ticker = asyncio.create_task(_tick(progress)) if progress is not None else None
+        try:
+            await asyncio.gather(*(_program(client, base, model, s, t0, progress) for s in states))
+        finally:
+            if ticker is not None:
+                ticker.cancel()
         stats: dict[str, float] = {}
         return {"programs": [s.record for s in states], "stats": stats, "timeline": [],
                 "num_blocks": 0, "wall_seconds": time.monotonic() - t0, "model": model}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from continuum.bench.metrics import jct_values, summarize
+from continuum.bench.progress import ReplayProgress
 from continuum.bench.replay import assign_arrivals
+from continuum.bench.report import load_label
 from continuum.bench.trace import ProgramTrace, load_trace
 
 
@@ -86,13 +86,13 @@ def run_bench(workloads: list[tuple[str, list[ProgramTrace]]], cfg: BenchConfig,
     if bad:
         raise ValueError(f"unknown policies {bad}; available now: {known}")
     runs = []
-    total = sum(len(p) for _, p in workloads) * len(cfg.loads) * len(policies)
-    with tqdm(total=total, desc="programs", unit="prog", disable=not cfg.progress) as bar:
+    total = sum(len(t.turns) for _, p in workloads for t in p) * len(cfg.loads) * len(policies)
+    with ReplayProgress(total, enabled=cfg.progress, show_rate=cfg.target != "sim") as bar:
         for name, programs in workloads:
             for jps in cfg.loads:
                 arrivals = assign_arrivals(programs, jps, cfg.seed)
                 for policy in policies:
-                    bar.set_postfix_str(f"{name} {jps} {policy}")
+                    bar.start_run(f"{name} @ {load_label(jps)} {policy}")
                     r = _one(cfg, programs, arrivals, policy, cost, bar)
                     runs.append({"workload": name, "jps": jps, "policy": policy, "target": cfg.target,
                                  "summary": summarize(r["programs"], r["stats"]),

@@ -104,7 +104,8 @@ def _swap_tokens(out, block_size: int) -> tuple[int, int]:
 
 def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
              progress=None) -> SimResult:
-    """Replay ``programs`` (ProgramTrace) arriving at ``arrivals`` through the scheduler."""
+    """Replay ``programs`` (ProgramTrace) arriving at ``arrivals`` through the scheduler.
+    ``progress`` (a bench.progress.ReplayProgress) hears ``turn_done`` once per finished turn."""
     wall0 = time.perf_counter()
     num_blocks = cfg.num_blocks or cost.kv_capacity_tokens(cfg.gpu_memory_utilization) // cfg.block_size
     model_len = cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072)
@@ -172,11 +173,11 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
             rec.cached_tokens, rec.output_tokens = max(req.num_cached_tokens, 0), req.num_output_tokens
             rec.preemptions = req.num_preemptions
             wait = st.finish_turn(list(req.output_token_ids))
+            if progress is not None:
+                progress.turn_done(rec.output_tokens)
             if wait is None:
                 st.record.finish = now
                 done += 1
-                if progress is not None:
-                    progress.update(1)
             else:
                 heapq.heappush(events, (now + wait, seq, st.index))
                 seq += 1

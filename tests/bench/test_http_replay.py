@@ -75,3 +75,29 @@ def test_http_replay_extends_contexts_with_the_returned_output_ids(server):
     (c,) = r["programs"]
     assert c.turns[1].cached_tokens == 48       # (turn 0 may hit the other test's seeded ids)
 
+
+
+def test_bench_cli_on_an_http_target_warns_that_policies_are_the_servers(server, tmp_path, capsys):
+    """--policies with an http target: one warning line, one run labelled 'server' per load;
+    without --policies no warning. No KV timeline, so no pinned_kv.png; the progress bar
+    counts the 3 turns."""
+    import json
+
+    from continuum.bench.trace import save_trace
+    from continuum.cli import main
+    trace = tmp_path / "t.jsonl"
+    save_trace([ProgramTrace("a", [Turn(20, 4, "ls", 0.01), Turn(9, 3, None, 0.0, True)]),
+                ProgramTrace("b", [Turn(30, 5, None, 0.0, True)])], trace)
+    base = ["bench", "--target", server, "--workload", str(trace), "--jps", "20"]
+    out = tmp_path / "out"
+    assert main(base + ["--policies", "vllm,continuum", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.replace("\r", "\n").splitlines() if "warning" in line]
+    assert warnings == [f"continuum: warning: --policies is ignored with --target {server}: the server runs "
+                        "its own scheduling policy (rows say 'server')"]
+    assert "3/3" in err
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["policy"] for r in runs] == ["server"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.json", "t_jct_cdf.png"]
+    assert main(base + ["--no-progress", "--out", str(tmp_path / "out2")]) == 0
+    assert "warning" not in capsys.readouterr().err
