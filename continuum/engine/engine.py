@@ -116,7 +116,7 @@ class LLMEngine:
             max_len = capacity
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
-        self.runner = ModelRunner(model, cc.block_size, self.device)
+        self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len)
         if self.attention_backend == "cuda" and not getattr(args, "enforce_eager", False):
             # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
             # cache is bound, since graphs capture its addresses.

@@ -3,21 +3,27 @@
 Per step it builds the flattened batch (``input_ids``, ``positions``), the paged-attention
 metadata (``slot_mapping``, ``block_tables``, ``seq_lens``, ``query_start_loc``) and the
 indices of the last token of each sequence that samples, whose logits go to the sampler.
+The block tables persist across steps (``InputBatch``): a step writes only the ids that
+changed, and the batch runs in the persistent rows' order (results are mapped back to the
+scheduler's order).
 """
 from __future__ import annotations
 
 import torch
 
+from continuum.engine.input_batch import InputBatch
 from continuum.engine.sampler import Sampler, SamplingBatch, SamplerOutput
 from continuum.layers.attention import AttentionMetadata, set_forward_context
 from continuum.scheduler.output import SchedulerOutput
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, block_size: int, device: torch.device):
+    def __init__(self, model: torch.nn.Module, block_size: int, device: torch.device,
+                 max_num_seqs: int = 8, max_model_len: int = 256):
         self.model = model
         self.block_size = block_size
-        self.device = device
+        self.device = torch.device(device)
+        self.batch = InputBatch(max_num_seqs, -(-max_model_len // block_size))
         self.sampler = Sampler()
         self._generators: dict[str, torch.Generator] = {}
 
@@ -33,47 +39,60 @@ class ModelRunner:
         return g
 
     def release(self, request_ids) -> None:
+        """Forget finished requests (their rows leave the batch at the next step anyway)."""
         for rid in request_ids:
             self._generators.pop(rid, None)
 
-    def prepare(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+    def prepare(self, out: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int], list[int]]:
+        """The step's inputs, in the persistent batch's row order.
+
+        Returns (input_ids, positions, metadata, logit rows, order): ``order[r]`` is the index
+        into ``out.scheduled`` of the sequence in batch row r; logit rows are in row order.
+        Host work is O(sequences + new tokens) (plus the rows that enter the batch), never
+        O(context): the block table rows persist across steps (``InputBatch``)."""
+        sched = out.scheduled
+        order = self.batch.update([s.request.request_id for s in sched], [s.block_ids for s in sched])
         bs = self.block_size
         input_ids: list[int] = []
-        positions: list[torch.Tensor] | list[int] = []
-        starts, qlens, seq_lens, tables, logit_rows = [], [], [], [], []
-        decode_only = True
+        starts, qlens, seq_lens, logit_rows = [], [], [], []
         t = 0
-        for s in out.scheduled:
+        for i in order:
+            s = sched[i]
             n = s.num_new_tokens
             input_ids.extend(s.request.all_token_ids[s.start:s.start + n])
             starts.append(s.start)
             qlens.append(n)
             seq_lens.append(s.start + n)
-            tables.append(s.block_ids)
-            decode_only &= n == 1
             t += n
             if s.samples:
                 logit_rows.append(t - 1)
-        dev = self.device
-        max_blocks = max(len(b) for b in tables)
-        block_tables = torch.tensor([b + [0] * (max_blocks - len(b)) for b in tables], dtype=torch.long)
-        if decode_only:
-            pos = torch.tensor(starts, dtype=torch.long)
-            seq_idx = torch.arange(len(starts))
+        S = len(order)
+        table = self.batch.table[:S]
+        starts_t = torch.tensor(starts, dtype=torch.long)
+        qsl = torch.zeros(S + 1, dtype=torch.long)
+        if t == S:                                   # pure decode: one token per sequence
+            pos, seq_idx = starts_t, torch.arange(S)
+            torch.arange(S + 1, out=qsl)
         else:
-            pos = torch.cat([torch.arange(st, st + q) for st, q in zip(starts, qlens)])
-            seq_idx = torch.repeat_interleave(torch.arange(len(qlens)), torch.tensor(qlens))
-        slot_mapping = block_tables[seq_idx, pos // bs] * bs + pos % bs
-        qsl = [0]
-        for q in qlens:
-            qsl.append(qsl[-1] + q)
+            qlens_t = torch.tensor(qlens, dtype=torch.long)
+            torch.cumsum(qlens_t, 0, out=qsl[1:])
+            seq_idx = torch.repeat_interleave(torch.arange(S), qlens_t)
+            pos = (starts_t - qsl[:-1])[seq_idx] + torch.arange(t)
+        slot_mapping = table[seq_idx, pos // bs] * bs + pos % bs
+        ids = torch.tensor(input_ids, dtype=torch.long)
+        seq_lens_t = torch.tensor(seq_lens, dtype=torch.long)
+        dev = self.device
+        if dev.type != "cpu":
+            # One host-to-device copy for the five small tensors; the block table rows the
+            # step reads (up to its longest table) go in a second one.
+            nb = -(-max(seq_lens) // bs)
+            packed = torch.cat([ids, pos, slot_mapping, seq_lens_t, qsl]).pin_memory().to(dev, non_blocking=True)
+            ids, pos, slot_mapping, seq_lens_t, qsl = packed.split([t, t, t, S, S + 1])
+            table = table[:, :nb].pin_memory().to(dev, non_blocking=True)
         meta = AttentionMetadata(
-            slot_mapping=slot_mapping.to(dev), block_tables=block_tables.to(dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.long, device=dev),
-            query_start_loc=torch.tensor(qsl, dtype=torch.long, device=dev),
-            seq_lens_list=seq_lens, query_lens_list=qlens, block_size=bs)
-        ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        return ids, pos.to(dev), meta, logit_rows
+            slot_mapping=slot_mapping, block_tables=table, seq_lens=seq_lens_t,
+            query_start_loc=qsl, seq_lens_list=seq_lens, query_lens_list=qlens, block_size=bs)
+        return ids, pos, meta, logit_rows, order
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> tuple[list[int | None], list]:
@@ -82,12 +101,17 @@ class ModelRunner:
         self.release(out.finished_ids)
         if out.is_empty:
             return [], []
-        ids, pos, meta, rows = self.prepare(out)
-        with set_forward_context(meta):
-            hidden = self.model(ids, pos)
-        sampling = [s for s in out.scheduled if s.samples]
+        try:
+            ids, pos, meta, rows, order = self.prepare(out)
+            with set_forward_context(meta):
+                hidden = self.model(ids, pos)
+        except BaseException:
+            self.batch.clear()       # a half-applied update must not survive; rebuilt next step
+            raise
+        n = len(out.scheduled)
+        sampling = [out.scheduled[i] for i in order if out.scheduled[i].samples]
         if not sampling:
-            return [None] * len(out.scheduled), [None] * len(out.scheduled)
+            return [None] * n, [None] * n
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
         batch = SamplingBatch(
             params=[s.request.sampling_params for s in sampling],
@@ -96,7 +120,11 @@ class ModelRunner:
             prompt_token_ids=[s.request.prompt_token_ids for s in sampling],
             eos_token_ids=sampling[0].request.eos_token_ids)
         so: SamplerOutput = self.sampler(logits.float(), batch)
-        it_tok, it_lp = iter(so.token_ids), iter(so.logprobs)
-        toks = [next(it_tok) if s.samples else None for s in out.scheduled]
-        lps = [next(it_lp) if s.samples else None for s in out.scheduled]
+        toks: list[int | None] = [None] * n
+        lps: list = [None] * n
+        k = 0
+        for i in order:
+            if out.scheduled[i].samples:
+                toks[i], lps[i] = so.token_ids[k], so.logprobs[k]
+                k += 1
         return toks, lps

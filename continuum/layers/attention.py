@@ -84,11 +84,13 @@ def select_backend(device) -> str:
             set_decode_kernel(None)
             _FULL_BACKEND = attention_cuda.forward
             return "cuda"
+    from continuum.layers import cpu_kernels
     if forced_torch or str(device) != "cpu":
         set_decode_kernel(None)
+        cpu_kernels.enable_fused(False)
         return "torch"
-    from continuum.layers import cpu_kernels
     mod = cpu_kernels.load()
+    cpu_kernels.enable_fused(mod is not None)
     set_decode_kernel(mod.paged_attention_decode if mod is not None else None)
     return "cpu-kernel" if mod is not None else "torch"
 

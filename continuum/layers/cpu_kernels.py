@@ -12,12 +12,18 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from continuum.ops.build_lock import build_lock
 
 logger = logging.getLogger(__name__)
 
 _SRC = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "paged_attention_cpu.cpp"
+# Fused RMSNorm / SiLU-and-mul / rotary, registered as torch.ops.continuum_cpu_ops.*.
+_SRC_FUSED = _SRC.parent / "fused_ops_cpu.cpp"
 _module = None
+_fused_enabled = False
+_FUSED_DTYPES = (torch.bfloat16, torch.float16)
 _failed: str | None = None
 
 
@@ -47,11 +53,12 @@ def load():
         return _module
     try:
         from torch.utils.cpp_extension import load as jit_load
-        if not _SRC.exists():
-            raise FileNotFoundError(f"{_SRC} is missing (an install without csrc/)")
+        for src in (_SRC, _SRC_FUSED):
+            if not src.exists():
+                raise FileNotFoundError(f"{src} is missing (an install without csrc/)")
         build = cache_dir() / f"continuum_cpu-{_cpu_tag()}"
         with build_lock(build, "continuum_cpu", "the CPU attention kernel", "about a minute"):
-            _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
+            _module = jit_load(name="continuum_cpu", sources=[str(_SRC), str(_SRC_FUSED)], build_directory=str(build),
                                extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
                                extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # any build problem: fall back, say why once
@@ -62,3 +69,24 @@ def load():
 
 def failure() -> str | None:
     return _failed
+
+
+def enable_fused(on: bool) -> bool:
+    """Let the model's RMSNorm, SiLU-and-mul and rotary layers use the fused CPU ops (needs
+    the built module; the engine turns this on with the CPU attention backend). Returns
+    whether they are on."""
+    global _fused_enabled
+    _fused_enabled = bool(on) and load() is not None
+    return _fused_enabled
+
+
+def fused_ops(x):
+    """``torch.ops.continuum_cpu_ops`` when the fused layers should run on ``x``, else None.
+
+    Only bf16/fp16 CPU tensors: those ops round like the torch composition they replace
+    (the same bits but for a fraction of a percent of SiLU outputs, one ulp apart: the exp
+    differs), while in fp32 the composition's own reduction order is what the greedy
+    equality tests against transformers pin down, so fp32 keeps it."""
+    if not _fused_enabled or x.device.type != "cpu" or x.dtype not in _FUSED_DTYPES:
+        return None
+    return torch.ops.continuum_cpu_ops

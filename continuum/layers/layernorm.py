@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from continuum.layers.cpu_kernels import fused_ops
+
 
 class RMSNorm(nn.Module):
     """``weight * x / sqrt(mean(x^2) + eps)`` over the last dim.
@@ -31,6 +33,10 @@ class RMSNorm(nn.Module):
         carries the residual stream without a separate add (the sum is in the model dtype,
         like HF's ``residual + hidden_states``).
         """
+        fused = fused_ops(x)
+        if fused is not None and x.dim() == 2:
+            out = fused.rms_norm(x, residual, self.weight, self.eps)
+            return out[0] if residual is None else (out[0], out[1])
         if residual is None:
             return self._norm(x)
         x = x + residual

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from continuum.errors import UnsupportedArchitectureError
+from continuum.layers.cpu_kernels import fused_ops
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -92,14 +93,18 @@ class RotaryEmbedding(nn.Module):
         cache = self._build_cache(inv)
         self.cos_sin_cache = cache.to(self.cos_sin_cache.device, self.cos_sin_cache.dtype)
 
-    def get_cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin), each [T, 1, head_size // 2]: look them up once per step, share by layers."""
-        cos, sin = self.cos_sin_cache.index_select(0, positions).chunk(2, dim=-1)
-        return cos[:, None, :], sin[:, None, :]
+    def get_cos_sin(self, positions: torch.Tensor) -> torch.Tensor:
+        """Each token's ``[cos | sin]`` row, [T, head_size]: looked up once per step, shared by
+        every layer's :meth:`rotate`."""
+        return self.cos_sin_cache.index_select(0, positions)
 
-    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
         """Rotate x [T, n*head_size] (any head count) -> a new contiguous tensor, same shape."""
         T = x.shape[0]
+        fused = fused_ops(x)
+        if fused is not None:
+            return fused.rotary(x, cs, self.head_size)
+        cos, sin = cs[:, None, :].chunk(2, dim=-1)
         x = x.view(T, -1, self.head_size)
         x1, x2 = x.chunk(2, dim=-1)
         # Same arithmetic as HF's ``x*cos + rotate_half(x)*sin`` (negation is exact in IEEE).
@@ -109,5 +114,5 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor, q: torch.Tensor,
                 k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T]; q [T, nh*hd]; k [T, nkv*hd] -> rotated (q, k) with the same shapes."""
-        cos, sin = self.get_cos_sin(positions)
-        return self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        cs = self.get_cos_sin(positions)
+        return self.rotate(q, cs), self.rotate(k, cs)

@@ -99,14 +99,13 @@ class LlamaAttention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                rotary: RotaryEmbedding) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cs: torch.Tensor, rotary: RotaryEmbedding) -> torch.Tensor:
         T = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         if self.qk_norm:
             q = self.q_norm(q.reshape(T, self.num_heads, self.head_dim)).view(T, -1)
             k = self.k_norm(k.reshape(T, self.num_kv_heads, self.head_dim)).view(T, -1)
-        q, k = rotary.rotate(q, cos, sin), rotary.rotate(k, cos, sin)
+        q, k = rotary.rotate(q, cs), rotary.rotate(k, cs)
         return self.o_proj(self.attn(q, k, v))
 
 
@@ -130,13 +129,13 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, residual, cos, sin, rotary):
+    def forward(self, x, residual, cs, rotary):
         """Pre-norm block with the residual carried separately: returns (mlp_out, residual)."""
         if residual is None:
             residual, x = x, self.input_layernorm(x)
         else:
             x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(x, cos, sin, rotary)
+        x = self.self_attn(x, cs, rotary)
         x, residual = self.post_attention_layernorm(x, residual)
         return self.mlp(x), residual
 
@@ -155,10 +154,10 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rotary_emb.get_cos_sin(positions)
+        cs = self.rotary_emb.get_cos_sin(positions)
         residual = None
         for layer in self.layers:
-            x, residual = layer(x, residual, cos, sin, self.rotary_emb)
+            x, residual = layer(x, residual, cs, self.rotary_emb)
         x, _ = self.norm(x, residual)
         return x
 

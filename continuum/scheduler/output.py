@@ -10,8 +10,12 @@ from continuum.request import Request
 class ScheduledRequest:
     """Compute ``num_new_tokens`` tokens of ``request`` starting at position ``start``.
 
-    ``block_ids`` is the request's whole block table after allocation. ``samples`` is true when
-    this chunk reaches the end of the known tokens, so the step yields a new token for it.
+    ``block_ids`` is the request's whole block table after allocation: the KV manager's live
+    list, not a copy (read it, never mutate it). While the request holds its blocks the list
+    only grows; when they are freed and taken again it is a new list object. The model
+    runner relies on both to copy only new ids (``continuum.engine.input_batch``). ``samples``
+    is true when this chunk reaches the end of the known tokens, so the step yields a new
+    token for it.
     """
 
     request: Request

@@ -196,7 +196,7 @@ class Scheduler:
         start = req.num_computed_tokens
         req.num_computed_tokens += n
         out.scheduled.append(ScheduledRequest(
-            req, start, n, self.kv.get_block_ids(req), samples=req.num_computed_tokens == req.num_tokens))
+            req, start, n, self.kv.req_to_block_ids[req.request_id], samples=req.num_computed_tokens == req.num_tokens))
 
     def _preempt(self, req: Request, now: float) -> None:
         """Preempt by recompute: free the blocks; the request restarts from its (cached) prefix

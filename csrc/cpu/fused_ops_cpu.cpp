@@ -1,0 +1,175 @@
+// Fused elementwise layers on the CPU: RMSNorm (with the residual add), SiLU-and-mul, and
+// NeoX-style rotary embedding. Each is one pass over its rows in one parallel region, where
+// the torch composition is 4-8 ops, each a full pass over memory and an OpenMP region of its
+// own (at decode batch sizes the regions, not the flops, are the cost).
+//
+// Rounding follows the torch/transformers composition the model code used before, so bf16
+// results are the same bits except where a float reduction's order differs:
+// - rms_norm: sum of squares in fp32, x * rsqrt(mean + eps) rounded to the input dtype, then
+//   multiplied by the weight (rounded again), as HF's LlamaRMSNorm; the residual sum is
+//   rounded to the model dtype first (HF's ``residual + hidden_states``).
+// - silu_and_mul: silu(gate) in fp32 rounded to the dtype, times up, rounded (F.silu(g) * u).
+// - rotary: per pair, round(round(x1*cos) - round(x2*sin)) and round(round(x2*cos) +
+//   round(x1*sin)) with cos/sin in the dtype of the table (bf16 models keep a bf16 table).
+// Registered as torch.ops.continuum_cpu_ops.* (the .so is loaded by cpu_kernels.load()).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+inline float to_f(float x) { return x; }
+inline float to_f(c10::BFloat16 x) {
+  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline float to_f(c10::Half x) { return static_cast<float>(x); }
+
+// Round to the storage type and back (round-to-nearest-even, as torch's conversions).
+template <typename T> inline float rnd(float x) { return to_f(static_cast<T>(x)); }
+template <> inline float rnd<float>(float x) { return x; }
+
+constexpr int64_t kGrain = 8;   // rows per task: small batches still split across threads
+
+template <typename T>
+void rms_norm_rows(const T* x, const T* res_in, T* res_out, const T* w, T* out, int64_t rows,
+                   int64_t d, float eps) {
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(d);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      float ss = 0.f;
+      if (res_in != nullptr) {
+        const T* rr = res_in + r * d;
+        T* ro = res_out + r * d;
+        for (int64_t i = 0; i < d; ++i) {
+          T s = static_cast<T>(to_f(xr[i]) + to_f(rr[i]));
+          ro[i] = s;
+          float f = to_f(s);
+          buf[i] = f;
+          ss += f * f;
+        }
+      } else {
+#pragma omp simd reduction(+ : ss)
+        for (int64_t i = 0; i < d; ++i) {
+          float f = to_f(xr[i]);
+          buf[i] = f;
+          ss += f * f;
+        }
+      }
+      const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + eps);
+      T* o = out + r * d;
+      for (int64_t i = 0; i < d; ++i) o[i] = static_cast<T>(to_f(w[i]) * rnd<T>(buf[i] * inv));
+    }
+  });
+}
+
+template <typename T>
+void silu_and_mul_rows(const T* x, T* out, int64_t rows, int64_t d) {
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* g = x + r * 2 * d;
+      const T* u = g + d;
+      T* o = out + r * d;
+      for (int64_t i = 0; i < d; ++i) {
+        float gf = to_f(g[i]);
+        o[i] = static_cast<T>(rnd<T>(gf / (1.f + std::exp(-gf))) * to_f(u[i]));
+      }
+    }
+  });
+}
+
+template <typename T, typename C>
+void rotary_rows(const T* x, const C* cs, T* out, int64_t rows, int64_t heads, int64_t hd,
+                 int64_t x_stride, int64_t cs_stride) {
+  const int64_t half = hd / 2;
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const C* c_row = cs + r * cs_stride;    // [cos(half) | sin(half)] of this token
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* xr = x + r * x_stride + h * hd;
+        T* o = out + (r * heads + h) * hd;
+        for (int64_t i = 0; i < half; ++i) {
+          float c = to_f(c_row[i]), s = to_f(c_row[half + i]);
+          float x1 = to_f(xr[i]), x2 = to_f(xr[half + i]);
+          o[i] = static_cast<T>(rnd<T>(x1 * c) - rnd<T>(x2 * s));
+          o[half + i] = static_cast<T>(rnd<T>(x2 * c) + rnd<T>(x1 * s));
+        }
+      }
+    }
+  });
+}
+
+void check_rows(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 2 && t.stride(1) == 1, name, ": a CPU [rows, d] tensor with unit stride");
+}
+
+}  // namespace
+
+// out = norm(x) * w; with residual: s = x + residual, out = norm(s) * w; returns (out, s).
+std::vector<torch::Tensor> rms_norm(torch::Tensor x, std::optional<torch::Tensor> residual,
+                                    torch::Tensor weight, double eps) {
+  x = x.contiguous();
+  check_rows(x, "rms_norm x");
+  TORCH_CHECK(weight.dtype() == x.dtype() && weight.numel() == x.size(1), "rms_norm: weight [d] in x's dtype");
+  weight = weight.contiguous();
+  auto out = torch::empty_like(x);
+  torch::Tensor sum;
+  if (residual) {
+    TORCH_CHECK(residual->sizes() == x.sizes() && residual->dtype() == x.dtype(), "rms_norm: residual like x");
+    sum = torch::empty_like(x);
+  }
+  torch::Tensor res = residual ? residual->contiguous() : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rms_norm", [&] {
+    rms_norm_rows<scalar_t>(x.data_ptr<scalar_t>(), residual ? res.data_ptr<scalar_t>() : nullptr,
+                            residual ? sum.data_ptr<scalar_t>() : nullptr, weight.data_ptr<scalar_t>(),
+                            out.data_ptr<scalar_t>(), x.size(0), x.size(1), static_cast<float>(eps));
+  });
+  if (residual) return {out, sum};
+  return {out};
+}
+
+torch::Tensor silu_and_mul(torch::Tensor x) {
+  x = x.contiguous();
+  check_rows(x, "silu_and_mul x");
+  TORCH_CHECK(x.size(1) % 2 == 0, "silu_and_mul: last dim must be even");
+  auto out = torch::empty({x.size(0), x.size(1) / 2}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "silu_and_mul", [&] {
+    silu_and_mul_rows<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.size(0), x.size(1) / 2);
+  });
+  return out;
+}
+
+// x [T, heads*hd] (rows may be strided, e.g. a slice of fused qkv); cs [T, hd]: each token's
+// cos (first half) and sin (second half), gathered once per step for all layers.
+torch::Tensor rotary(torch::Tensor x, torch::Tensor cs, int64_t head_size) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.stride(1) == 1, "rotary x: [T, n*hd] with unit stride");
+  TORCH_CHECK(x.size(1) % head_size == 0 && head_size % 2 == 0, "rotary: width must be heads * even head_size");
+  TORCH_CHECK(cs.dim() == 2 && cs.size(0) == x.size(0) && cs.size(1) == head_size && cs.stride(1) == 1,
+              "rotary: cs [T, head_size] with unit stride");
+  auto out = torch::empty({x.size(0), x.size(1)}, x.options());
+  const int64_t heads = x.size(1) / head_size;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rotary", [&] {
+    using T = scalar_t;
+    if (cs.scalar_type() == torch::kFloat) {
+      rotary_rows<T, float>(x.data_ptr<T>(), cs.data_ptr<float>(), out.data_ptr<T>(), x.size(0), heads,
+                            head_size, x.stride(0), cs.stride(0));
+    } else {
+      TORCH_CHECK(cs.scalar_type() == x.scalar_type(), "rotary: cs in fp32 or x's dtype");
+      rotary_rows<T, T>(x.data_ptr<T>(), cs.data_ptr<T>(), out.data_ptr<T>(), x.size(0), heads, head_size,
+                        x.stride(0), cs.stride(0));
+    }
+  });
+  return out;
+}
+
+TORCH_LIBRARY(continuum_cpu_ops, m) {
+  m.def("rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps) -> Tensor[]", &rms_norm);
+  m.def("silu_and_mul(Tensor x) -> Tensor", &silu_and_mul);
+  m.def("rotary(Tensor x, Tensor cs, int head_size) -> Tensor", &rotary);
+}

@@ -1,0 +1,92 @@
+"""The fused CPU layers (csrc/cpu/fused_ops_cpu.cpp) against the torch composition they replace,
+and the switch that routes the model's layers to them (bf16/fp16 CPU tensors only)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from continuum.layers import cpu_kernels
+from continuum.layers.activation import SiluAndMul
+from continuum.layers.layernorm import RMSNorm
+from continuum.layers.rotary import RotaryEmbedding
+
+mod = cpu_kernels.load()
+pytestmark = pytest.mark.skipif(mod is None, reason=f"CPU kernel did not build: {cpu_kernels.failure()}")
+ops = torch.ops.continuum_cpu_ops
+
+
+@pytest.fixture
+def fused_off():
+    """Layers on the torch composition during the test (the reference), restored after."""
+    was = cpu_kernels._fused_enabled
+    cpu_kernels.enable_fused(False)
+    yield
+    cpu_kernels.enable_fused(was)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("T,D", [(1, 768), (64, 576), (300, 2048)])
+def test_rms_norm_matches_the_composition(fused_off, dtype, T, D):
+    g = torch.Generator().manual_seed(T)
+    x = (torch.randn(T, D, generator=g) * 3).to(dtype)
+    res = torch.randn(T, D, generator=g).to(dtype)
+    norm = RMSNorm(D, 1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(D, generator=g) * 0.2 + 1)
+    ref, ref_sum = norm(x, res)
+    ref_plain = norm(x)
+    out, out_sum = ops.rms_norm(x, res, norm.weight, 1e-5)
+    (plain,) = ops.rms_norm(x, None, norm.weight, 1e-5)
+    assert torch.equal(out_sum, ref_sum)
+    # A float sum in another order may move x * rsqrt(mean) across a rounding boundary
+    # (more often with fp16's 10-bit mantissa than bf16's 7).
+    rare = 1e-3 if dtype == torch.bfloat16 else 5e-3
+    assert (out != ref).float().mean() < rare and (plain != ref_plain).float().mean() < rare
+    torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_silu_and_mul_within_one_ulp(fused_off, dtype):
+    x = (torch.randn(97, 2 * 1000, generator=torch.Generator().manual_seed(1)) * 4).to(dtype)
+    ref = SiluAndMul()(x)
+    out = ops.silu_and_mul(x)
+    # Only the exp differs (libm vs torch's vectorised one): a few outputs one ulp apart.
+    assert (out != ref).float().mean() < 0.01
+    torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(fused_off, dtype):
+    hd, heads, kv = 64, 12, 4
+    rope = RotaryEmbedding(hd, 4096, 10000.0).to(dtype)
+    qkv = torch.randn(37, (heads + 2 * kv) * hd, generator=torch.Generator().manual_seed(2)).to(dtype)
+    q, k, _ = qkv.split([heads * hd, kv * hd, kv * hd], dim=-1)     # strided rows, as in the model
+    cs = rope.get_cos_sin(torch.randint(0, 4096, (37,), generator=torch.Generator().manual_seed(3)))
+    for x in (q, k):
+        assert torch.equal(ops.rotary(x, cs, hd), rope.rotate(x, cs))
+
+
+def test_layers_route_to_the_fused_ops_only_when_enabled_and_not_in_fp32():
+    was = cpu_kernels._fused_enabled
+    try:
+        assert cpu_kernels.enable_fused(True)
+        assert cpu_kernels.fused_ops(torch.zeros(2, 2, dtype=torch.bfloat16)) is not None
+        assert cpu_kernels.fused_ops(torch.zeros(2, 2)) is None            # fp32 keeps torch's
+        assert not cpu_kernels.enable_fused(False)
+        assert cpu_kernels.fused_ops(torch.zeros(2, 2, dtype=torch.bfloat16)) is None
+    finally:
+        cpu_kernels.enable_fused(was)
+
+
+def test_bad_shapes_are_clear_errors():
+    with pytest.raises(RuntimeError, match="even"):
+        ops.silu_and_mul(torch.zeros(2, 3, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="weight"):
+        ops.rms_norm(torch.zeros(2, 4, dtype=torch.bfloat16), None, torch.ones(3, dtype=torch.bfloat16), 1e-5)
+    with pytest.raises(RuntimeError, match="cs"):
+        ops.rotary(torch.zeros(2, 8, dtype=torch.bfloat16), torch.zeros(3, 4, dtype=torch.bfloat16), 4)
+
+
+def test_fused_ops_ignore_silu_reference_dtype_float32():
+    # fp32 inputs still work when called directly (dispatch covers them), same values to 1e-6.
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(ops.silu_and_mul(x), F.silu(x[:, :4]) * x[:, 4:], rtol=1e-6, atol=1e-6)
