@@ -1,14 +1,18 @@
 """GGUF files (llama.cpp's format): config from metadata, dequantised HF-named weights, tokenizer.
 
-Weights are dequantised to float32 with the ``gguf`` package (any quant type it implements:
+The file is parsed once, by :mod:`continuum.models.gguf_file` (fast, mmap-backed); every
+function here takes that parse. The tokenizer is converted by transformers on a file's first
+load and cached (:mod:`continuum.models.tokenizer_cache`). Weights are dequantised to float32 with the ``gguf`` package (any quant type it implements:
 Q4_0/Q4_1/Q8_0/K-quants/F16/BF16...), one tensor at a time, so peak memory is the model plus
 one fp32 tensor. llama.cpp's converter permutes the rows of Q and K of ``llama``-arch models
 (it interleaves the two rotary halves of each head for its GPT-J-style rope kernel); we undo
 that so the weights fit our HF-style "rotate half" rope. ``qwen2``/``qwen3`` archs are stored
-unpermuted (llama.cpp runs them with NeoX rope).
+unpermuted (llama.cpp runs them with NeoX rope). The rows are reordered before dequantising
+(GGUF quantises each row on its own, so that is exact and moves fewer bytes).
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +23,8 @@ import torch
 from continuum.errors import ModelLoadError, UnsupportedArchitectureError
 from continuum.models import tokenizer_cache
 from continuum.models.gguf_file import GGUFFile, open_gguf_file
+
+logger = logging.getLogger(__name__)
 
 # GGUF general.architecture -> (HF architecture, model_type)
 GGUF_ARCHITECTURES = {
@@ -188,6 +194,9 @@ def gguf_tokenizer(path: Path, reader: GGUFFile, cache: bool = True):
     def convert():
         from transformers import AutoTokenizer
 
+        where = f"; cached afterwards in {tokenizer_cache.tokenizers_dir()}" if cache else ""
+        logger.info("converting the tokenizer of %s (first load of this file: 5-20 s%s)",
+                    path.name, where)
         try:
             tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
                                                 local_files_only=True)
