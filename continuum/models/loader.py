@@ -181,6 +181,8 @@ def _iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
+    """Logs one INFO line per phase (weights, tokenizer) and the total, config included."""
+    phases = Phases(logger, f"loading {path.name}")
     from transformers import AutoConfig, AutoTokenizer
 
     try:
@@ -191,13 +193,17 @@ def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path} (other weight formats are not supported)")
-    model = _new_model(config, dtype, device)
-    model.load_weights(_iter_safetensors(files))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
-                                                  trust_remote_code=False)
-    except Exception as e:
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
+    with (phases.phase(f"load {len(files)} safetensors file(s) into {str(dtype).removeprefix('torch.')}"),
+          torch_threads(1)):
+        model = _new_model(config, dtype, device)
+        model.load_weights(_iter_safetensors(files))
+    with phases.phase("tokenizer"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                      trust_remote_code=False)
+        except Exception as e:
+            raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
+    logger.info("loaded %s in %.2f s", path, phases.total())
     return _finish(model, config, tokenizer, _eos_ids(path, config, tokenizer), path.name)
 
 
