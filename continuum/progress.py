@@ -2,8 +2,8 @@
 
 Loading a model has phases of a second or more (reading the file, converting a tokenizer,
 dequantising weights, allocating the KV cache); logging each as it ends means no silent
-wait longer than one phase. A phase that may take much longer than usual (a first-time
-conversion or build) also logs a line when it starts, saying so.
+wait longer than one phase. Work that may take much longer than usual (a first-time tokenizer
+conversion, a kernel build) logs its own line when it starts, saying so.
 """
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ class Phases:
         self.timings: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def phase(self, name: str, starting: str | None = None) -> Iterator[None]:
-        """Time the ``with`` body as phase ``name``; log ``starting`` first when given."""
-        if starting:
-            self.logger.info("%s: %s", self.job, starting)
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the ``with`` body as phase ``name`` (no line if the body raises)."""
         t0 = self.clock()
         yield
         elapsed = self.clock() - t0

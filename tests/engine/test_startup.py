@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from continuum.config import EngineArgs
@@ -17,17 +18,19 @@ from tests.conftest import requires_smollm2
 
 
 def test_phases_log_one_line_each_with_the_injected_clock(caplog):
-    now = iter([10.0, 11.0, 13.5, 14.0, 14.25, 20.0])
+    now = iter([10.0, 11.0, 13.5, 14.0, 14.25, 15.0, 20.0])
     log = logging.getLogger("continuum.test_phases")
     with caplog.at_level(logging.INFO, "continuum.test_phases"):
         phases = Phases(log, "job", clock=lambda: next(now))      # start = 10.0
         with phases.phase("first"):                               # 11.0 -> 13.5
             pass
-        with phases.phase("second", starting="this may take a while"):   # 14.0 -> 14.25
+        with phases.phase("second"):                              # 14.0 -> 14.25
             pass
+        with pytest.raises(RuntimeError):
+            with phases.phase("failing"):                         # 15.0, never ends
+                raise RuntimeError("boom")
         assert phases.total() == 10.0
-    assert [r.getMessage() for r in caplog.records] == [
-        "job: first (2.50 s)", "job: this may take a while", "job: second (0.25 s)"]
+    assert [r.getMessage() for r in caplog.records] == ["job: first (2.50 s)", "job: second (0.25 s)"]
     assert phases.timings == {"first": 2.5, "second": 0.25}
 
 
