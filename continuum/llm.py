@@ -9,6 +9,7 @@ from continuum.config import EngineArgs
 from continuum.engine.engine import LLMEngine
 from continuum.errors import InvalidRequestError
 from continuum.outputs import RequestOutput
+from continuum.progress import ensure_visible
 from continuum.sampling_params import SamplingParams
 
 Prompt = str | list[int] | dict
@@ -25,6 +26,7 @@ class LLM:
     """
 
     def __init__(self, model: str | None = None, **kwargs):
+        ensure_visible()     # start-up progress on stderr unless the application set up logging
         self.engine = LLMEngine(EngineArgs.from_kwargs(model=model, **kwargs))
 
     def get_tokenizer(self):

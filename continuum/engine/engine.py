@@ -24,10 +24,12 @@ from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
 from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+from continuum.progress import Phases
 from continuum.request import AgentInfo, Request, RequestStatus
 from continuum.sampling_params import SamplingParams
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
+from continuum.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class LLMEngine:
         mc, cc, sc = args.model_config(), args.cache_config(), args.scheduler_config()
         self.device = resolve_device(args.device)
         self.dtype = resolve_dtype(mc.dtype, self.device)
+        phases = Phases(logger, "engine start-up")     # one INFO line per phase, with its time
         self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
                                  random_config=mc.random_config)
         self.tokenizer = self.loaded.tokenizer
@@ -101,10 +104,15 @@ class LLMEngine:
             model, cc.block_size, self.dtype, self.device, cc.kv_cache_memory, cc.gpu_memory_utilization)
         per_block = bytes_per_block(model, cc.block_size, self.dtype)
         num_host_blocks = cc.host_kv_cache_memory // per_block
-        self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
-                                        num_host_blocks)
-        self.attention_backend = select_backend(self.device)
-        self.num_packed_linears = pack_linears(model) if self.device.type == "cpu" else 0
+        with phases.phase("allocate the KV cache"):
+            self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
+                                            num_host_blocks)
+        with phases.phase("load the attention kernels"):
+            self.attention_backend = select_backend(self.device)
+        self.num_packed_linears = 0
+        if self.device.type == "cpu":
+            with phases.phase("pack the linear weights"), torch_threads(1):
+                self.num_packed_linears = pack_linears(model)
         if mc.max_model_len and mc.max_model_len > self.loaded.max_model_len:
             # Positions past the model's rotary table have no embedding: refuse, as vLLM does.
             raise ConfigError(f"max_model_len {mc.max_model_len} exceeds the model's "
@@ -134,6 +142,9 @@ class LLMEngine:
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
         self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
+        logger.info("engine ready in %.2f s: %s on %s (%s, attention: %s)", phases.total(),
+                    self.loaded.name, self.device, str(self.dtype).removeprefix("torch."),
+                    self.attention_backend)
 
     def _output_text(self, req: Request) -> str:
         """A finished request's text, for the tool parser; "" (no tool, so no pin) if the

@@ -1,7 +1,8 @@
 """CPU kernels from csrc/cpu, built on first use with torch's JIT extension builder.
 
-The build is cached (``$CONTINUUM_CACHE_DIR`` or ``~/.cache/continuum``), so only the first
-engine start on a machine pays it (about a minute on two cores; a warning says so). Builds
+The build is cached under the cache root (:mod:`continuum.cache_dir`), one folder per CPU
+type and checkout, so only the first engine start pays it (about a minute on two cores,
+minutes on a busy machine; a warning says so when it starts and an INFO line when it ends). Builds
 into one folder take turns under ``continuum.ops.build_lock`` (a killed build never blocks
 the next start). If the build fails (no compiler, no ninja) the torch reference path is used
 and the reason is logged once.
@@ -9,11 +10,11 @@ and the reason is logged once.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from continuum.cache_dir import cache_root
 from continuum.ops.build_lock import build_lock
 
 logger = logging.getLogger(__name__)
@@ -28,16 +29,17 @@ _failed: str | None = None
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("CONTINUUM_CACHE_DIR", Path.home() / ".cache" / "continuum"))
-    return root / "torch_extensions"
+    return cache_root() / "torch_extensions"
 
 
 def _cpu_tag() -> str:
     """The build uses -march=native: key the cache by the CPU's feature flags so a cache dir
-    shared across machines never hands one CPU another's instructions."""
+    shared across machines never hands one CPU another's instructions. The source's path is
+    in the key too: torch's build.ninja names sources by absolute path, so two checkouts
+    sharing one folder would each rebuild it (minutes) whenever the other had built last."""
     import hashlib
     import platform
-    flags = platform.machine()
+    flags = str(_SRC) + platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             flags += next((l for l in f if l.startswith(("flags", "Features"))), "")

@@ -15,9 +15,9 @@ class RMSNorm(nn.Module):
     bf16 results match HF bit for bit in the common cases.
     """
 
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
+    def __init__(self, hidden_size: int, eps: float = 1e-6, dtype: torch.dtype | None = None):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.weight = nn.Parameter(torch.ones(hidden_size, dtype=dtype))
         self.eps = eps
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:

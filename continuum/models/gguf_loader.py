@@ -1,14 +1,18 @@
 """GGUF files (llama.cpp's format): config from metadata, dequantised HF-named weights, tokenizer.
 
-Weights are dequantised to float32 with the ``gguf`` package (any quant type it implements:
+The file is parsed once, by :mod:`continuum.models.gguf_file` (fast, mmap-backed); every
+function here takes that parse. The tokenizer is converted by transformers on a file's first
+load and cached (:mod:`continuum.models.tokenizer_cache`). Weights are dequantised to float32 with the ``gguf`` package (any quant type it implements:
 Q4_0/Q4_1/Q8_0/K-quants/F16/BF16...), one tensor at a time, so peak memory is the model plus
 one fp32 tensor. llama.cpp's converter permutes the rows of Q and K of ``llama``-arch models
 (it interleaves the two rotary halves of each head for its GPT-J-style rope kernel); we undo
 that so the weights fit our HF-style "rotate half" rope. ``qwen2``/``qwen3`` archs are stored
-unpermuted (llama.cpp runs them with NeoX rope).
+unpermuted (llama.cpp runs them with NeoX rope). The rows are reordered before dequantising
+(GGUF quantises each row on its own, so that is exact and moves fewer bytes).
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +21,10 @@ import numpy as np
 import torch
 
 from continuum.errors import ModelLoadError, UnsupportedArchitectureError
+from continuum.models import tokenizer_cache
+from continuum.models.gguf_file import GGUFFile, open_gguf_file
+
+logger = logging.getLogger(__name__)
 
 # GGUF general.architecture -> (HF architecture, model_type)
 GGUF_ARCHITECTURES = {
@@ -52,30 +60,23 @@ def _gguf():
     return gguf
 
 
-def open_gguf(path: Path):
-    try:
-        return _gguf().GGUFReader(str(path))
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"cannot read GGUF file {path}: {e}") from e
+def open_gguf(path: Path) -> GGUFFile:
+    """Parse ``path`` once; every function below reads from the result (never the file again)."""
+    _gguf()
+    return open_gguf_file(path)
 
 
-def metadata(reader, key: str, default=None):
+def metadata(reader: GGUFFile, key: str, default=None):
     """A scalar (int/float/bool/str) metadata value, or ``default`` when absent."""
-    field = reader.fields.get(key)
-    if field is None:
+    value = reader.metadata.get(key)
+    if value is None:
         return default
-    vtype = _gguf().GGUFValueType
-    kind = field.types[0]
-    if kind == vtype.STRING:
-        return bytes(field.parts[-1]).decode("utf-8")
-    if kind == vtype.ARRAY:
+    if not isinstance(value, (int, float, bool, str)):
         raise ModelLoadError(f"GGUF metadata {key} is an array, expected a scalar")
-    return field.parts[-1].tolist()[0]
+    return value
 
 
-def gguf_config(reader):
+def gguf_config(reader: GGUFFile):
     """A transformers config built from the GGUF metadata (architectures set)."""
     from transformers import AutoConfig
 
@@ -98,10 +99,10 @@ def gguf_config(reader):
         raise UnsupportedArchitectureError(f"partial rotary ({rot_dim} of {head_dim} dims) is not supported")
     vocab = metadata(reader, f"{arch}.vocab_size")
     if vocab is None:
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        tokens = reader.metadata.get("tokenizer.ggml.tokens")
         if tokens is None:
             raise ModelLoadError("GGUF metadata has neither a vocab size nor a token list")
-        vocab = len(tokens.data)
+        vocab = len(tokens)
     kwargs = dict(
         architectures=[hf_arch],
         vocab_size=int(vocab),
@@ -128,7 +129,7 @@ def gguf_config(reader):
     return AutoConfig.for_model(model_type, **kwargs)
 
 
-def gguf_eos_ids(reader) -> list[int]:
+def gguf_eos_ids(reader: GGUFFile) -> list[int]:
     """End-of-generation ids: eos plus end-of-turn/-message ids where the file names them."""
     ids = [metadata(reader, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
@@ -145,26 +146,30 @@ def hf_name(gguf_name: str) -> str:
     raise ModelLoadError(f"unknown GGUF tensor {gguf_name!r}")
 
 
-def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Invert llama.cpp's ``permute``: per head, rows (hd/2, 2) interleaved -> (2, hd/2) halves."""
+def unpermute_qk(w, n_heads: int):
+    """Invert llama.cpp's ``permute``: per head, rows (hd/2, 2) interleaved -> (2, hd/2) halves.
+
+    Moves whole rows only, so it works on a torch tensor or a numpy array, and on quantised
+    data (``[rows, row_bytes]``) as well as on values: GGUF quantises each row on its own."""
     rows = w.shape[0]
     return (w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])
-            .transpose(1, 2).reshape(w.shape))
+            .swapaxes(1, 2).reshape(w.shape))
 
 
-def dequantize(tensor) -> torch.Tensor:
-    """One GGUF tensor as a float32 torch tensor in HF (row-major, [out, in]) shape."""
+def dequantize(tensor, data: np.ndarray | None = None) -> torch.Tensor:
+    """One GGUF tensor (or ``data``, its raw rows rearranged) as a float32 torch tensor in HF
+    (row-major, [out, in]) shape."""
     gguf = _gguf()
-    arr = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    arr = gguf.quants.dequantize(tensor.data if data is None else data, tensor.tensor_type)
     # GGUF lists dims innermost first; numpy/torch want them outermost first.
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    shape = tuple(reversed(tensor.shape))
     arr = np.asarray(arr, dtype=np.float32).reshape(shape)
     if not arr.flags.writeable:  # F32 tensors come straight from the read-only memmap
         arr = arr.copy()
     return torch.from_numpy(arr)
 
 
-def iter_gguf_weights(reader, config) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_gguf_weights(reader: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, fp32 tensor) for every weight; ``rope_freqs`` is yielded under ROPE_FREQS."""
     permuted = metadata(reader, "general.architecture") == "llama"
     for tensor in reader.tensors:
@@ -172,22 +177,40 @@ def iter_gguf_weights(reader, config) -> Iterator[tuple[str, torch.Tensor]]:
             yield ROPE_FREQS, dequantize(tensor)
             continue
         name = hf_name(tensor.name)
-        w = dequantize(tensor)
         if permuted and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = config.num_attention_heads if "q_proj" in name else config.num_key_value_heads
-            w = unpermute_qk(w, heads)
-        yield name, w
+            # Reorder the stored rows before dequantising: fewer bytes to move than after.
+            yield name, dequantize(tensor, unpermute_qk(tensor.data, heads))
+        else:
+            yield name, dequantize(tensor)
 
 
-def gguf_tokenizer(path: Path, reader):
-    """transformers' GGUF tokenizer conversion, with the file's chat template guaranteed set."""
-    from transformers import AutoTokenizer
+def gguf_tokenizer(path: Path, reader: GGUFFile, cache: bool = True):
+    """The file's tokenizer, with its chat template guaranteed set.
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
-                                            local_files_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"cannot build a tokenizer from GGUF {path}: {e}") from e
+    transformers converts it from the GGUF metadata (seconds); with ``cache`` the result is
+    kept in the tokenizer cache (:mod:`continuum.models.tokenizer_cache`, keyed by the
+    metadata's hash) and later calls load it from there."""
+    def convert():
+        from transformers import AutoTokenizer
+
+        where = f"; cached afterwards in {tokenizer_cache.tokenizers_dir()}" if cache else ""
+        logger.info("converting the tokenizer of %s (first load of this file: 5-20 s%s)",
+                    path.name, where)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                local_files_only=True)
+        except Exception as e:
+            raise ModelLoadError(f"cannot build a tokenizer from GGUF {path}: {e}") from e
+        return _with_chat_template(tok, reader)
+
+    if not cache:
+        return convert()
+    tok, _ = tokenizer_cache.cached_tokenizer(reader.metadata_digest, convert)
+    return _with_chat_template(tok, reader)
+
+
+def _with_chat_template(tok, reader: GGUFFile):
     template = metadata(reader, "tokenizer.chat_template")
     if template and not getattr(tok, "chat_template", None):
         tok.chat_template = template

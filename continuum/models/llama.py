@@ -74,14 +74,15 @@ def sliding_window_of(config) -> int | None:
     return int(window)
 
 
-def _linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
+def _linear(n_in: int, n_out: int, bias: bool, dtype: torch.dtype | None = None) -> nn.Linear:
     # Uninitialised: weights come from load_weights or init_random_weights; skipping the
-    # kaiming init saves seconds on multi-hundred-million-parameter models.
-    return skip_init(nn.Linear, n_in, n_out, bias=bias)
+    # kaiming init saves seconds on multi-hundred-million-parameter models. Allocated in the
+    # final dtype: casting garbage fp32 weights to bf16 afterwards cost a second per start.
+    return skip_init(nn.Linear, n_in, n_out, bias=bias, dtype=dtype)
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, model_type: str):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
         super().__init__()
         hidden = config.hidden_size
         self.num_heads = config.num_attention_heads
@@ -91,12 +92,12 @@ class LlamaAttention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
         attention_bias = bool(getattr(config, "attention_bias", False))
         qkv_bias = attention_bias or model_type == "qwen2"
-        self.qkv_proj = _linear(hidden, self.q_size + 2 * self.kv_size, qkv_bias)
-        self.o_proj = _linear(self.q_size, hidden, attention_bias and model_type != "qwen2")
+        self.qkv_proj = _linear(hidden, self.q_size + 2 * self.kv_size, qkv_bias, dtype)
+        self.o_proj = _linear(self.q_size, hidden, attention_bias and model_type != "qwen2", dtype)
         self.qk_norm = model_type == "qwen3"
         if self.qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype)
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5)
 
     def forward(self, x: torch.Tensor, cs: torch.Tensor, rotary: RotaryEmbedding) -> torch.Tensor:
@@ -110,11 +111,11 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, dtype: torch.dtype | None = None):
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
-        self.gate_up_proj = _linear(config.hidden_size, 2 * config.intermediate_size, bias)
-        self.down_proj = _linear(config.intermediate_size, config.hidden_size, bias)
+        self.gate_up_proj = _linear(config.hidden_size, 2 * config.intermediate_size, bias, dtype)
+        self.down_proj = _linear(config.intermediate_size, config.hidden_size, bias, dtype)
         self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,12 +123,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, model_type: str):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
         super().__init__()
-        self.self_attn = LlamaAttention(config, model_type)
-        self.mlp = LlamaMLP(config)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, model_type, dtype)
+        self.mlp = LlamaMLP(config, dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
 
     def forward(self, x, residual, cs, rotary):
         """Pre-norm block with the residual carried separately: returns (mlp_out, residual)."""
@@ -141,12 +142,12 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config, model_type: str):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
         super().__init__()
-        self.embed_tokens = skip_init(nn.Embedding, config.vocab_size, config.hidden_size)
+        self.embed_tokens = skip_init(nn.Embedding, config.vocab_size, config.hidden_size, dtype=dtype)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, model_type) for _ in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+            LlamaDecoderLayer(config, model_type, dtype) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         attn = self.layers[0].self_attn
         theta, scaling = rope_config(config)
         # One table shared by all layers (a per-layer copy would cost GBs at 128k context).
@@ -173,6 +174,8 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb
 class LlamaForCausalLM(nn.Module):
     """The model the runner drives.
 
+    ``dtype`` (default: torch's default dtype) is the parameters' dtype; buffers such as the
+    rotary table are fp32 until a ``.to(dtype)``.
     Invariants: parameters are *uninitialised* after construction until ``load_weights`` or
     ``init_random_weights`` fills them; ``positions[t] < config.max_position_embeddings``;
     with a tied config ``lm_head.weight`` *is* ``model.embed_tokens.weight``.
@@ -180,13 +183,13 @@ class LlamaForCausalLM(nn.Module):
     ``hidden_size``, ``vocab_size`` and ``attention_layers()`` (where to bind KV caches).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, dtype: torch.dtype | None = None):
         super().__init__()
         self.model_type = resolve_model_type(config)
         if getattr(config, "hidden_act", "silu") != "silu":
             raise UnsupportedArchitectureError(f"hidden_act {config.hidden_act!r} is not supported (only silu)")
         self.config = config
-        self.model = LlamaModel(config, self.model_type)
+        self.model = LlamaModel(config, self.model_type, dtype)
         attn = self.model.layers[0].self_attn
         self.num_layers = config.num_hidden_layers
         self.num_heads = attn.num_heads
@@ -195,7 +198,7 @@ class LlamaForCausalLM(nn.Module):
         self.hidden_size = config.hidden_size
         self.vocab_size = config.vocab_size
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.lm_head = _linear(config.hidden_size, config.vocab_size, False)
+        self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype)
         if self.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

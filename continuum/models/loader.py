@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from continuum.errors import ModelLoadError, UnsupportedArchitectureError
 from continuum.models import gguf_loader
 from continuum.models.byte_tokenizer import BYTE_VOCAB_SIZE, make_byte_tokenizer
 from continuum.models.llama import LlamaForCausalLM, resolve_model_type, sliding_window_of
+from continuum.progress import Phases
+from continuum.threads import torch_threads
+
+logger = logging.getLogger(__name__)
 
 _SMALL = dict(max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0)
 RANDOM_PRESETS: dict[str, dict[str, Any]] = {
@@ -153,9 +158,14 @@ def _finish(model: LlamaForCausalLM, config, tokenizer, eos: list[int], name: st
                        eos_token_ids=eos, max_model_len=max_len, name=name)
 
 
+def _new_model(config, dtype: torch.dtype, device) -> LlamaForCausalLM:
+    """An uninitialised model with its parameters allocated in ``dtype`` (no fp32 pass)."""
+    return LlamaForCausalLM(config, dtype=dtype).to(device=device, dtype=dtype)
+
+
 def _load_random(preset, overrides, dtype, device, seed) -> LoadedModel:
     config = random_config(preset, overrides)
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    model = _new_model(config, dtype, device)
     model.init_random_weights(seed)
     tokenizer = make_byte_tokenizer()
     return _finish(model, config, tokenizer, [tokenizer.eos_token_id], f"random:{preset}")
@@ -171,6 +181,8 @@ def _iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
+    """Logs one INFO line per phase (weights, tokenizer) and the total, config included."""
+    phases = Phases(logger, f"loading {path.name}")
     from transformers import AutoConfig, AutoTokenizer
 
     try:
@@ -181,13 +193,17 @@ def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path} (other weight formats are not supported)")
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
-    model.load_weights(_iter_safetensors(files))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
-                                                  trust_remote_code=False)
-    except Exception as e:
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
+    with (phases.phase(f"load {len(files)} safetensors file(s) into {str(dtype).removeprefix('torch.')}"),
+          torch_threads(1)):
+        model = _new_model(config, dtype, device)
+        model.load_weights(_iter_safetensors(files))
+    with phases.phase("tokenizer"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                      trust_remote_code=False)
+        except Exception as e:
+            raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
+    logger.info("loaded %s in %.2f s", path, phases.total())
     return _finish(model, config, tokenizer, _eos_ids(path, config, tokenizer), path.name)
 
 
@@ -206,22 +222,30 @@ def _eos_ids(path: Path, config, tokenizer) -> list[int]:
 
 
 def _load_gguf(path: Path, dtype, device, name: str | None = None) -> LoadedModel:
-    reader = gguf_loader.open_gguf(path)
-    config = gguf_loader.gguf_config(reader)
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
-    freq_factors = []
+    """The file is parsed once (:func:`gguf_loader.open_gguf`); config, tokenizer and weights
+    all come from that parse. Logs one INFO line per phase with its time."""
+    phases = Phases(logger, f"loading {name or path.name}")
+    with phases.phase("read the GGUF header and config"):
+        reader = gguf_loader.open_gguf(path)
+        config = gguf_loader.gguf_config(reader)
+    with phases.phase("tokenizer"):
+        tokenizer = gguf_loader.gguf_tokenizer(path, reader)
+    with (phases.phase(f"dequantise {len(reader.tensors)} tensors into {str(dtype).removeprefix('torch.')}"),
+          torch_threads(1)):
+        model = _new_model(config, dtype, device)
+        freq_factors = []
 
-    def weights():
-        for key, tensor in gguf_loader.iter_gguf_weights(reader, config):
-            if key == gguf_loader.ROPE_FREQS:
-                freq_factors.append(tensor)
-            else:
-                yield key, tensor
+        def weights():
+            for key, tensor in gguf_loader.iter_gguf_weights(reader, config):
+                if key == gguf_loader.ROPE_FREQS:
+                    freq_factors.append(tensor)
+                else:
+                    yield key, tensor
 
-    model.load_weights(weights())
-    if freq_factors:
-        model.set_rope_freq_factors(freq_factors[0])
-    tokenizer = gguf_loader.gguf_tokenizer(path, reader)
+        model.load_weights(weights())
+        if freq_factors:
+            model.set_rope_freq_factors(freq_factors[0])
     eos = gguf_loader.gguf_eos_ids(reader) or ([tokenizer.eos_token_id]
                                               if tokenizer.eos_token_id is not None else [])
+    logger.info("loaded %s in %.2f s", path, phases.total())
     return _finish(model, config, tokenizer, eos, name or path.stem)

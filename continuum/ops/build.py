@@ -10,11 +10,13 @@ Invariant: only called where ``torch.version.cuda`` is set and a GPU is visible;
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import torch
 
+from continuum.cache_dir import cache_root
 from continuum.ops.build_lock import build_lock
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
@@ -35,15 +37,19 @@ def arch_flags() -> list[str]:
 
 
 def cache_dir() -> Path:
-    """``$CONTINUUM_OPS_CACHE`` or ``~/.cache/continuum/ops/<torch>-cu<cuda>-sm<arch>``:
-    one build per torch/CUDA/GPU combination, kept across runs."""
+    """``$CONTINUUM_OPS_CACHE`` or ``<cache root>/ops/<torch>-cu<cuda>-sm<arch>-<checkout>``
+    (cache root: :mod:`continuum.cache_dir`): one build per torch/CUDA/GPU combination and
+    checkout, kept across runs. The checkout's csrc path is in the name because torch's
+    build.ninja names sources by absolute path: two checkouts sharing a folder would rebuild
+    it (minutes) each time the other had built last."""
     env = os.environ.get("CONTINUUM_OPS_CACHE")
     if env:
         path = Path(env)
     else:
         major, minor = torch.cuda.get_device_capability()
-        tag = f"{torch.__version__.replace('+', '_')}-cu{torch.version.cuda}-sm{major}{minor}"
-        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "continuum" / "ops" / tag
+        checkout = hashlib.sha1(str(CSRC).encode()).hexdigest()[:8]
+        tag = f"{torch.__version__.replace('+', '_')}-cu{torch.version.cuda}-sm{major}{minor}-{checkout}"
+        path = cache_root() / "ops" / tag
     path.mkdir(parents=True, exist_ok=True)
     return path
 

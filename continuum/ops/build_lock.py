@@ -17,6 +17,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -24,6 +26,7 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "continuum-build.lock"
+SLOW_BUILD_S = 2.0            # a load that takes longer than this is a (re)build: say so
 TORCH_BATON = "lock"          # torch.utils.cpp_extension's FileBaton in the build directory
 
 
@@ -61,11 +64,18 @@ def build_lock(build_dir: Path, name: str, what: str, duration: str) -> Iterator
 
     ``what`` names the build for people ("the CPU attention kernel"), ``duration`` says how
     long a first build takes; both appear in the messages logged (at warning level, so the
-    command line shows them) when the build has to wait or will compile from scratch.
+    command line shows them) when the build has to wait or will compile from scratch. A
+    folder that already holds the library is normally a load of well under a second, but
+    torch recompiles in place when a source or flag changed: if the body is still running
+    after ``SLOW_BUILD_S`` a warning says so, so no build is ever silent for long. A build
+    that was announced ends with an INFO line giving its time.
     """
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / LOCK_FILE, "a+") as f:        # "a+": opening never truncates
         _acquire(f, build_dir, name, what)
+        announced = threading.Event()
+        timer = None
+        start = time.monotonic()
         try:
             f.seek(0)
             f.truncate()
@@ -75,6 +85,19 @@ def build_lock(build_dir: Path, name: str, what: str, duration: str) -> Iterator
             if not (build_dir / f"{name}.so").exists():
                 logger.warning("building %s into %s (first run only, %s)", what, build_dir,
                                duration)
+                announced.set()
+            else:
+                def slow():
+                    logger.warning("rebuilding %s in %s (its sources or flags changed; once per "
+                                   "change, %s)", what, build_dir, duration)
+                    announced.set()
+                timer = threading.Timer(SLOW_BUILD_S, slow)
+                timer.daemon = True
+                timer.start()
             yield
         finally:
+            if timer is not None:
+                timer.cancel()
             fcntl.flock(f, fcntl.LOCK_UN)
+        if announced.is_set():
+            logger.info("built %s in %.0f s; later starts reuse it", what, time.monotonic() - start)

@@ -140,3 +140,45 @@ def test_the_cuda_builder_calls_load_under_the_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(cpp_extension, "load", fake_load)
     build.build()
     assert seen["build_directory"] == str(tmp_path) and seen["baton"] is False
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` when a record containing ``needle`` is emitted (from any thread)."""
+
+    def __init__(self, needle: str):
+        super().__init__()
+        self.needle, self.event, self.messages = needle, threading.Event(), []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+        if self.needle in record.getMessage():
+            self.event.set()
+
+
+def test_a_load_that_turns_out_to_rebuild_is_announced_then_timed(tmp_path, monkeypatch):
+    """The library exists, so no "building" line up front; torch recompiles anyway (a
+    changed source): past SLOW_BUILD_S a warning says so, and the end is timed."""
+    (tmp_path / "ext.so").touch()
+    monkeypatch.setattr("continuum.ops.build_lock.SLOW_BUILD_S", 0.0)
+    seen = _Seen("rebuilding")
+    lock_logger = logging.getLogger("continuum.ops.build_lock")
+    lock_logger.addHandler(seen)
+    old_level = lock_logger.level
+    lock_logger.setLevel(logging.INFO)
+    try:
+        with build_lock(tmp_path, "ext", "a test build", "about a minute"):
+            assert seen.event.wait(HANG_GUARD_S)      # said while the "build" is still running
+    finally:
+        lock_logger.removeHandler(seen)
+        lock_logger.setLevel(old_level)
+    assert seen.messages[0] == (f"rebuilding a test build in {tmp_path} (its sources or flags "
+                                f"changed; once per change, about a minute)")
+    assert seen.messages[-1].startswith("built a test build in ")
+
+
+def test_a_quick_load_of_a_built_library_says_nothing(tmp_path, caplog):
+    (tmp_path / "ext.so").touch()
+    with caplog.at_level(logging.INFO, "continuum.ops.build_lock"):
+        with build_lock(tmp_path, "ext", "a test build", "about a minute"):
+            pass                                   # far below SLOW_BUILD_S
+    assert [r.getMessage() for r in caplog.records] == []
