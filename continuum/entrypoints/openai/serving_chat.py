@@ -140,7 +140,8 @@ class OpenAIServingChat(OpenAIServing):
                   "logprobs": chat_logprobs(c, 0, req.top_logprobs or 0) if req.logprobs else None}
         return {"id": rid, "object": "chat.completion", "created": created,
                 "model": self.model_name, "choices": [choice],
-                "usage": usage(len(final.prompt_token_ids), len(c.token_ids), final.num_cached_tokens)}
+                "usage": usage(len(final.prompt_token_ids), len(c.token_ids), final.num_cached_tokens,
+                               final)}
 
     async def _stream(self, req: ChatCompletionRequest, rid: str, created: int,
                       stream: RequestStream) -> AsyncIterator[str]:
@@ -185,7 +186,7 @@ class OpenAIServingChat(OpenAIServing):
                     yield chunk(delta, finish, lp)
                 if out.finished and req.include_usage:
                     yield sse({**head, "choices": [], "usage": usage(
-                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens)})
+                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens, out)})
         finally:
             stream.close()
             tracker.close()
