@@ -56,7 +56,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto",
                    help="torch device (cpu, cuda, cuda:1...); auto: cuda when available, else cpu")
     g.add_argument("--seed", type=int, default=0,
-                   help="seed of random weights and of sampling without a per-request seed")
+                   help="seed of random-weight models ('random[:preset]'); `continuum chat` "
+                        "also seeds its sampling with it")
     g.add_argument("--max-model-len", type=int, default=None,
                    help="longest prompt + output in tokens; default: the model's context length")
     g.add_argument("--kv-cache-memory", default=None,
