@@ -12,7 +12,7 @@ parses back into OpenAI ``tool_calls`` (``continuum.kv_ttl.tool_parser``). Templ
 render tools are used unchanged.
 
 Invariants: with no tools, or with a template that renders them, the prompt is exactly the
-template's; the tool section goes into the first system message (appended after its text) or,
+template's (a tokenizer's ``tool_use`` template, if it names one, for requests with tools); the tool section goes into the first system message (appended after its text) or,
 when there is none, becomes a new first system message.
 """
 from __future__ import annotations
@@ -94,44 +94,51 @@ class ChatRenderer:
 
     def __init__(self, tokenizer, chat_template: str | None = None):
         self.tokenizer = tokenizer
-        self.template: str | None = chat_template or _tokenizer_template(tokenizer)
-        src = self.template or ""
+        default, tool_use = _tokenizer_templates(tokenizer)
+        #: the template of requests without tools, and of requests with tools
+        self.template: str | None = chat_template or default
+        self.tool_template: str | None = chat_template or tool_use or default
         #: whether assistant ``tool_calls`` can be passed structured (else rendered as text)
-        self.knows_tool_calls = "tool_calls" in src
-        #: whether tools need ``TOOL_PROMPT`` because the template does not show them
-        self.ignores_tools = bool(src) and not self._renders_probe_tool()
+        self.knows_tool_calls = "tool_calls" in (self.tool_template or "")
+        #: whether tools need the tool section because the template does not show them
+        self.ignores_tools = bool(self.tool_template) and not self._renders_probe_tool()
 
     def _renders_probe_tool(self) -> bool:
         try:
-            text = self._apply(_PROBE_CONVERSATION, _PROBE_TOOLS, True)
+            text = self._apply(self.tool_template, _PROBE_CONVERSATION, _PROBE_TOOLS, True)
         except (jinja2.TemplateError, TypeError, ValueError, KeyError):
             # The template rejects the probe (it wants a system message first...): do not
             # second-guess it; the real render will show the template's own error if any.
             return True
         return _PROBE_TOOL_NAME in text
 
-    def _apply(self, conversation: list[dict], tools: list[dict] | None,
+    def _apply(self, template: str, conversation: list[dict], tools: list[dict] | None,
                add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
             conversation, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
-            chat_template=self.template)
+            chat_template=template)
 
     def render(self, conversation: Sequence[dict], tools: list[dict] | None = None,
                add_generation_prompt: bool = True) -> str:
         """The prompt text. Raises ``InvalidRequestError`` when there is no template;
         ``jinja2.TemplateError`` from the template itself (the caller words it)."""
-        if not self.template:
+        if not self.template or not self.tool_template:
             raise InvalidRequestError("this model's tokenizer has no chat template: pass a chat "
                                       "template (--chat-template / chat_template=) or use "
                                       "plain completions")
         conv = list(conversation)
-        if tools and self.ignores_tools:
-            conv, tools = with_tool_prompt(conv, tools), None
-        return self._apply(conv, tools or None, add_generation_prompt)
+        if not tools:
+            return self._apply(self.template, conv, None, add_generation_prompt)
+        if self.ignores_tools:
+            return self._apply(self.tool_template, with_tool_prompt(conv, tools), None,
+                               add_generation_prompt)
+        return self._apply(self.tool_template, conv, tools, add_generation_prompt)
 
 
-def _tokenizer_template(tokenizer) -> str | None:
+def _tokenizer_templates(tokenizer) -> tuple[str | None, str | None]:
+    """(default, tool_use) templates: a tokenizer may name several, as Hugging Face's
+    ``{"default": ..., "tool_use": ...}``, where requests with tools take ``tool_use``."""
     t = getattr(tokenizer, "chat_template", None)
-    if isinstance(t, dict):          # named templates: HF uses "default" (and "tool_use")
-        t = t.get("tool_use") or t.get("default")
-    return t or None
+    if isinstance(t, dict):
+        return t.get("default") or None, t.get("tool_use") or None
+    return t or None, None

@@ -53,6 +53,17 @@ def test_detection_and_the_tool_section():
     assert not picky.ignores_tools
 
 
+def test_named_templates_tool_use_for_requests_with_tools():
+    tok = make_byte_tokenizer()
+    tok.chat_template = {"default": "{% for m in messages %}D:{{ m.content }}{% endfor %}",
+                         "tool_use": RENDERS_TOOLS}
+    r = ChatRenderer(tok)
+    assert not r.ignores_tools
+    assert r.render(CONV) == "D:hi"
+    assert r.render(CONV, TOOLS) == f"<tool>{json.dumps(TOOLS[0])}</tool><user>hi"
+    assert ChatRenderer(tok, "{{ messages[0].content }}").render(CONV, TOOLS).startswith("# Tools")
+
+
 def test_with_tool_prompt_keeps_the_conversation():
     conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     out = with_tool_prompt(conv, TOOLS)
