@@ -6,14 +6,15 @@ Many small chat models (the default SmolLM2 among them) ship a template that nev
 the model could not know the tools exist. ``ChatRenderer`` detects such a template once (it
 renders a probe conversation with one probe tool: if the tool's name is not in the text, the
 template ignores tools) and then puts the tools in the prompt itself, as a Hermes-style system
-section (``TOOL_PROMPT``): the tool schemas as JSON inside ``<tools></tools>`` and the request
+section (``tool_prompt``): the tool schemas as JSON inside ``<tools></tools>`` and the request
 to answer with ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``, the form the server
 parses back into OpenAI ``tool_calls`` (``continuum.kv_ttl.tool_parser``). Templates that do
 render tools are used unchanged.
 
 Invariants: with no tools, or with a template that renders them, the prompt is exactly the
-template's (a tokenizer's ``tool_use`` template, if it names one, for requests with tools); the tool section goes into the first system message (appended after its text) or,
-when there is none, becomes a new first system message.
+template's (a tokenizer's named ``tool_use`` template, if any, for requests with tools); the
+tool section goes into the first system message (appended after its text) or, when there is
+none, becomes a new first system message.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ class ChatRenderer:
         #: the template of requests without tools, and of requests with tools
         self.template: str | None = chat_template or default
         self.tool_template: str | None = chat_template or tool_use or default
-        #: whether assistant ``tool_calls`` can be passed structured (else rendered as text)
+        #: whether assistant ``tool_calls`` can be passed structured (else rendered as text;
+        #: judged on the tool template, which conversations carrying calls normally use)
         self.knows_tool_calls = "tool_calls" in (self.tool_template or "")
         #: whether tools need the tool section because the template does not show them
         self.ignores_tools = bool(self.tool_template) and not self._renders_probe_tool()
