@@ -1,7 +1,12 @@
-"""The ``continuum`` command line."""
+"""The ``continuum`` command line.
+
+Every subcommand's ``--help`` shows each option's default (``DefaultsHelpFormatter``); an option
+whose default is None says in its help text what happens without it.
+"""
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
 DEFAULT_QUESTIONS = [
@@ -11,33 +16,75 @@ DEFAULT_QUESTIONS = [
 ]
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, minus the noise: appends
+    ``(default: X)`` to every option that has a default, except None (the help text then says
+    what happens without the option) and help that already names ``%(default)s``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").strip()
+        if "%(default)" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            text = f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+        return text
+
+    def _format_action(self, action: argparse.Action) -> str:
+        # argparse prints no help column for an action without help: give one that has a
+        # default a help of its own, so that the default still shows
+        if not action.help and action.default not in (None, argparse.SUPPRESS):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers (ours and continuum/bench's) get the defaults formatter too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--model", default=None,
                    help="local HF dir, .gguf file, 'random[:preset]'; default: embedded SmolLM2-135M-Instruct")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    g.add_argument("--device", default="auto")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-model-len", type=int, default=None)
-    g.add_argument("--kv-cache-memory", default=None, help="KV cache size, e.g. 2GiB")
-    g.add_argument("--block-size", type=int, default=16)
-    g.add_argument("--max-num-seqs", type=int, default=128)
-    g.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights and activations; auto: bfloat16 on CUDA and on CPUs with fast "
+                        "bf16 matmuls, else float32")
+    g.add_argument("--device", default="auto",
+                   help="torch device (cpu, cuda, cuda:1...); auto: cuda when available, else cpu")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of random-weight models ('random[:preset]'); `continuum chat` "
+                        "also seeds its sampling with it")
+    g.add_argument("--max-model-len", type=int, default=None,
+                   help="longest prompt + output in tokens; default: the model's context length")
+    g.add_argument("--kv-cache-memory", default=None,
+                   help="KV cache size, e.g. 2GiB; default: on CUDA what is left of 90%% of the "
+                        "GPU's memory after the weights, 2GiB on CPU")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block")
+    g.add_argument("--max-num-seqs", type=int, default=128,
+                   help="most requests running in one batch")
+    g.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                   help="most tokens (prefill chunks + decodes) in one engine step")
     g.add_argument("--scheduling-policy", default="continuum+",
                    choices=["continuum", "continuum+", "vllm", "program-fcfs", "fixed-ttl", "autellix",
                             "infercept"],
                    help="see docs/scheduling.md")
-    g.add_argument("--no-prefix-caching", action="store_true")
+    g.add_argument("--no-prefix-caching", action="store_true",
+                   help="turn the prefix cache off (every prompt is computed in full)")
     g.add_argument("--host-kv-cache-memory", default=None,
-                   help="host-memory KV tier (CPU offload), e.g. 8GiB; default off")
+                   help="host-memory KV tier (CPU offload), e.g. 8GiB; default: off")
     g.add_argument("--pin-budget-fraction", type=float, default=0.5,
                    help="fraction of KV blocks that TTL pins may hold")
     g.add_argument("--program-idle-timeout", type=float, default=600.0,
                    help="seconds before an idle agent program is forgotten")
     g.add_argument("--fixed-ttl", type=float, default=2.0, help="fixed-ttl policy: TTL in seconds")
-    g.add_argument("--autellix-num-queues", type=int, default=7)
-    g.add_argument("--autellix-base-quantum", type=int, default=1, help="decode steps of queue 0")
-    g.add_argument("--autellix-beta", type=float, default=8.0, help="anti-starvation ratio")
+    g.add_argument("--autellix-num-queues", type=int, default=7,
+                   help="autellix policy: number of priority queues (K)")
+    g.add_argument("--autellix-base-quantum", type=int, default=1, help="autellix policy: decode steps of queue 0")
+    g.add_argument("--autellix-beta", type=float, default=8.0, help="autellix policy: anti-starvation ratio")
     g.add_argument("--admission-target", type=float, default=1.0,
                    help="continuum+: the active programs' estimated peak KV / KV blocks at which "
                         "new programs wait (> 1 overbooks)")
@@ -78,11 +125,18 @@ def add_serve_parser(sub) -> None:
                    help="model (same as --model): HF dir, .gguf, 'random[:preset]'; default SmolLM2")
     add_engine_args(s)
     g = s.add_argument_group("server")
-    g.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--host", default="127.0.0.1",
+                   help="bind address (loopback only unless you ask)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     g.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on /v1 and /debug (default: env CONTINUUM_API_KEY)")
-    g.add_argument("--served-model-name", default=None, help="the model id clients send (default: MODEL)")
+                   help="require 'Authorization: Bearer KEY' on /v1 and /debug; default: env "
+                        "CONTINUUM_API_KEY, else no key")
+    g.add_argument("--served-model-name", default=None,
+                   help="the model id clients send; default: MODEL as given (or SmolLM2-135M-Instruct)")
+    g.add_argument("--chat-template", default=None, metavar="FILE_OR_JINJA",
+                   help="chat template for /v1/chat/completions: a Jinja file or the Jinja text "
+                        "itself; default: the tokenizer's. Either way, a template that ignores "
+                        "`tools` gets them as a Hermes-style system section (docs/server.md)")
     g.add_argument("--max-waiting-requests", type=int, default=1024,
                    help="requests waiting for admission before new ones get 503 + Retry-After")
     g.add_argument("--max-request-body", default="16MiB", help="largest request body (413 above)")
@@ -91,15 +145,16 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--enable-debug-endpoints", action="store_true",
                    help="expose GET /debug/kv (KV integrity check + engine stats) and, with Ray "
                         "replicas, GET/POST /debug/replicas")
-    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server and uvicorn log level")
     d = s.add_argument_group("distributed (Ray replicas; see docs/distributed.md)")
     d.add_argument("--replicas", "--data-parallel-size", dest="replicas", type=int, default=1,
                    help="engine replicas as Ray actors (one GPU each when GPUs exist)")
     d.add_argument("--ray-address", default=None,
                    help="existing Ray cluster ('auto' or host:port); default: start a local one")
     d.add_argument("--ray-node-ip", default="127.0.0.1",
-                   help="the IP a locally started Ray head advertises (default 127.0.0.1: Ray "
-                        "listens on loopback only; any other address makes Ray listen on every "
+                   help="the IP a locally started Ray head advertises (127.0.0.1: Ray listens "
+                        "on loopback only; any other address makes Ray listen on every "
                         "interface, e.g. to let other nodes join)")
     d.add_argument("--max-replicas", type=int, default=None,
                    help="most replicas alive at once, a cap on POST /debug/replicas "
@@ -124,9 +179,11 @@ def cmd_serve(a: argparse.Namespace) -> int:
         print("continuum: error: --max-waiting-requests must be >= 1", file=sys.stderr)
         return 2
     name = a.served_model_name or a.model or "SmolLM2-135M-Instruct"
+    from continuum.entrypoints.chat_utils import load_chat_template
     opts = ServerOptions(model_name=name, api_key=a.api_key or os.environ.get("CONTINUUM_API_KEY") or None,
                          max_body_bytes=parse_bytes(a.max_request_body),
-                         shutdown_timeout=a.shutdown_timeout, debug_endpoints=a.enable_debug_endpoints)
+                         shutdown_timeout=a.shutdown_timeout, debug_endpoints=a.enable_debug_endpoints,
+                         chat_template=load_chat_template(a.chat_template))
     if a.replicas != 1 or a.ray_address:
         from continuum.distributed.server import run_distributed_server
         run_distributed_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests,
@@ -138,21 +195,25 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="continuum", description="An LLM inference engine for agent workloads.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="continuum", description="An LLM inference engine for agent workloads.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     c = sub.add_parser("chat", help="offline chat: answer questions with the model and print them")
     add_engine_args(c)
     c.add_argument("prompt", nargs="*", help="questions (default: three built-in ones)")
-    c.add_argument("--temperature", type=float, default=0.0)
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--max-tokens", type=int, default=128)
+    c.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    c.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    c.add_argument("--max-tokens", type=int, default=128, help="most tokens generated per answer")
     c.set_defaults(func=cmd_chat)
     # bench, bench-trace, profile: flags and commands live in continuum/bench/cli_bench.py
     from continuum.bench.cli_bench import add_bench_parsers
     add_bench_parsers(sub, add_engine_args, engine_kwargs)
     add_serve_parser(sub)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     from continuum.errors import ContinuumError
     try:
         return a.func(a)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jinja2
 from tqdm.auto import tqdm
 
 from continuum.config import EngineArgs
 from continuum.engine.engine import LLMEngine
+from continuum.entrypoints.chat_utils import ChatRenderer, load_chat_template
 from continuum.errors import InvalidRequestError
 from continuum.outputs import RequestOutput
 from continuum.progress import ensure_visible
@@ -23,11 +25,18 @@ class LLM:
     ``.gguf`` file, ``"random"`` / ``"random:<preset>"`` (seeded random weights, byte-level
     tokenizer), or None for the embedded default (SmolLM2-135M-Instruct). Keyword arguments
     are ``EngineArgs`` fields (``kv_cache_memory="2GiB"``, ``max_num_seqs``, ``dtype``...).
+    ``chat_template``: the template ``chat()`` uses, a path to a Jinja file or the Jinja text
+    (default: the tokenizer's); as in vLLM, ``chat(chat_template=...)`` overrides it per call.
+    A template that ignores ``tools`` gets them as a Hermes-style system section
+    (``continuum.entrypoints.chat_utils``); parse the answer with
+    ``continuum.kv_ttl.tool_parser.parse_tool_calls``.
     """
 
-    def __init__(self, model: str | None = None, **kwargs):
+    def __init__(self, model: str | None = None, chat_template: str | None = None, **kwargs):
+        template = load_chat_template(chat_template)       # a bad path fails before the load
         ensure_visible()     # start-up progress on stderr unless the application set up logging
         self.engine = LLMEngine(EngineArgs.from_kwargs(model=model, **kwargs))
+        self._renderer = ChatRenderer(self.engine.tokenizer, template)
 
     def get_tokenizer(self):
         return self.engine.tokenizer
@@ -57,27 +66,37 @@ class LLM:
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
              use_tqdm: bool = True, add_generation_prompt: bool = True,
              tools: list[dict] | None = None, chat_template: str | None = None) -> list[RequestOutput]:
-        """Apply the tokenizer's chat template to one conversation (a list of messages) or
-        several, then generate."""
+        """Apply the chat template to one conversation (a list of messages) or several, then
+        generate. ``chat_template`` (a Jinja file or text) overrides ``LLM(chat_template=)``."""
         if messages and isinstance(messages[0], dict):
             messages = [messages]
-        prompts = [self.apply_chat_template(conv, add_generation_prompt, tools, chat_template)
-                   for conv in messages]
+        renderer = self._renderer_for(chat_template)
+        prompts = [self._render(renderer, conv, add_generation_prompt, tools) for conv in messages]
         return self.generate(prompts, sampling_params, use_tqdm)
 
     def apply_chat_template(self, conversation: Sequence[Message], add_generation_prompt: bool = True,
                             tools: list[dict] | None = None, chat_template: str | None = None) -> list[int]:
-        tok = self.engine.tokenizer
-        if chat_template is None and not getattr(tok, "chat_template", None):
-            raise InvalidRequestError("this model's tokenizer has no chat template; pass chat_template=")
+        """The prompt token ids of one conversation (see ``chat``)."""
+        return self._render(self._renderer_for(chat_template), conversation,
+                            add_generation_prompt, tools)
+
+    def _renderer_for(self, chat_template: str | None) -> ChatRenderer:
+        if chat_template is None:
+            return self._renderer
+        return ChatRenderer(self.engine.tokenizer, load_chat_template(chat_template))
+
+    @staticmethod
+    def _render(renderer: ChatRenderer, conversation: Sequence[Message], add_generation_prompt: bool,
+                tools: list[dict] | None) -> list[int]:
         for m in conversation:
             if not isinstance(m, dict) or "role" not in m:
                 raise InvalidRequestError(f"each message needs a 'role' (and 'content'), got {m!r}")
-        text = tok.apply_chat_template(list(conversation), tools=tools, tokenize=False,
-                                       add_generation_prompt=add_generation_prompt,
-                                       chat_template=chat_template)
+        try:
+            text = renderer.render(list(conversation), tools, add_generation_prompt)
+        except jinja2.TemplateError as e:           # includes the template's raise_exception()
+            raise InvalidRequestError(f"the chat template rejected the conversation: {e}") from None
         # The template already wrote the special tokens (BOS etc.): do not add them twice.
-        return tok.encode(text, add_special_tokens=False)
+        return renderer.tokenizer.encode(text, add_special_tokens=False)
 
     def _run(self, prompts: list[Prompt], params: list[SamplingParams],
              use_tqdm: bool) -> list[RequestOutput]:

@@ -53,3 +53,9 @@ class RequestOutput:
     metrics: RequestMetrics
     num_cached_tokens: int = 0                  # prompt tokens served from the prefix cache
     error: str | None = None                    # why the engine failed this request (finish_reason "error")
+    # On the finished output of a completed turn: the tool the scheduler saw it call (client
+    # hint or parsed; None: the program ends here), and why its KV was or was not pinned
+    # (``continuum.scheduler.policy.PIN_DECISIONS``) with the pin's TTL in seconds.
+    tool_name: str | None = None
+    pin_decision: str | None = None
+    pin_ttl: float = 0.0

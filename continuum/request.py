@@ -86,6 +86,10 @@ class Request:
         # tool this turn called (client hint, else parsed from the output at finish); None
         # after finish means the program ended with this turn.
         self.tool_name: str | None = None
+        # why its KV was or was not pinned at finish (a scheduler.policy.PIN_DECISIONS key;
+        # None until a completed finish) and the TTL of its pin
+        self.pin_decision: str | None = None
+        self.pin_ttl: float = 0.0
         # timestamps (scheduler clock)
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

@@ -334,8 +334,11 @@ class LLMEngine:
             delta_text=delta, delta_token_ids=[tok])
         metrics = RequestMetrics(req.arrival_time, req.first_scheduled_time, req.first_token_time,
                                  req.finished_time, req.queued_time, req.num_preemptions)
-        return RequestOutput(req.request_id, state.prompt, req.prompt_token_ids, [comp], finished,
-                             metrics, max(req.num_cached_tokens, 0))
+        out = RequestOutput(req.request_id, state.prompt, req.prompt_token_ids, [comp], finished,
+                            metrics, max(req.num_cached_tokens, 0))
+        if finished:
+            out.tool_name, out.pin_decision, out.pin_ttl = req.tool_name, req.pin_decision, req.pin_ttl
+        return out
 
     def stats(self) -> dict[str, float]:
         """Flat counters and gauges for reports and /metrics (names are stable, snake_case;
@@ -377,6 +380,7 @@ class LLMEngine:
             "pin_ttl_eta": sch.agents.ctx.eta.value,
             "tool_durations_seen_total": sch.agents.ctx.predictor.total_seen,
             **st.ttl_histogram(),
+            **st.pin_decision_counts(),
             "programs_tracked": len(sch.agents.programs),
             "programs_forgotten_total": sch.agents.programs.num_forgotten,
             "tools_tracked": len(sch.agents.ctx.predictor.per_tool),

@@ -15,7 +15,8 @@ The scheduler core calls these hooks; every rule about programs and pins lives h
   sample of T (the queueing delay of a request whose KV had been evicted).
 - ``on_finish(req, status, now)``: resolve the tool (client hint, else parsed from the
   output); if the program continues, ask the policy (free | pin(ttl) | swap), honouring the
-  pin budget; if it ends, record its turn count for eta.
+  pin budget; if it ends, record its turn count for eta. Every completed turn gets one pin
+  decision (``policy.PIN_DECISIONS``): counted in the stats, kept in ``req.pin_decision``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ from continuum.kv_ttl.programs import ProgramTable
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
 from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.policy import FREE, Policy, PolicyContext
+from continuum.scheduler.policy import (FREE, LAST_STEP, NO_PROGRAM, NO_TOOL_CALL, NOTHING_TO_PIN,
+                                       OVER_BUDGET, PINNED, POLICY_NEVER_PINS, SWAPPED, Policy,
+                                       PolicyContext)
 from continuum.scheduler.stats import SchedulerStats
 
 
@@ -144,11 +147,16 @@ class AgentState:
         continues = continues and req.tool_name is not None
         action = self.policy.on_finish(req, now) if continues else FREE
         if action.kind == "pin":
-            self._pin(req, action.ttl, now, rec)
+            decision = self._pin(req, action.ttl, now, rec)
         else:
             if action.kind == "swap":
                 self.kv.swap_out(self.kv.req_to_blocks.get(req.request_id, []))
             self.kv.free(req)
+            decision = (action.reason or (SWAPPED if action.kind == "swap" else POLICY_NEVER_PINS)
+                        if continues else self._why_not_continuing(req, status))
+        if decision is not None:
+            req.pin_decision = decision
+            self.stats.pin_decisions[decision] += 1
         if rec is None:
             return
         rec.num_live -= 1
@@ -172,7 +180,18 @@ class AgentState:
                 self._release(req.program_id)
                 self.stats.pins_dropped_program_end += 1
 
-    def _pin(self, req: Request, ttl: float, now: float, rec) -> None:
+    @staticmethod
+    def _why_not_continuing(req: Request, status: RequestStatus) -> str | None:
+        """The pin decision of a turn after which no tool call is expected (None: the turn
+        was aborted or failed, and decides nothing)."""
+        if not status.completed:
+            return None
+        if req.agent.program_id is None:
+            return NO_PROGRAM
+        return LAST_STEP if req.agent.is_last_step else NO_TOOL_CALL
+
+    def _pin(self, req: Request, ttl: float, now: float, rec) -> str:
+        """Pin the turn's blocks for ``ttl``; returns the pin decision (``PINNED``, or why not)."""
         pid = req.program_id
         if pid in self.pins:                 # a newer turn replaces an older pin
             self._release(pid)
@@ -180,7 +199,7 @@ class AgentState:
         if n == 0 or not self.pins.fits(n):
             self.stats.pins_rejected += n > 0
             self.kv.free(req)
-            return
+            return OVER_BUDGET if n > 0 else NOTHING_TO_PIN
         block_ids = self.kv.pin_blocks(req, Pin.key_of(pid))
         self.pins.add(pid, req.request_id, block_ids, now, ttl,
                       rec.first_arrival if rec is not None else req.arrival_time)
@@ -188,6 +207,8 @@ class AgentState:
             rec.pinned = True
         self.stats.pins_made += 1
         self.stats.observe_ttl(ttl)
+        req.pin_ttl = ttl
+        return PINNED
 
     def check_integrity(self) -> None:
         """Pin table == the KV manager's pin holders; program records count exactly the

@@ -5,7 +5,8 @@ The scheduler core asks a policy:
 - ``victim_key(req)``: running order (largest is preempted first);
 - ``on_finish(req, now)``: what to do with the KV of a turn whose program continues with a
   tool call: ``FREE``, ``pin(ttl)`` (keep it referenced; ``math.inf`` = until a rule
-  releases it) or ``SWAP`` (copy it to the host tier, then free);
+  releases it) or ``SWAP`` (copy it to the host tier, then free); a free says why in
+  ``reason`` (``PIN_DECISIONS``; none: the policy never pins);
 - ``on_step(now)``: called at the top of every ``schedule()``; may return decisions for
   pinned programs (``(program_id, FREE | SWAP)``): InferCept's per-step re-evaluation, and
   Autellix's service accounting.
@@ -38,18 +39,60 @@ if TYPE_CHECKING:
     from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 
 
+# Why a finished turn's KV was or was not pinned: one decision per turn that finished by a
+# stop condition or a length limit (aborted and failed turns decide nothing). The engine
+# counts them (``stats()["pin_decisions_<reason>_total"]``, on /metrics) and reports each
+# turn's in ``RequestOutput.pin_decision``, so a user can see why nothing was pinned.
+PINNED = "pinned"
+NO_PROGRAM = "no_program"
+LAST_STEP = "last_step"
+NO_TOOL_CALL = "no_tool_call"
+POLICY_NEVER_PINS = "policy_never_pins"
+COLD_START = "cold_start"
+RELOAD_CHEAP = "reload_cheap"
+CACHE_SURVIVES = "cache_survives"
+LOW_DUTY = "low_duty"
+TOOL_TOO_SLOW = "tool_too_slow"
+SWAPPED = "swapped"
+OVER_BUDGET = "over_budget"
+NOTHING_TO_PIN = "nothing_to_pin"
+PIN_DECISIONS: dict[str, str] = {
+    PINNED: "the KV was pinned for a TTL",
+    NO_PROGRAM: "the request has no program id (a program of one turn)",
+    LAST_STEP: "the turn said is_last_step: the program ends",
+    NO_TOOL_CALL: "no tool_name was given and none was found in the output",
+    POLICY_NEVER_PINS: "the scheduling policy never pins (vllm, program-fcfs, autellix)",
+    COLD_START: "fewer than 100 tool durations seen yet, and the cold-start TTL "
+                "ln(T + reload time) is 0 because T + reload time <= 1 s",
+    RELOAD_CHEAP: "the tool's duration history gives TTL 0: recomputing the context is "
+                  "cheaper than the memory a pin would hold",
+    CACHE_SURVIVES: "continuum+: the prefix cache keeps the KV past the TTL without a pin",
+    LOW_DUTY: "continuum+: the program computes under a tenth of the time (a person chatting)",
+    TOOL_TOO_SLOW: "fixed-ttl: the tool's mean duration exceeds the fixed TTL",
+    SWAPPED: "the policy copied the KV to the host tier instead",
+    OVER_BUDGET: "a pin would exceed the pin budget (--pin-budget-fraction)",
+    NOTHING_TO_PIN: "the turn holds no full KV block to pin",
+}
+
+
 @dataclass(frozen=True)
 class FinishAction:
     kind: str                 # "free" | "pin" | "swap"
     ttl: float = 0.0          # seconds, for "pin"
+    reason: str = ""          # a PIN_DECISIONS key when the policy chose not to pin
 
 
 FREE = FinishAction("free")
 SWAP = FinishAction("swap")
 
 
-def pin(ttl: float) -> FinishAction:
-    return FinishAction("pin", ttl) if ttl > 0 else FREE
+def pin(ttl: float, why_not: str = RELOAD_CHEAP) -> FinishAction:
+    """Pin for ``ttl`` seconds; a TTL of 0 frees, for the reason ``why_not``."""
+    return FinishAction("pin", ttl) if ttl > 0 else FinishAction("free", 0.0, why_not)
+
+
+def free_because(reason: str) -> FinishAction:
+    return FinishAction("free", 0.0, reason)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class ServerOptions:
     max_body_bytes: int = 16 * 2**20
     shutdown_timeout: float = 10.0
     debug_endpoints: bool = False
+    chat_template: str | None = None     # Jinja text (already loaded); None: the tokenizer's
 
 
 def _integrity(engine) -> dict:
@@ -65,7 +66,7 @@ def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     app.add_middleware(GuardMiddleware, metrics=metrics, api_key=opts.api_key,
                        max_body_bytes=opts.max_body_bytes)
     completions = OpenAIServingCompletion(engine, opts.model_name, metrics)
-    chat = OpenAIServingChat(engine, opts.model_name, metrics)
+    chat = OpenAIServingChat(engine, opts.model_name, metrics, opts.chat_template)
     created = int(time.time())
 
     @app.post("/v1/completions")

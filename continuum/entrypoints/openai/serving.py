@@ -20,6 +20,7 @@ from continuum.entrypoints.openai.protocol import SamplingRequest
 from continuum.errors import PromptTooLongError
 from continuum.outputs import CompletionOutput, RequestOutput
 from continuum.request import AgentInfo
+from continuum.scheduler.policy import NO_PROGRAM
 from continuum.sampling_params import SamplingParams
 
 
@@ -30,10 +31,18 @@ def sse(obj: Any) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+          final: RequestOutput | None = None) -> dict:
+    """OpenAI's usage object; for a turn of an agent program (``final`` decided a pin other
+    than ``no_program``) plus ``continuum``: the tool the scheduler saw the turn call and why
+    its KV was or was not pinned (docs/agent-api.md)."""
+    d = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+         "total_tokens": prompt_tokens + completion_tokens,
+         "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    if final is not None and final.pin_decision not in (None, NO_PROGRAM):
+        d["continuum"] = {"tool_name": final.tool_name, "pin_decision": final.pin_decision,
+                          "pin_ttl_seconds": final.pin_ttl}
+    return d
 
 
 class Tracker:

@@ -4,6 +4,10 @@ Assistant turns that carry ``tool_calls`` are rendered for the template: as stru
 ``tool_calls`` (arguments as objects) when the template mentions them, else as Hermes
 ``<tool_call>{json}</tool_call>`` text appended to the content, so the model sees its own calls
 and a program's next turn shares the longest possible prefix with the previous one.
+
+The template is the tokenizer's, or ``--chat-template``'s; one that ignores ``tools`` gets them
+as a generic Hermes-style system section (``continuum/entrypoints/chat_utils.py``), so the model
+sees the tools and its ``<tool_call>`` answers come back as ``tool_calls``.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from continuum.engine.async_engine import RequestStream
+from continuum.entrypoints.chat_utils import ChatRenderer
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import (MAX_JSON_DEPTH, ChatCompletionRequest,
                                                    ChatMessage, nested_deeper_than)
@@ -72,21 +77,31 @@ def _message(m: ChatMessage, template_knows_tool_calls: bool) -> dict:
 
 
 class OpenAIServingChat(OpenAIServing):
+    def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None):
+        super().__init__(engine, model_name, metrics)
+        self._template_override = chat_template
+        self._renderer: ChatRenderer | None = None
+
+    @property
+    def renderer(self) -> ChatRenderer:
+        """Built on first use (it renders a probe conversation through the template)."""
+        if self._renderer is None:
+            self._renderer = ChatRenderer(self.engine.tokenizer, self._template_override)
+        return self._renderer
+
     def render(self, req: ChatCompletionRequest) -> list[int]:
-        tok = self.engine.tokenizer
-        template = getattr(tok, "chat_template", None)
-        if not template:
-            raise bad_request("this model's tokenizer has no chat template: use /v1/completions")
-        knows = "tool_calls" in (template if isinstance(template, str) else json.dumps(template))
-        conv = [_message(m, knows) for m in req.messages]
+        r = self.renderer
+        if not r.template:
+            raise bad_request("this model's tokenizer has no chat template: start the server "
+                              "with --chat-template, or use /v1/completions")
+        conv = [_message(m, r.knows_tool_calls) for m in req.messages]
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
         try:
-            text = tok.apply_chat_template(conv, tools=tools, tokenize=False,
-                                           add_generation_prompt=req.add_generation_prompt)
+            text = r.render(conv, tools, req.add_generation_prompt)
         except jinja2.TemplateError as e:        # includes the template's raise_exception()
             raise bad_request(f"the chat template rejected the messages: {e}", "messages") from None
         # the template wrote the special tokens (BOS...): do not add them twice
-        return tok.encode(check_text(text, "the messages or tools"), add_special_tokens=False)
+        return r.tokenizer.encode(check_text(text, "the messages or tools"), add_special_tokens=False)
 
     async def create(self, req: ChatCompletionRequest, raw: Request):
         req.unsupported()
@@ -125,7 +140,8 @@ class OpenAIServingChat(OpenAIServing):
                   "logprobs": chat_logprobs(c, 0, req.top_logprobs or 0) if req.logprobs else None}
         return {"id": rid, "object": "chat.completion", "created": created,
                 "model": self.model_name, "choices": [choice],
-                "usage": usage(len(final.prompt_token_ids), len(c.token_ids), final.num_cached_tokens)}
+                "usage": usage(len(final.prompt_token_ids), len(c.token_ids), final.num_cached_tokens,
+                               final)}
 
     async def _stream(self, req: ChatCompletionRequest, rid: str, created: int,
                       stream: RequestStream) -> AsyncIterator[str]:
@@ -170,7 +186,7 @@ class OpenAIServingChat(OpenAIServing):
                     yield chunk(delta, finish, lp)
                 if out.finished and req.include_usage:
                     yield sse({**head, "choices": [], "usage": usage(
-                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens)})
+                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens, out)})
         finally:
             stream.close()
             tracker.close()

@@ -89,13 +89,14 @@ class OpenAIServingCompletion(OpenAIServing):
             n_out += len(c.token_ids)
             n_cached += out.num_cached_tokens
         return {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
-                "choices": choices, "usage": usage(n_prompt, n_out, n_cached)}
+                "choices": choices, "usage": usage(n_prompt, n_out, n_cached, finals[0])}
 
     async def _stream(self, req, rid, created, streams) -> AsyncIterator[str]:
         head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
         seen = [0] * len(streams)          # tokens already sent, per choice
         offs = [0] * len(streams)          # text already sent, per choice (logprob offsets)
         totals = [0, 0, 0]
+        first_final: RequestOutput | None = None    # choice 0's: its pin decision goes in usage
         prompt_sent: set[int] = set()
         trackers = [Tracker(self.metrics, "completions") for _ in streams]
         try:
@@ -115,6 +116,7 @@ class OpenAIServingCompletion(OpenAIServing):
                 # token outside the tokenizer's vocabulary): clients count and time tokens
                 yield sse({**head, "choices": [choice]})
                 if out.finished:
+                    first_final = out if i == 0 else first_final
                     totals[0] += len(out.prompt_token_ids)
                     totals[1] += len(c.token_ids)
                     totals[2] += out.num_cached_tokens
@@ -122,4 +124,4 @@ class OpenAIServingCompletion(OpenAIServing):
             for t in trackers:
                 t.close()
         if req.include_usage:
-            yield sse({**head, "choices": [], "usage": usage(*totals)})
+            yield sse({**head, "choices": [], "usage": usage(*totals, first_final)})

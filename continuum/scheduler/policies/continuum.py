@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from continuum.kv_ttl.ttl import cold_start_ttl, solve_ttl
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.policy import FinishAction, Policy, pin
+from continuum.scheduler.policy import (COLD_START, RELOAD_CHEAP, FinishAction, Policy, free_because,
+                                       pin)
 
 
 class ContinuumPolicy(Policy):
@@ -41,4 +42,9 @@ class ContinuumPolicy(Policy):
         return solve_ttl(samples, t * ctx.eta.value + reload)
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
-        return pin(self.choose_ttl(req.tool_name, req.num_computed_tokens))
+        ttl = self.choose_ttl(req.tool_name, req.num_computed_tokens)
+        return pin(ttl) if ttl > 0 else free_because(self.why_no_ttl(req.tool_name, req.num_computed_tokens))
+
+    def why_no_ttl(self, tool: str | None, context_tokens: int) -> str:
+        """Why ``choose_ttl`` gave 0 (a ``PIN_DECISIONS`` key)."""
+        return COLD_START if self.ctx.predictor.samples(tool) is None else RELOAD_CHEAP

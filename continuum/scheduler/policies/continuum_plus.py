@@ -24,7 +24,8 @@ from continuum.kv_ttl.ttl import cold_start_ttl, solve_ttl
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.admission import AdmissionControl
 from continuum.scheduler.policies.continuum import ContinuumPolicy
-from continuum.scheduler.policy import FREE, FinishAction, pin
+from continuum.scheduler.policy import (CACHE_SURVIVES, COLD_START, LOW_DUTY, RELOAD_CHEAP, FinishAction,
+                                       free_because)
 
 
 class ContinuumPlusPolicy(ContinuumPolicy):
@@ -70,8 +71,19 @@ class ContinuumPlusPolicy(ContinuumPolicy):
     def on_finish(self, req: Request, now: float) -> FinishAction:
         self.door.on_finish(req, now)
         if req.program_record is not None and not req.program_record.kept:
-            return FREE                       # computes under 1/DUTY of the time: no pin
-        return pin(self.choose_ttl(req.tool_name, req.num_computed_tokens))
+            return free_because(LOW_DUTY)     # computes under 1/DUTY of the time: no pin
+        return super().on_finish(req, now)
+
+    def why_no_ttl(self, tool: str | None, context_tokens: int) -> str:
+        """Cold: the prior's TTL was 0, or no longer than the cache keeps the KV anyway.
+        Warm: no call outlasts the cache (so none can be won), or none pays for its memory."""
+        ctx = self.ctx
+        horizon = ctx.eviction.seconds
+        samples = ctx.predictor.samples(tool)
+        if samples is None:
+            tau = cold_start_ttl(ctx.queue_delay.value, ctx.reload_cost.seconds(context_tokens))
+            return CACHE_SURVIVES if tau > 0 else COLD_START
+        return CACHE_SURVIVES if samples[-1] <= horizon else RELOAD_CHEAP
 
     def choose_ttl(self, tool: str | None, context_tokens: int) -> float:
         """The TTL argmax over the calls the cache would not survive, memory priced by share

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from continuum.request import Request
 from continuum.scheduler.policies.program_fcfs import ProgramFCFSPolicy
-from continuum.scheduler.policy import FREE, FinishAction, pin
+from continuum.scheduler.policy import TOOL_TOO_SLOW, FinishAction, free_because, pin
 
 
 class FixedTTLPolicy(ProgramFCFSPolicy):
@@ -23,4 +23,4 @@ class FixedTTLPolicy(ProgramFCFSPolicy):
 
     def on_finish(self, req: Request, now: float) -> FinishAction:
         mean = self.ctx.predictor.mean(req.tool_name)
-        return pin(self.ttl) if mean is None or mean <= self.ttl else FREE
+        return pin(self.ttl) if mean is None or mean <= self.ttl else free_because(TOOL_TOO_SLOW)
