@@ -42,21 +42,24 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
                    help="output dir for results.json, report.md, PNGs (default: a fresh run folder, "
                         "benchmarks/runs/<UTC time>/ in a checkout, git-ignored, else ./continuum-runs/<UTC time>/; "
                         "--out benchmarks/results/main rewrites the recorded main job)")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CI)")
     add_engine_args(b)
     b.set_defaults(func=lambda a: _user_errors(cmd_bench, a, engine_kwargs))
 
     g = sub.add_parser("bench-trace", help="generate or convert program traces (JSONL)")
     g.add_argument("kind", choices=["swe", "bfcl", "coding-agent", "short-agent", "chat", "mix", "swe-smith",
-                                    "csv", "round-jsonl", "validate", "stats"])
+                                    "csv", "round-jsonl", "validate", "stats"],
+                   help="a generator (swe ... mix: seeded, no data needed), a converter (swe-smith, csv, "
+                        "round-jsonl: --input to read) or a check of a trace (validate, stats: --input)")
     g.add_argument("--input", help="swe-smith JSON / CSV / JSONL to read")
     g.add_argument("--time-unit", choices=["ms", "s"], default="ms",
                    help="csv: unit of arrival_time (default ms, as TraceLab's replay format defines it)")
-    g.add_argument("--output", help="JSONL to write")
-    g.add_argument("--num-programs", type=int, default=100)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--scale", type=float, default=1.0)
-    g.add_argument("--tool-time-scale", type=float, default=1.0)
+    g.add_argument("--output", help="JSONL to write (without it, only the trace's statistics are printed)")
+    g.add_argument("--num-programs", type=int, default=100, help="generators: programs to draw")
+    g.add_argument("--seed", type=int, default=0, help="generators: random seed (same seed, same trace)")
+    g.add_argument("--scale", type=float, default=1.0, help="generators: multiply every token count by this")
+    g.add_argument("--tool-time-scale", type=float, default=1.0,
+                   help="generators: multiply every tool duration by this")
     g.add_argument("--tokens-mode", choices=["sum", "final"], default="sum",
                    help="read tokens per program as the sum over turns (default) or the final context")
     g.add_argument("--tokenizer", default="default", help="swe-smith: default | byte | HF dir")
@@ -67,12 +70,14 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     p = sub.add_parser("profile", help="measure a cost-model profile of this machine with the real engine")
     add_engine_args(p)
     p.add_argument("--output", required=True, help="profile JSON to write (benchmarks/profiles/<name>.json)")
-    p.add_argument("--name", default="cpu")
-    p.add_argument("--prefill-new", default="16,64,256,512")
-    p.add_argument("--prefill-cached", default="0,512,1024")
-    p.add_argument("--decode-batch", default="1,2,4,8")
-    p.add_argument("--decode-ctx", default="128,512,1024")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--name", default="cpu", help="profile name written into the JSON (the sim's --profile)")
+    p.add_argument("--prefill-new", default="16,64,256,512",
+                   help="comma-separated new-token counts of the timed prefill chunks")
+    p.add_argument("--prefill-cached", default="0,512,1024",
+                   help="comma-separated cached-prefix lengths the prefill chunks run over")
+    p.add_argument("--decode-batch", default="1,2,4,8", help="comma-separated decode batch sizes to time")
+    p.add_argument("--decode-ctx", default="128,512,1024", help="comma-separated decode context lengths to time")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per point (the median is kept)")
     p.add_argument("--from-calibration", default=None, metavar="CALIB_JSON",
                    help="convert a ../shared/calibration file instead of measuring")
     p.add_argument("--device-memory", default="141e9", help="with --from-calibration: device bytes")

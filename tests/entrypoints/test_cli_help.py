@@ -8,11 +8,6 @@ import pytest
 
 from continuum.cli import build_parser, main
 
-# Flags of continuum/bench/cli_bench.py still without help text (that file is the bench
-# work's): the xfail is strict, so it fails (and must be removed) once they have it.
-BENCH_CMDS = {"bench", "bench-trace", "profile"}
-
-
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
     p = build_parser()
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
@@ -63,9 +58,7 @@ def test_help_shows_every_default(cmd):
     assert checked > 0
 
 
-@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason="continuum/bench/cli_bench.py flags without help text")) if c in BENCH_CMDS
-    else c for c in sorted(_subparsers())])
+@pytest.mark.parametrize("cmd", sorted(_subparsers()))
 def test_every_option_has_help_text(cmd):
     missing = [a.option_strings or [a.dest] for a in _options(_subparsers()[cmd])
                if not (a.help or "").strip()]
