@@ -19,7 +19,6 @@ from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_bloc
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
 from continuum.errors import ConfigError, InvalidRequestError, PromptTooLongError, check_text
-from continuum.layers.attention import select_backend
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
@@ -103,7 +102,6 @@ class LLMEngine:
         num_host_blocks = cc.host_kv_cache_memory // per_block
         self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
                                         num_host_blocks)
-        self.attention_backend = select_backend(self.device)
         self.num_packed_linears = pack_linears(model) if self.device.type == "cpu" else 0
         if mc.max_model_len and mc.max_model_len > self.loaded.max_model_len:
             # Positions past the model's rotary table have no embedding: refuse, as vLLM does.
@@ -117,11 +115,13 @@ class LLMEngine:
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
         self.runner = ModelRunner(model, cc.block_size, self.device)
+        self.attention_backend = self.runner.attention.name      # "cpu-kernel", "torch" or "cuda"
         if self.attention_backend == "cuda" and not getattr(args, "enforce_eager", False):
             # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
             # cache is bound, since graphs capture its addresses.
             from continuum.engine.cuda_graph import DecodeGraphRunner, GraphedModel
-            graphs = DecodeGraphRunner(model, cc.block_size, max_len, sc.max_num_seqs, self.device)
+            graphs = DecodeGraphRunner(model, cc.block_size, max_len, sc.max_num_seqs, self.device,
+                                       attention=self.runner.attention)
             graphs.capture()
             self.runner.model = GraphedModel(model, graphs)
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)

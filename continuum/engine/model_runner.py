@@ -9,13 +9,19 @@ from __future__ import annotations
 import torch
 
 from continuum.engine.sampler import Sampler, SamplingBatch, SamplerOutput
-from continuum.layers.attention import AttentionMetadata, set_forward_context
+from continuum.layers.attention import AttentionMetadata
+from continuum.layers.attention_backend import AttentionBackend, select_backend
 from continuum.scheduler.output import SchedulerOutput
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, block_size: int, device: torch.device):
+    def __init__(self, model: torch.nn.Module, block_size: int, device: torch.device,
+                 attention: AttentionBackend | None = None):
         self.model = model
+        # This runner's own attention backend (default: select_backend's pick for the device),
+        # bound to the model's layers; it gets each step's metadata in execute().
+        self.attention = attention or select_backend(device)
+        self.attention.bind(model)
         self.block_size = block_size
         self.device = device
         self.sampler = Sampler()
@@ -83,7 +89,7 @@ class ModelRunner:
         if out.is_empty:
             return [], []
         ids, pos, meta, rows = self.prepare(out)
-        with set_forward_context(meta):
+        with self.attention.step(meta):           # plan once; every layer reads it
             hidden = self.model(ids, pos)
         sampling = [s for s in out.scheduled if s.samples]
         if not sampling:

@@ -8,6 +8,7 @@ and the reason is logged once.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -29,7 +30,6 @@ def cache_dir() -> Path:
 def _cpu_tag() -> str:
     """The build uses -march=native: key the cache by the CPU's feature flags so a cache dir
     shared across machines never hands one CPU another's instructions."""
-    import hashlib
     import platform
     flags = platform.machine()
     try:
@@ -49,7 +49,10 @@ def load():
         from torch.utils.cpp_extension import load as jit_load
         if not _SRC.exists():
             raise FileNotFoundError(f"{_SRC} is missing (an install without csrc/)")
-        build = cache_dir() / f"continuum_cpu-{_cpu_tag()}"
+        # Keyed by the source too: checkouts with different kernels sharing one cache dir each
+        # keep their own build instead of rebuilding over one another.
+        src_tag = hashlib.sha1(_SRC.read_bytes()).hexdigest()[:8]
+        build = cache_dir() / f"continuum_cpu-{_cpu_tag()}-{src_tag}"
         with build_lock(build, "continuum_cpu", "the CPU attention kernel", "about a minute"):
             _module = jit_load(name="continuum_cpu", sources=[str(_SRC)], build_directory=str(build),
                                extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"],
