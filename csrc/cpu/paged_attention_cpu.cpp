@@ -329,6 +329,17 @@ void varlen_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
 
 }  // namespace
 
+// Every sequence's query_len lies in [0, seq_len] and (when max_tokens >= 0) its context fits
+// its block-table row, so no item reads outside the table or the rows it owns.
+static void check_lens(const int64_t* sl, const int64_t* qsl, int64_t S, int64_t max_tokens) {
+  for (int64_t i = 0; i < S; ++i) {
+    const int64_t ql = qsl[i + 1] - qsl[i];
+    TORCH_CHECK(ql >= 0 && ql <= sl[i], "sequence ", i, ": query_len ", ql, " must lie in [0, seq_len ", sl[i], "]");
+    TORCH_CHECK(max_tokens < 0 || sl[i] <= max_tokens, "sequence ", i, ": seq_len ", sl[i],
+                " exceeds its block table (", max_tokens, " tokens)");
+  }
+}
+
 // Work partition of one step (host tensors): rows (seq, kv_head, q0, nq), sorted by decreasing
 // cost (nq * g * visible keys). Query tiles of up to `max_q_tile` tokens, halved (down to 4)
 // while the step has fewer than 4 items per thread or its costliest item exceeds a
@@ -344,10 +355,7 @@ torch::Tensor varlen_plan(torch::Tensor seq_lens, torch::Tensor query_start_loc,
   const int64_t S = sl_t.numel();
   const int64_t* sl = sl_t.data_ptr<int64_t>();
   const int64_t* qsl = qsl_t.data_ptr<int64_t>();
-  for (int64_t i = 0; i < S; ++i) {
-    const int64_t ql = qsl[i + 1] - qsl[i];
-    TORCH_CHECK(ql >= 0 && ql <= sl[i], "sequence ", i, ": query_len ", ql, " must lie in [0, seq_len ", sl[i], "]");
-  }
+  check_lens(sl, qsl, S, -1);
   num_threads = std::max<int64_t>(num_threads, 1);
   auto cost = [&](int64_t i, int64_t q0, int64_t nq) {   // rows x visible keys (+ per-item overhead)
     return nq * group * (sl[i] - (qsl[i + 1] - qsl[i]) + q0 + nq) + 64;
@@ -410,7 +418,9 @@ torch::Tensor paged_attention_varlen(torch::Tensor q, torch::Tensor k_cache, tor
   TORCH_CHECK(k_cache.size(3) == D && H % Hkv == 0, "head sizes disagree");
   const int64_t S = seq_lens.numel();
   TORCH_CHECK(query_start_loc.numel() == S + 1 && block_tables.size(0) == S, "metadata sizes disagree");
-  TORCH_CHECK(query_start_loc[S].item<int64_t>() <= T, "query_start_loc runs past q");
+  TORCH_CHECK(query_start_loc.data_ptr<int64_t>()[0] == 0 && query_start_loc.data_ptr<int64_t>()[S] <= T,
+              "query_start_loc must start at 0 and end within q");
+  check_lens(seq_lens.data_ptr<int64_t>(), query_start_loc.data_ptr<int64_t>(), S, block_tables.size(1) * bs);
   const int64_t g = H / Hkv;
   const int64_t nthreads = at::get_num_threads();
   torch::Tensor work = work_opt.has_value() ? work_opt->contiguous()
@@ -418,10 +428,14 @@ torch::Tensor paged_attention_varlen(torch::Tensor q, torch::Tensor k_cache, tor
   TORCH_CHECK(work.scalar_type() == torch::kLong && work.dim() == 2 && work.size(1) == 4, "work must be int64 [N, 4]");
   const int64_t n_items = work.size(0);
   const int64_t* wp = work.data_ptr<int64_t>();
+  const int64_t* qsl_p = query_start_loc.data_ptr<int64_t>();
   int64_t max_nq = 1;
   for (int64_t i = 0; i < n_items; ++i) {
-    TORCH_CHECK(wp[4 * i] >= 0 && wp[4 * i] < S && wp[4 * i + 1] >= 0 && wp[4 * i + 1] < Hkv,
-                "work item ", i, " names no (sequence, kv head)");
+    const int64_t sq = wp[4 * i];
+    TORCH_CHECK(sq >= 0 && sq < S && wp[4 * i + 1] >= 0 && wp[4 * i + 1] < Hkv && wp[4 * i + 2] >= 0 &&
+                    wp[4 * i + 3] >= 1 &&
+                    wp[4 * i + 2] + wp[4 * i + 3] <= qsl_p[sq + 1] - qsl_p[sq],
+                "work item ", i, " names no (sequence, kv head, queries) of this batch");
     max_nq = std::max(max_nq, wp[4 * i + 3]);
   }
   const int64_t need = workspace_floats(max_nq * g, D);
