@@ -80,6 +80,7 @@ class CpuKernelBackend(AttentionBackend):
         self.num_threads = torch.get_num_threads()
         self.workspace: torch.Tensor | None = None
         self._work: dict[tuple[int, int], torch.Tensor] = {}
+        self.num_varlen_steps = 0     # steps planned for the varlen kernel (not pure decode)
 
     def bind(self, model: torch.nn.Module) -> None:
         super().bind(model)
@@ -91,6 +92,7 @@ class CpuKernelBackend(AttentionBackend):
         self._work = {}
         if meta.is_pure_decode:
             return
+        self.num_varlen_steps += 1
         for hkv, g in {(l.num_kv_heads, l.num_heads // l.num_kv_heads) for l in self.layers}:
             self._work[(hkv, g)] = self.mod.varlen_plan(meta.seq_lens, meta.query_start_loc, hkv, g,
                                                         self.num_threads, self.MAX_Q_TILE)
