@@ -10,7 +10,8 @@ each for the llama-80m head shape (12 query / 4 KV heads of 64) and SmolLM2-135M
 64). ``reference`` is ``paged_attention_ref`` as the engine calls it (new K/V passed, so a
 whole-prompt sequence skips the gather); ``kernel`` is ``varlen_plan`` + ``paged_attention_varlen``
 (the plan is once per step in the engine, shared by all layers: its time is listed apart).
-Times are medians of --reps runs after one warm-up. Prints a table and writes JSON (machine,
+Times are medians of --reps runs after one warm-up, both wall and CPU (process) time: the
+machine is shared, and CPU time does not count waiting for a core. Prints a table and writes JSON (machine,
 command, tree) to benchmarks/results/attention-varlen/results.json unless --out is given.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/attention_varlen.py
@@ -73,14 +74,18 @@ def build(qls, sls, H, Hkv, D, dtype, gen):
     return q, kc, vc, meta, knew, vnew
 
 
-def median_time(fn, reps: int) -> float:
-    fn()                                                   # warm-up
-    times = []
+def median_time(fn, reps: int) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds of this process, all threads) after a warm-up.
+    On a shared machine the CPU time is the steadier of the two (it excludes time spent
+    waiting for a core); the wall time is what a step would take on this machine now."""
+    fn()
+    wall, cpu = [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def machine() -> dict:
@@ -114,7 +119,7 @@ def main() -> int:
     all_cases = cases(a.seed)
     rows = []
     print(f"{'case':8} {'shape':13} {'dtype':8} {'tokens':>6} {'ctx':>7} {'ref ms':>9} {'kernel ms':>9} "
-          f"{'plan ms':>7} {'speedup':>7} {'max err':>8}")
+          f"{'speedup':>7} {'ref cpu':>9} {'ker cpu':>9} {'speedup':>7} {'plan ms':>7} {'max err':>8}")
     for name in a.cases.split(","):
         qls, sls = all_cases[name]
         for shape in a.shapes.split(","):
@@ -127,12 +132,13 @@ def main() -> int:
                 nthreads = torch.get_num_threads()
                 plan = lambda: mod.varlen_plan(meta.seq_lens, meta.query_start_loc, Hkv, H // Hkv, nthreads)
                 work = plan()
-                ws = torch.empty(min(nthreads, work.shape[0]), mod.varlen_workspace_floats(32, H // Hkv, D))
+                ws = torch.empty(min(nthreads, work.shape[0]), mod.varlen_workspace_floats(0, H // Hkv, D))
                 with torch.inference_mode():
-                    ref_s = median_time(lambda: paged_attention_ref(q, kc, vc, meta, scale, knew, vnew), a.reps)
-                    ker_s = median_time(lambda: mod.paged_attention_varlen(
+                    ref_s, ref_c = median_time(lambda: paged_attention_ref(q, kc, vc, meta, scale, knew, vnew),
+                                               a.reps)
+                    ker_s, ker_c = median_time(lambda: mod.paged_attention_varlen(
                         q, kc, vc, meta.block_tables, meta.seq_lens, meta.query_start_loc, scale, work, ws), a.reps)
-                    plan_s = median_time(plan, a.reps)
+                    plan_s, _ = median_time(plan, a.reps)
                     want = paged_attention_ref(q, kc, vc, meta, scale, knew, vnew).float()
                     got = mod.paged_attention_varlen(q, kc, vc, meta.block_tables, meta.seq_lens,
                                                      meta.query_start_loc, scale, work, ws).float()
@@ -141,11 +147,14 @@ def main() -> int:
                        "dtype": dt, "query_tokens": sum(qls), "context_tokens": sum(sls),
                        "work_items": int(work.shape[0]), "reference_ms": ref_s * 1e3,
                        "kernel_ms": ker_s * 1e3, "plan_ms": plan_s * 1e3, "speedup": ref_s / ker_s,
-                       "max_abs_err": err}
+                       "reference_cpu_ms": ref_c * 1e3, "kernel_cpu_ms": ker_c * 1e3,
+                       "cpu_speedup": ref_c / ker_c, "max_abs_err": err}
                 rows.append(row)
                 print(f"{name:8} {shape:13} {dt:8} {sum(qls):>6} {sum(sls):>7} {ref_s * 1e3:>9.2f} "
-                      f"{ker_s * 1e3:>9.2f} {plan_s * 1e3:>7.3f} {ref_s / ker_s:>6.2f}x {err:>8.1e}")
-    out = {"command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(), "tree": tree(),
+                      f"{ker_s * 1e3:>9.2f} {ref_s / ker_s:>6.2f}x {ref_c * 1e3:>9.2f} {ker_c * 1e3:>9.2f} "
+                      f"{ref_c / ker_c:>6.2f}x {plan_s * 1e3:>7.3f} {err:>8.1e}")
+    out = {"command": " ".join(["python"] + sys.argv), "machine": machine(), "tree": tree(),
+           "load_avg_1m": os.getloadavg()[0],
            "reps": a.reps, "block_size": BLOCK, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))

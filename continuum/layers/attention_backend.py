@@ -72,7 +72,7 @@ class CpuKernelBackend(AttentionBackend):
     group) shape the model has; the per-thread scratch is allocated once, at ``bind``."""
 
     name = "cpu-kernel"
-    MAX_Q_TILE = 32      # queries per work item at most (varlen_plan shrinks it to balance)
+    MAX_Q_TILE = 0       # queries per work item at most; 0: the kernel's default (~384 rows)
 
     def __init__(self, module) -> None:
         super().__init__()

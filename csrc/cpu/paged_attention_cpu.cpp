@@ -181,6 +181,14 @@ inline int64_t workspace_floats(int64_t rows, int64_t D) {
 
 struct Item { int64_t seq, kvh, q0, nq; };
 
+// Default query tile: about 384 rows (queries x group) per item, 4..128 queries. Bigger tiles
+// read each K/V chunk for more rows (fewer re-reads and conversions per FLOP: 128 queries ran
+// 1.5x faster than 32 on a 3k-token prefix, fp32); ~384 rows keep Q and the fp32 accumulators
+// (2 x rows x D floats) within L2.
+inline int64_t auto_q_tile(int64_t group) {
+  return std::max<int64_t>(4, std::min<int64_t>(128, 384 / std::max<int64_t>(group, 1)));
+}
+
 template <typename T, int64_t DC>
 void varlen_item(const Item& it, const T* q, const T* kc, const T* vc, const int64_t* tables,
                  const int64_t* seq_lens, const int64_t* qsl, T* out, int64_t H, int64_t Hkv,
@@ -253,7 +261,8 @@ void varlen_item(const Item& it, const T* q, const T* kc, const T* vc, const int
         }
         const int64_t valid = std::min(nk, pos - t0 + 1);   // keys t0..pos of this chunk
         float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t < valid; ++t) mx = sm[t] > mx ? sm[t] : mx;
+#pragma omp simd reduction(max : mx)
+        for (int64_t t = 0; t < KC; ++t) mx = (t < valid && sm[t] > mx) ? sm[t] : mx;
         if (mx > M[rr]) {
           const float corr = std::exp(M[rr] - mx);         // exp(-inf) = 0 on the first chunk
           Ls[rr] *= corr;
@@ -341,7 +350,7 @@ static void check_lens(const int64_t* sl, const int64_t* qsl, int64_t S, int64_t
 }
 
 // Work partition of one step (host tensors): rows (seq, kv_head, q0, nq), sorted by decreasing
-// cost (nq * g * visible keys). Query tiles of up to `max_q_tile` tokens, halved (down to 4)
+// cost (nq * g * visible keys). Query tiles of up to `max_q_tile` tokens (<= 0: auto_q_tile), halved (down to 4)
 // while the step has fewer than 4 items per thread or its costliest item exceeds a
 // 1/(2 * num_threads) share of the step, so one long prefill chunk spreads over all threads.
 torch::Tensor varlen_plan(torch::Tensor seq_lens, torch::Tensor query_start_loc, int64_t num_kv_heads,
@@ -349,7 +358,8 @@ torch::Tensor varlen_plan(torch::Tensor seq_lens, torch::Tensor query_start_loc,
   TORCH_CHECK(seq_lens.scalar_type() == torch::kLong && query_start_loc.scalar_type() == torch::kLong,
               "seq_lens and query_start_loc must be int64");
   TORCH_CHECK(query_start_loc.numel() == seq_lens.numel() + 1, "query_start_loc must have num_seqs + 1 entries");
-  TORCH_CHECK(num_kv_heads >= 1 && group >= 1 && max_q_tile >= 1, "bad plan sizes");
+  TORCH_CHECK(num_kv_heads >= 1 && group >= 1, "bad plan sizes");
+  if (max_q_tile <= 0) max_q_tile = auto_q_tile(group);
   auto sl_t = seq_lens.cpu().contiguous();
   auto qsl_t = query_start_loc.cpu().contiguous();
   const int64_t S = sl_t.numel();
@@ -387,8 +397,10 @@ torch::Tensor varlen_plan(torch::Tensor seq_lens, torch::Tensor query_start_loc,
   return work;
 }
 
-// Floats of scratch one thread needs for items of up to max_q_tile queries of `group` heads.
+// Floats of scratch one thread needs for items of up to max_q_tile (<= 0: auto) queries of
+// `group` heads.
 int64_t varlen_workspace_floats(int64_t max_q_tile, int64_t group, int64_t head_size) {
+  if (max_q_tile <= 0) max_q_tile = auto_q_tile(group);
   return workspace_floats(max_q_tile * group, head_size);
 }
 
@@ -424,7 +436,7 @@ torch::Tensor paged_attention_varlen(torch::Tensor q, torch::Tensor k_cache, tor
   const int64_t g = H / Hkv;
   const int64_t nthreads = at::get_num_threads();
   torch::Tensor work = work_opt.has_value() ? work_opt->contiguous()
-                                            : varlen_plan(seq_lens, query_start_loc, Hkv, g, nthreads, 32);
+                                            : varlen_plan(seq_lens, query_start_loc, Hkv, g, nthreads, 0);
   TORCH_CHECK(work.scalar_type() == torch::kLong && work.dim() == 2 && work.size(1) == 4, "work must be int64 [N, 4]");
   const int64_t n_items = work.size(0);
   const int64_t* wp = work.data_ptr<int64_t>();
@@ -476,6 +488,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("workspace") = py::none());
   m.def("varlen_plan", &varlen_plan, "work items of one step for paged_attention_varlen", py::arg("seq_lens"),
         py::arg("query_start_loc"), py::arg("num_kv_heads"), py::arg("group"), py::arg("num_threads"),
-        py::arg("max_q_tile") = 32);
+        py::arg("max_q_tile") = 0);
   m.def("varlen_workspace_floats", &varlen_workspace_floats, "per-thread scratch floats of the varlen kernel");
 }

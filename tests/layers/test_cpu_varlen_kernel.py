@@ -69,7 +69,7 @@ def test_plan_and_workspace_do_not_change_the_result():
     q, kc, vc, meta = make_case(*MIXED, 8, 2, 64, torch.float32)
     args = (q, kc, vc, meta.block_tables, meta.seq_lens, meta.query_start_loc, 0.125)
     alone = mod.paged_attention_varlen(*args)
-    for tile in (1, 4, 32):
+    for tile in (1, 4, 32, 0):      # 0: the default tile
         work = mod.varlen_plan(meta.seq_lens, meta.query_start_loc, 2, 4, 3, tile)
         ws = torch.empty(3, mod.varlen_workspace_floats(tile, 4, 64))
         assert torch.allclose(mod.paged_attention_varlen(*args, work, ws), alone, atol=1e-6, rtol=0)
