@@ -3,7 +3,8 @@
 A decode step of an 8B model launches ~700 kernels; eagerly each costs a few microseconds of
 CPU, which at batch 1 is as long as the GPU work. Replaying a captured graph removes that.
 
-What is captured: ``model(input_ids, positions)`` under a pure-decode forward context whose
+What is captured: ``model(input_ids, positions)`` under a pure-decode step of the attention
+backend (or, with no backend bound, the global forward context) whose
 tensors are *static buffers* of this class; the sampler stays outside. Replay copies the live
 batch into the buffers and pads it to the bucket:
 
