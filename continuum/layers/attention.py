@@ -10,7 +10,8 @@ tokens of its block table, the new tokens being the last ``query_lens[i]`` of th
 model runner binds an :class:`~continuum.layers.attention_backend.AttentionBackend` to every
 :class:`Attention` layer and hands it the metadata once per step (``backend.step(meta)``), so
 model code stays free of batching details. A model run without an engine (tests, tools) can
-instead set the metadata with :func:`set_forward_context`; its layers then use the reference.
+instead set the metadata with :func:`set_forward_context`; its layers then run their bound
+backend, or the reference when none is bound. A backend's step takes precedence.
 """
 from __future__ import annotations
 
