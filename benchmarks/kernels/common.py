@@ -125,7 +125,7 @@ def _cuda_forward(self, q, k, v):
     from continuum.layers import attention as attn_mod
     from continuum.layers import attention_cuda
 
-    meta = attn_mod.get_forward_context()
+    meta = attn_mod.current_metadata(self)   # the bound backend's step, else the global
     if meta is None or self.k_cache is None:
         return _ORIG_FORWARD[0](self, q, k, v)
     T = q.shape[0]

@@ -3,7 +3,8 @@
 A decode step of an 8B model launches ~700 kernels; eagerly each costs a few microseconds of
 CPU, which at batch 1 is as long as the GPU work. Replaying a captured graph removes that.
 
-What is captured: ``model(input_ids, positions)`` under a pure-decode forward context whose
+What is captured: ``model(input_ids, positions)`` under a pure-decode step of the attention
+backend (or, with no backend bound, the global forward context) whose
 tensors are *static buffers* of this class; the sampler stays outside. Replay copies the live
 batch into the buffers and pads it to the bucket:
 
@@ -23,10 +24,14 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from continuum.layers.attention import AttentionMetadata, set_forward_context
+from continuum.layers.attention import AttentionMetadata, get_forward_context, set_forward_context
+
+if TYPE_CHECKING:
+    from continuum.layers.attention_backend import AttentionBackend
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +54,11 @@ class DecodeGraphRunner:
 
     def __init__(self, model: torch.nn.Module, block_size: int, max_model_len: int, max_num_seqs: int,
                  device: torch.device, batch_buckets: list[int] | None = None,
-                 context_buckets: list[int] | None = None):
+                 context_buckets: list[int] | None = None, attention: "AttentionBackend | None" = None):
         self.model = model
+        # The backend bound to the model's layers (the engine's): captures run under its step();
+        # None: a model with no backend bound, run under the global forward context.
+        self.attention = attention
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.device = device
@@ -97,11 +105,11 @@ class DecodeGraphRunner:
         for ctx in reversed(self.context_buckets):
             for b in reversed(self.batch_buckets):
                 meta = self._meta(b, ctx)
-                with set_forward_context(meta):           # warm-up: lazy inits, kernel builds
+                with self._step(meta):                     # warm-up: lazy inits, kernel builds
                     self.model(self.input_ids[:b], self.positions[:b])
                 torch.cuda.synchronize(self.device)
                 g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool=self._pool), set_forward_context(meta):
+                with torch.cuda.graph(g, pool=self._pool), self._step(meta):
                     out = self.model(self.input_ids[:b], self.positions[:b])
                 if self._pool is None:
                     self._pool = g.pool()
@@ -109,6 +117,15 @@ class DecodeGraphRunner:
         torch.cuda.synchronize(self.device)
         logger.info("captured %d decode graphs (batch %s x context %s) in %.1f s", len(self.graphs),
                     self.batch_buckets, self.context_buckets, time.perf_counter() - t0)
+
+    def _step(self, meta: AttentionMetadata):
+        return self.attention.step(meta) if self.attention is not None else set_forward_context(meta)
+
+    def current_metadata(self) -> AttentionMetadata | None:
+        """The metadata of the step being run: the backend's, else the global context."""
+        if self.attention is not None:
+            return self.attention.meta
+        return get_forward_context()
 
     def bucket_for(self, num_seqs: int, max_seq_len: int) -> tuple[int, int] | None:
         i = bisect.bisect_left(self.batch_buckets, num_seqs)
@@ -157,9 +174,7 @@ class GraphedModel(torch.nn.Module):
         self.num_replays = 0
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        from continuum.layers.attention import get_forward_context
-
-        meta = get_forward_context()
+        meta = self.graphs.current_metadata()
         if meta is not None and self.graphs.can_run(meta):
             self.num_replays += 1
             return self.graphs.run(input_ids, positions, meta)

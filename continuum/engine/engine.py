@@ -18,8 +18,8 @@ from continuum.config import EngineArgs
 from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
+from continuum.layers.attention_backend import select_backend
 from continuum.errors import ConfigError, InvalidRequestError, PromptTooLongError, check_text
-from continuum.layers.attention import select_backend
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
@@ -108,7 +108,7 @@ class LLMEngine:
             self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
                                             num_host_blocks)
         with phases.phase("load the attention kernels"):
-            self.attention_backend = select_backend(self.device)
+            attention = select_backend(self.device)
         self.num_packed_linears = 0
         if self.device.type == "cpu":
             with phases.phase("pack the linear weights"), torch_threads(1):
@@ -124,12 +124,14 @@ class LLMEngine:
             max_len = capacity
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
-        self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len)
+        self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len, attention)
+        self.attention_backend = self.runner.attention.name      # "cpu-kernel", "torch" or "cuda"
         if self.attention_backend == "cuda" and not getattr(args, "enforce_eager", False):
             # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
             # cache is bound, since graphs capture its addresses.
             from continuum.engine.cuda_graph import DecodeGraphRunner, GraphedModel
-            graphs = DecodeGraphRunner(model, cc.block_size, max_len, sc.max_num_seqs, self.device)
+            graphs = DecodeGraphRunner(model, cc.block_size, max_len, sc.max_num_seqs, self.device,
+                                       attention=self.runner.attention)
             graphs.capture()
             self.runner.model = GraphedModel(model, graphs)
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)

@@ -13,14 +13,20 @@ import torch
 
 from continuum.engine.input_batch import InputBatch
 from continuum.engine.sampler import Sampler, SamplingBatch, SamplerOutput
-from continuum.layers.attention import AttentionMetadata, set_forward_context
+from continuum.layers.attention import AttentionMetadata
+from continuum.layers.attention_backend import AttentionBackend, select_backend
 from continuum.scheduler.output import SchedulerOutput
 
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, block_size: int, device: torch.device,
-                 max_num_seqs: int = 8, max_model_len: int = 256):
+                 max_num_seqs: int = 8, max_model_len: int = 256,
+                 attention: AttentionBackend | None = None):
         self.model = model
+        # This runner's own attention backend (default: select_backend's pick for the device),
+        # bound to the model's layers; it gets each step's metadata in execute().
+        self.attention = attention or select_backend(device)
+        self.attention.bind(model)
         self.block_size = block_size
         self.device = torch.device(device)
         self.batch = InputBatch(max_num_seqs, -(-max_model_len // block_size))
@@ -103,7 +109,7 @@ class ModelRunner:
             return [], []
         try:
             ids, pos, meta, rows, order = self.prepare(out)
-            with set_forward_context(meta):
+            with self.attention.step(meta):           # plan once; every layer reads it
                 hidden = self.model(ids, pos)
         except BaseException:
             self.batch.clear()       # a half-applied update must not survive; rebuilt next step

@@ -6,15 +6,18 @@ KV cache layout per layer ("flash" layout): ``k_cache`` and ``v_cache`` each of 
 
 One step's batch is flattened: the new tokens of every scheduled sequence are concatenated
 (``query_start_loc`` delimits them) and each sequence's context is the first ``seq_lens[i]``
-tokens of its block table, the new tokens being the last ``query_lens[i]`` of them. The model
-runner sets the metadata once per step with :func:`set_forward_context`; every
-:class:`Attention` layer reads it (nano-vllm's context pattern), so model code stays free of
-batching details.
+tokens of its block table, the new tokens being the last ``query_lens[i]`` of them. An engine's
+model runner binds an :class:`~continuum.layers.attention_backend.AttentionBackend` to every
+:class:`Attention` layer and hands it the metadata once per step (``backend.step(meta)``), so
+model code stays free of batching details. A model run without an engine (tests, tools) can
+instead set the metadata with :func:`set_forward_context`; its layers then run their bound
+backend, or the reference when none is bound. A backend's step takes precedence.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,9 @@ from torch import nn
 
 # One definition of the cache write for every path (the CUDA kernel's fallback is this too).
 from continuum.ops.reference import reshape_and_cache  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from continuum.layers.attention_backend import AttentionBackend
 
 
 @dataclass
@@ -51,48 +57,9 @@ class AttentionMetadata:
         return all(q == 1 for q in self.query_lens_list)
 
 
+# Metadata for layers that no backend is bound to (a model run without an engine: tests,
+# tools). An engine never sets it: its backend holds the step's metadata (attention_backend.py).
 _CONTEXT: AttentionMetadata | None = None
-# Decode backend: None = the torch reference below; else a callable with the signature of
-# ``paged_attention_decode(q, k_cache, v_cache, block_tables, seq_lens, scale)``.
-_DECODE_KERNEL = None
-
-
-def set_decode_kernel(fn) -> None:
-    """Install (or with None remove) a faster decode kernel; prefill stays on the reference."""
-    global _DECODE_KERNEL
-    _DECODE_KERNEL = fn
-
-
-# Whole-layer backend (cache write + attention), e.g. attention_cuda.forward; None = below.
-_FULL_BACKEND = None
-
-
-def select_backend(device) -> str:
-    """Pick the attention backend for ``device``; returns its name. ``CONTINUUM_ATTENTION_BACKEND``:
-    ``auto`` (default: the CPU kernel on CPU, the torch reference elsewhere), ``torch`` (the
-    reference everywhere; tests compare kernels against it), ``cuda`` (csrc/ kernels on GPU)."""
-    import os
-    global _FULL_BACKEND
-    _FULL_BACKEND = None
-    choice = os.environ.get("CONTINUUM_ATTENTION_BACKEND", "auto")
-    forced_torch = choice == "torch"
-    # The CUDA kernels compile in CI but have not yet been validated on a GPU (issue 6's device
-    # check): until then they are opt-in with CONTINUUM_ATTENTION_BACKEND=cuda.
-    if choice == "cuda" and torch.device(device).type == "cuda":
-        from continuum.layers import attention_cuda
-        if attention_cuda.enabled(torch.device(device)):
-            set_decode_kernel(None)
-            _FULL_BACKEND = attention_cuda.forward
-            return "cuda"
-    from continuum.layers import cpu_kernels
-    if forced_torch or str(device) != "cpu":
-        set_decode_kernel(None)
-        cpu_kernels.enable_fused(False)
-        return "torch"
-    mod = cpu_kernels.load()
-    cpu_kernels.enable_fused(mod is not None)
-    set_decode_kernel(mod.paged_attention_decode if mod is not None else None)
-    return "cpu-kernel" if mod is not None else "torch"
 
 
 @contextlib.contextmanager
@@ -106,6 +73,14 @@ def set_forward_context(meta: AttentionMetadata | None):
 
 
 def get_forward_context() -> AttentionMetadata | None:
+    return _CONTEXT
+
+
+def current_metadata(layer: "Attention") -> AttentionMetadata | None:
+    """The metadata ``layer`` attends with now: its backend's step, else the global context."""
+    backend = layer.backend
+    if backend is not None and backend.meta is not None:
+        return backend.meta
     return _CONTEXT
 
 
@@ -177,8 +152,9 @@ def _decode_batched(q, k_cache, v_cache, meta, scale, gqa):
 class Attention(nn.Module):
     """Paged attention layer. The cache engine binds ``k_cache``/``v_cache`` after allocation.
 
-    Without a forward context (plain full-sequence forward, e.g. a unit test) it runs causal
-    SDPA over the given tokens with no cache.
+    The model runner binds ``backend`` (an AttentionBackend), which holds each step's
+    metadata and runs the kernels. Without metadata (plain full-sequence forward, e.g. a unit
+    test) it runs causal SDPA over the given tokens with no cache.
     """
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_size: int, scale: float):
@@ -189,6 +165,7 @@ class Attention(nn.Module):
         self.scale = scale
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
+        self.backend: "AttentionBackend | None" = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: [T, num_heads*head_size], k/v: [T, num_kv_heads*head_size] -> [T, num_heads*head_size]."""
@@ -196,18 +173,14 @@ class Attention(nn.Module):
         q = q.view(T, self.num_heads, self.head_size)
         k = k.view(T, self.num_kv_heads, self.head_size)
         v = v.view(T, self.num_kv_heads, self.head_size)
-        meta = get_forward_context()
+        meta = current_metadata(self)
         if meta is None or self.k_cache is None:
             g = self.num_heads // self.num_kv_heads
             o = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], k.transpose(0, 1).repeat_interleave(g, 0)[None],
                 v.transpose(0, 1).repeat_interleave(g, 0)[None], is_causal=True, scale=self.scale)
             return o[0].transpose(0, 1).reshape(T, -1)
-        if _FULL_BACKEND is not None:
-            return _FULL_BACKEND(q, k, v, self.k_cache, self.v_cache, meta, self.scale).reshape(T, -1)
+        if self.backend is not None:
+            return self.backend.forward(self, q, k, v, meta).reshape(T, -1)
         reshape_and_cache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        if _DECODE_KERNEL is not None and meta.is_pure_decode:
-            o = _DECODE_KERNEL(q, self.k_cache, self.v_cache, meta.block_tables, meta.seq_lens, self.scale)
-        else:
-            o = paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale, k, v)
-        return o.reshape(T, -1)
+        return paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale, k, v).reshape(T, -1)

@@ -23,7 +23,6 @@ _SRC = Path(__file__).resolve().parents[2] / "csrc" / "cpu" / "paged_attention_c
 # Fused RMSNorm / SiLU-and-mul / rotary, registered as torch.ops.continuum_cpu_ops.*.
 _SRC_FUSED = _SRC.parent / "fused_ops_cpu.cpp"
 _module = None
-_fused_enabled = False
 _FUSED_DTYPES = (torch.bfloat16, torch.float16)
 _failed: str | None = None
 
@@ -73,22 +72,16 @@ def failure() -> str | None:
     return _failed
 
 
-def enable_fused(on: bool) -> bool:
-    """Let the model's RMSNorm, SiLU-and-mul and rotary layers use the fused CPU ops (needs
-    the built module; the engine turns this on with the CPU attention backend). Returns
-    whether they are on."""
-    global _fused_enabled
-    _fused_enabled = bool(on) and load() is not None
-    return _fused_enabled
+def fused_ops():
+    """``torch.ops.continuum_cpu_ops`` (fused RMSNorm, SiLU-and-mul, rotary) once the module is
+    built and loaded, else None. Layers use it only through their ``fused`` attribute, which
+    the CPU attention backend sets when it is bound to their model."""
+    return torch.ops.continuum_cpu_ops if load() is not None else None
 
 
-def fused_ops(x):
-    """``torch.ops.continuum_cpu_ops`` when the fused layers should run on ``x``, else None.
-
-    Only bf16/fp16 CPU tensors: those ops round like the torch composition they replace
-    (the same bits but for a fraction of a percent of SiLU outputs, one ulp apart: the exp
-    differs), while in fp32 the composition's own reduction order is what the greedy
-    equality tests against transformers pin down, so fp32 keeps it."""
-    if not _fused_enabled or x.device.type != "cpu" or x.dtype not in _FUSED_DTYPES:
-        return None
-    return torch.ops.continuum_cpu_ops
+def use_fused(fused, x: torch.Tensor) -> bool:
+    """Whether a layer bound to ``fused`` runs it on ``x``: bf16/fp16 CPU rows only. Those ops
+    round like the torch composition they replace (the same bits but for a fraction of a
+    percent of outputs, one ulp apart); in fp32 the composition's own reduction order is what
+    the greedy equality tests against transformers pin down, so fp32 keeps it."""
+    return fused is not None and x.dtype in _FUSED_DTYPES and x.device.type == "cpu" and x.dim() == 2

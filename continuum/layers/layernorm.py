@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from continuum.layers.cpu_kernels import fused_ops
+from continuum.layers.cpu_kernels import use_fused
 
 
 class RMSNorm(nn.Module):
@@ -19,6 +19,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size, dtype=dtype))
         self.eps = eps
+        self.fused = None        # torch.ops.continuum_cpu_ops when a CPU backend binds the model
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
@@ -33,9 +34,8 @@ class RMSNorm(nn.Module):
         carries the residual stream without a separate add (the sum is in the model dtype,
         like HF's ``residual + hidden_states``).
         """
-        fused = fused_ops(x)
-        if fused is not None and x.dim() == 2:
-            out = fused.rms_norm(x, residual, self.weight, self.eps)
+        if use_fused(self.fused, x):
+            out = self.fused.rms_norm(x, residual, self.weight, self.eps)
             return out[0] if residual is None else (out[0], out[1])
         if residual is None:
             return self._norm(x)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from continuum.errors import UnsupportedArchitectureError
-from continuum.layers.cpu_kernels import fused_ops
+from continuum.layers.cpu_kernels import use_fused
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -73,6 +73,7 @@ class RotaryEmbedding(nn.Module):
         self.max_position = max_position
         self.base = base
         self.rope_scaling = rope_scaling
+        self.fused = None        # torch.ops.continuum_cpu_ops when a CPU backend binds the model
         inv_freq = compute_inv_freq(head_size, base, rope_scaling)
         self.register_buffer("cos_sin_cache", self._build_cache(inv_freq), persistent=False)
 
@@ -101,9 +102,8 @@ class RotaryEmbedding(nn.Module):
     def rotate(self, x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
         """Rotate x [T, n*head_size] (any head count) -> a new contiguous tensor, same shape."""
         T = x.shape[0]
-        fused = fused_ops(x)
-        if fused is not None:
-            return fused.rotary(x, cs, self.head_size)
+        if use_fused(self.fused, x):
+            return self.fused.rotary(x, cs, self.head_size)
         cos, sin = cs[:, None, :].chunk(2, dim=-1)
         x = x.view(T, -1, self.head_size)
         x1, x2 = x.chunk(2, dim=-1)

@@ -1,5 +1,5 @@
 """The fused CPU layers (csrc/cpu/fused_ops_cpu.cpp) against the torch composition they replace,
-and the switch that routes the model's layers to them (bf16/fp16 CPU tensors only)."""
+and the binding that routes a model's layers to them (bf16/fp16 CPU tensors only)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,18 +14,9 @@ pytestmark = pytest.mark.skipif(mod is None, reason=f"CPU kernel did not build: 
 ops = torch.ops.continuum_cpu_ops
 
 
-@pytest.fixture
-def fused_off():
-    """Layers on the torch composition during the test (the reference), restored after."""
-    was = cpu_kernels._fused_enabled
-    cpu_kernels.enable_fused(False)
-    yield
-    cpu_kernels.enable_fused(was)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("T,D", [(1, 768), (64, 576), (300, 2048)])
-def test_rms_norm_matches_the_composition(fused_off, dtype, T, D):
+def test_rms_norm_matches_the_composition(dtype, T, D):
     g = torch.Generator().manual_seed(T)
     x = (torch.randn(T, D, generator=g) * 3).to(dtype)
     res = torch.randn(T, D, generator=g).to(dtype)
@@ -45,7 +36,7 @@ def test_rms_norm_matches_the_composition(fused_off, dtype, T, D):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_silu_and_mul_within_one_ulp(fused_off, dtype):
+def test_silu_and_mul_within_one_ulp(dtype):
     x = (torch.randn(97, 2 * 1000, generator=torch.Generator().manual_seed(1)) * 4).to(dtype)
     ref = SiluAndMul()(x)
     out = ops.silu_and_mul(x)
@@ -55,7 +46,7 @@ def test_silu_and_mul_within_one_ulp(fused_off, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(fused_off, dtype):
+def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(dtype):
     hd, heads, kv = 64, 12, 4
     rope = RotaryEmbedding(hd, 4096, 10000.0).to(dtype)
     qkv = torch.randn(37, (heads + 2 * kv) * hd, generator=torch.Generator().manual_seed(2)).to(dtype)
@@ -65,16 +56,18 @@ def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(fused_off, dtype)
         assert torch.equal(ops.rotary(x, cs, hd), rope.rotate(x, cs))
 
 
-def test_layers_route_to_the_fused_ops_only_when_enabled_and_not_in_fp32():
-    was = cpu_kernels._fused_enabled
-    try:
-        assert cpu_kernels.enable_fused(True)
-        assert cpu_kernels.fused_ops(torch.zeros(2, 2, dtype=torch.bfloat16)) is not None
-        assert cpu_kernels.fused_ops(torch.zeros(2, 2)) is None            # fp32 keeps torch's
-        assert not cpu_kernels.enable_fused(False)
-        assert cpu_kernels.fused_ops(torch.zeros(2, 2, dtype=torch.bfloat16)) is None
-    finally:
-        cpu_kernels.enable_fused(was)
+def test_only_a_bound_cpu_kernel_backend_routes_layers_to_the_fused_ops():
+    from continuum.layers.attention_backend import AttentionBackend, CpuKernelBackend
+    model = torch.nn.ModuleDict({"norm": RMSNorm(8), "act": SiluAndMul(), "rope": RotaryEmbedding(4, 16, 10000.0)})
+    layers = list(model.values())
+    assert all(m.fused is None for m in layers)               # unbound: the torch composition
+    CpuKernelBackend(mod).bind(model)
+    assert all(m.fused is ops for m in layers)
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    assert cpu_kernels.use_fused(model["norm"].fused, x)
+    assert not cpu_kernels.use_fused(model["norm"].fused, x.float())   # fp32 keeps torch's
+    AttentionBackend().bind(model)                              # a torch-reference engine
+    assert all(m.fused is None for m in layers)
 
 
 def test_bad_shapes_are_clear_errors():

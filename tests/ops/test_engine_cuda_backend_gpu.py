@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.gpu,
 def _cuda_forward(self, q, k, v):
     """Attention.forward routed through the CUDA backend (what the dispatch line does)."""
     T = q.shape[0]
-    meta = attn_mod.get_forward_context()
+    meta = attn_mod.current_metadata(self)   # the bound backend's step, else the global
     if meta is None or self.k_cache is None:
         return _orig_forward(self, q, k, v)
     q = q.view(T, self.num_heads, self.head_size)
