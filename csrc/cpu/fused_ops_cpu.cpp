@@ -15,20 +15,13 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "cpu_common.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 namespace {
-
-inline float to_f(float x) { return x; }
-inline float to_f(c10::BFloat16 x) {
-  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-inline float to_f(c10::Half x) { return static_cast<float>(x); }
 
 // Round to the storage type and back (round-to-nearest-even, as torch's conversions).
 template <typename T> inline float rnd(float x) { return to_f(static_cast<T>(x)); }

@@ -13,6 +13,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "cpu_common.h"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -25,15 +27,6 @@
 #include <vector>
 
 namespace {
-
-inline float to_f(float x) { return x; }
-inline float to_f(c10::BFloat16 x) {
-  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-inline float to_f(c10::Half x) { return static_cast<float>(x); }
 
 template <typename T>
 inline void row_to_float(const T* __restrict src, float* __restrict dst, int64_t n) {
@@ -143,13 +136,7 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
           B, H, Hkv, D, bs, block_tables.size(1), static_cast<float>(scale));
     };
     // Compile-time head sizes let the inner loops unroll into whole vector registers.
-    switch (D) {
-      case 64: run(std::integral_constant<int64_t, 64>{}); break;
-      case 128: run(std::integral_constant<int64_t, 128>{}); break;
-      case 256: run(std::integral_constant<int64_t, 256>{}); break;
-      case 32: run(std::integral_constant<int64_t, 32>{}); break;
-      default: run(std::integral_constant<int64_t, 0>{});
-    }
+    with_head_size(D, run);
   });
   return out;
 }
@@ -469,13 +456,7 @@ torch::Tensor paged_attention_varlen(torch::Tensor q, torch::Tensor k_cache, tor
           query_start_loc.data_ptr<int64_t>(), wp, n_items, out.data_ptr<scalar_t>(), H, Hkv, D, bs,
           block_tables.size(1), static_cast<float>(scale), ws.data_ptr<float>(), ws.size(1), slots);
     };
-    switch (D) {
-      case 64: run(std::integral_constant<int64_t, 64>{}); break;
-      case 128: run(std::integral_constant<int64_t, 128>{}); break;
-      case 256: run(std::integral_constant<int64_t, 256>{}); break;
-      case 32: run(std::integral_constant<int64_t, 32>{}); break;
-      default: run(std::integral_constant<int64_t, 0>{});
-    }
+    with_head_size(D, run);
   });
   return out;
 }
