@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuum.bench.trace import ProgramTrace, TraceError, Turn
+from continuum.bench.trace import ProgramTrace, TraceError, Turn, iter_jsonl
 
 TIME_UNITS = {"ms": 1e-3, "s": 1.0}
 
@@ -235,15 +235,7 @@ def convert_round_jsonl(path: str | Path) -> list[ProgramTrace]:
     # per session: (round_index, line, round, the row, its tool-latency counts)
     sessions: dict[str, list[tuple[int, int, Round, dict, dict[str, int]]]] = {}
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise TraceError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        for lineno, where, row in iter_jsonl(f, str(path)):
             if not isinstance(row, dict):
                 raise TraceError(f"{where}: a line must be a JSON object")
             sid = row.get("session_id")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 class TraceError(ValueError):
@@ -132,10 +132,9 @@ def parse_program(obj: Any, where: str) -> ProgramTrace:
     return ProgramTrace(pid, out, None if arr is None else float(arr), src, obj.get("meta") or {})
 
 
-def parse_lines(lines: Iterable[str], name: str = "<trace>") -> list[ProgramTrace]:
-    """Parse JSONL text; blank lines and lines starting with '#' are skipped."""
-    progs: list[ProgramTrace] = []
-    seen: dict[str, int] = {}
+def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "name:line", parsed value) per JSONL line; blank lines and lines starting
+    with '#' are skipped; invalid JSON is a TraceError naming the line."""
     for lineno, line in enumerate(lines, 1):
         s = line.strip()
         if not s or s.startswith("#"):
@@ -145,6 +144,14 @@ def parse_lines(lines: Iterable[str], name: str = "<trace>") -> list[ProgramTrac
             obj = json.loads(s)
         except json.JSONDecodeError as e:
             raise TraceError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield lineno, where, obj
+
+
+def parse_lines(lines: Iterable[str], name: str = "<trace>") -> list[ProgramTrace]:
+    """Parse JSONL text; blank lines and lines starting with '#' are skipped."""
+    progs: list[ProgramTrace] = []
+    seen: dict[str, int] = {}
+    for lineno, where, obj in iter_jsonl(lines, name):
         p = parse_program(obj, where)
         _check(p.program_id not in seen, where,
                f"duplicate program_id {p.program_id!r} (first on line {seen.get(p.program_id)})")
