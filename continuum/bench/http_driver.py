@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from continuum.bench.replay import ProgramState, TurnRecord
+from continuum.bench.replayer import turn_send
 
 
 async def _model_name(client, base: str) -> str:
@@ -29,13 +30,14 @@ async def _model_name(client, base: str) -> str:
 
 async def _turn(client, base: str, model: str, st: ProgramState, t0: float) -> TurnRecord:
     turn = st.trace.turns[st.turn]
-    prompt = st.next_prompt()
-    rec = TurnRecord(st.trace.program_id, st.turn, time.monotonic() - t0, prompt_tokens=len(prompt))
-    body = {"model": model, "prompt": prompt, "max_tokens": turn.output_tokens,
-            "min_tokens": turn.output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}, "return_token_ids": True,
-            "continuum": {"program_id": st.trace.program_id, "is_last_step": turn.last,
-                          "tool_name": turn.tool, "turn": st.turn}}
+    send = turn_send(st, time.monotonic() - t0)      # the request every target gets
+    rec = TurnRecord(st.trace.program_id, st.turn, send.submit, prompt_tokens=len(send.prompt))
+    p, agent = send.params, send.agent
+    body = {"model": model, "prompt": send.prompt, "max_tokens": p.max_tokens,
+            "min_tokens": p.min_tokens, "ignore_eos": p.ignore_eos, "temperature": p.temperature,
+            "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True,
+            "continuum": {"program_id": agent.program_id, "is_last_step": agent.is_last_step,
+                          "tool_name": agent.tool_name, "turn": agent.turn}}
     out_ids: list[int] = []
     n_chunks = 0
     headers = {"X-Program-Id": st.trace.program_id}

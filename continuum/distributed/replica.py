@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from continuum.request import AgentInfo
 from continuum.sampling_params import SamplingParams
 
+if TYPE_CHECKING:
+    from continuum.engine.engine import LLMEngine
 
-def _pin_ttl(engine, program_id: str | None) -> float | None:
+
+def _pin_ttl(engine: LLMEngine, program_id: str) -> float | None:
     """Seconds left on ``program_id``'s pin (read on the engine thread, between steps)."""
-    pins = getattr(getattr(engine.scheduler, "agents", None), "pins", None)
-    pin = pins.get(program_id) if pins is not None and program_id is not None else None
+    pin = engine.scheduler.agents.pins.get(program_id)
     return None if pin is None else max(pin.expires_at - engine.clock(), 0.0)
 
 

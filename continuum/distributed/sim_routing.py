@@ -2,9 +2,10 @@
 
 Each replica is one ``Scheduler`` (policy, KV manager, kv_ttl) stepping on a shared virtual
 clock with its own "busy until" time; step times come from the cost model, as in
-``continuum.sim.simulator``. The ``Router`` (the same object the Ray server uses) places
-every turn when the client sends it, and hears about starts, finishes and pins exactly as it
-does in the server.
+``continuum.sim.simulator``: both step ``continuum.sim.stepper.SimReplica``s and replay
+through ``continuum.bench.replayer.replay``. The ``Router`` (the same object the Ray server
+uses) places every turn when the client sends it, and hears about starts, finishes and pins
+exactly as it does in the server.
 
 Invariants:
 - With one replica this is the single-replica simulator: same submissions at the same times,
@@ -15,31 +16,19 @@ Invariants:
 """
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from continuum.bench.replay import ProgramState, TurnRecord, ideal_jct
-from continuum.config import CacheConfig, SchedulerConfig
-from continuum.distributed.router import Router
-from continuum.request import AgentInfo, Request
-from continuum.sampling_params import SamplingParams
-from continuum.scheduler.scheduler import Scheduler
-from continuum.sim.cost_model import CostModel
+from continuum.bench.replay import ideal_jct
+from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
 from continuum.distributed.merge import merge_stats
-from continuum.sim.simulator import SIM_TOKEN, SimConfig, _swap_tokens, scheduler_stats
-
-_SUBMIT, _STEP = 0, 1
-
-
-@dataclass
-class _Replica:
-    sched: Scheduler
-    busy: bool = False
-    out: Any = None                              # the SchedulerOutput of the step in progress
-    pending: list[Request] = field(default_factory=list)
+from continuum.distributed.router import Router
+from continuum.scheduler.stats import scheduler_stats
+from continuum.sim.cost_model import CostModel
+from continuum.sim.simulator import SIM_VOCAB, SimConfig
+from continuum.sim.stepper import SimReplica, make_scheduler, sim_capacity, sim_request, turn_done
 
 
 @dataclass
@@ -51,128 +40,88 @@ class MultiSimResult:
     wall_seconds: float = 0.0
     sim_seconds: float = 0.0
     num_blocks: int = 0
+    timeline: list[dict[str, float]] = field(default_factory=list)   # summed over replicas
 
 
-def _pin_until(sched: Scheduler, program_id: str | None) -> float | None:
-    """When the scheduler's pin of this program expires (None: no pin)."""
-    pins = getattr(getattr(sched, "agents", None), "pins", None)
-    pin = pins.get(program_id) if pins is not None and program_id is not None else None
-    return None if pin is None else pin.expires_at
+class RoutedExecutor:
+    """Executor of ``replay``: N replicas behind the router on one virtual clock. Time stops
+    at every send (the router places a turn when it is sent) and at every step end; after
+    each stop, every idle replica with work starts its next step."""
 
+    def __init__(self, replicas: list[SimReplica], router: Router, max_len: int):
+        self.replicas, self.router, self.max_len = replicas, router, max_len
+        self.now = 0.0
+        self._ends: list[tuple[float, int, int]] = []     # (step end, seq, replica) heap
+        self._seq = 0
 
-def _make_scheduler(cost: CostModel, cfg: SimConfig, num_blocks: int, max_len: int) -> Scheduler:
-    """One replica's scheduler, built exactly as ``continuum.sim.simulator.simulate`` builds
-    its own (policy knobs from ``cfg.scheduler``, PrefillReload from the cost model) so that
-    one replica reproduces the single-replica simulator."""
-    from continuum.sim import simulator as single
-    base = getattr(cfg, "scheduler", None) or SchedulerConfig()
-    sc = dataclasses.replace(base, policy=cfg.policy, max_num_batched_tokens=cfg.max_num_batched_tokens,
-                             max_num_seqs=cfg.max_num_seqs)
-    sched = Scheduler(sc, CacheConfig(cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching),
-                      num_blocks, max_len, num_host_blocks=cfg.num_host_blocks)
-    install = getattr(single, "_install_reload_cost", None)
-    if install is not None:
-        install(sched, cost, cfg.max_num_batched_tokens)
-    return sched
+    def clock(self) -> float:
+        return self.now
+
+    def send(self, turn: TurnSend) -> None:
+        r = self.router.route(turn.request_id, turn.program_id, len(turn.prompt), turn.submit).replica
+        self.replicas[r].add(sim_request(turn, self.max_len))
+
+    def busy(self) -> bool:
+        return any(rep.busy() for rep in self.replicas)
+
+    def advance(self, next_send: float | None) -> list[TurnDone]:
+        for i, rep in enumerate(self.replicas):
+            if not rep.stepping:
+                end = rep.start_step(self.now)
+                if end is not None:
+                    heapq.heappush(self._ends, (end, self._seq, i))
+                    self._seq += 1
+        if not self._ends:
+            if next_send is None:
+                raise RuntimeError(f"multi-replica simulation wedged at t={self.now:.3f}")
+            self.now = next_send
+            return []
+        if next_send is not None and next_send < self._ends[0][0]:
+            self.now = next_send
+            return []
+        self.now = self._ends[0][0]
+        done: list[TurnDone] = []
+        while self._ends and self._ends[0][0] <= self.now:
+            done += self._end_step(heapq.heappop(self._ends)[2])
+        return done
+
+    def _end_step(self, i: int) -> list[TurnDone]:
+        """Replica i's step ends now: the router hears of first tokens and finished turns."""
+        rep = self.replicas[i]
+        out, finished = rep.end_step(self.now)
+        for s in out.scheduled:
+            if s.request.first_token_time is not None:
+                self.router.on_start(s.request.request_id)     # idempotent
+        for req in finished:
+            pin = rep.sched.agents.pins.get(req.program_id)
+            self.router.on_finish(req.request_id, self.now, output_tokens=req.num_output_tokens,
+                                  pin_until=None if pin is None else pin.expires_at,
+                                  last_step=req.agent.is_last_step)
+        return [turn_done(req, self.now) for req in finished]
+
+    def gauges(self) -> dict[str, float]:
+        per = [scheduler_gauges(rep.sched) for rep in self.replicas]
+        out = {k: sum(g[k] for g in per) for k in per[0]}
+        out["kv_usage"] /= len(per)               # the mean replica's usage
+        return out
 
 
 def simulate_replicas(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
                       num_replicas: int, routing: str = "continuum",
-                      router_kwargs: dict[str, Any] | None = None) -> MultiSimResult:
-    """Replay ``programs`` arriving at ``arrivals`` on ``num_replicas`` simulated replicas."""
+                      router_kwargs: dict[str, Any] | None = None, progress=None) -> MultiSimResult:
+    """Replay ``programs`` arriving at ``arrivals`` on ``num_replicas`` simulated replicas.
+    ``progress`` (a bench.progress.ReplayProgress) hears ``turn_done`` once per finished turn."""
     wall0 = time.perf_counter()
-    num_blocks = cfg.num_blocks or cost.kv_capacity_tokens(cfg.gpu_memory_utilization) // cfg.block_size
-    max_len = min(cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072),
-                  num_blocks * cfg.block_size)
-    reps = [_Replica(_make_scheduler(cost, cfg, num_blocks, max_len)) for _ in range(num_replicas)]
+    num_blocks, max_len = sim_capacity(programs, cost, cfg)
+    reps = [SimReplica(make_scheduler(cost, cfg, num_blocks, max_len), cost, cfg.block_size)
+            for _ in range(num_replicas)]
     router = Router(routing, list(range(num_replicas)), **(router_kwargs or {}))
-    states = [ProgramState(p, i, a, cfg.seed, (0, 1 << 30)) for i, (p, a) in enumerate(zip(programs, arrivals))]
-    for s in states:
-        s.record.ideal = ideal_jct(s.trace, cost, cfg.max_num_batched_tokens, cfg.block_size)
-    events: list[tuple[float, int, int, int]] = [(a, i, _SUBMIT, i) for i, a in enumerate(arrivals)]
-    heapq.heapify(events)
-    seq = len(events)
-    live: dict[str, tuple[ProgramState, TurnRecord, int]] = {}
-
-    def push(t: float, kind: int, x: int) -> None:
-        nonlocal seq
-        heapq.heappush(events, (t, seq, kind, x))
-        seq += 1
-
-    def submit(st: ProgramState, t: float) -> None:
-        prompt = st.next_prompt()
-        turn = st.trace.turns[st.turn]
-        rid = f"{st.trace.program_id}#{st.turn}"
-        r = router.route(rid, st.trace.program_id, len(prompt), t).replica
-        req = Request(rid, prompt, SamplingParams(max_tokens=turn.output_tokens, ignore_eos=True,
-                                                  temperature=0.0),
-                      t, agent=AgentInfo(st.trace.program_id, st.turn, turn.last, turn.tool),
-                      max_model_len=max_len)
-        reps[r].pending.append(req)
-        rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(prompt))
-        st.record.turns.append(rec)
-        live[rid] = (st, rec, r)
-
-    def kick(i: int, now: float) -> None:
-        """Start replica i's next step at ``now`` if it is idle and has work."""
-        rep = reps[i]
-        if rep.busy:
-            return
-        for req in rep.pending:
-            rep.sched.add_request(req)
-        rep.pending.clear()
-        if not rep.sched.has_unfinished():
-            return
-        out = rep.sched.schedule(now)
-        sin, sout = _swap_tokens(out, cfg.block_size)
-        if out.is_empty and not (sin or sout):
-            return                               # blocked: retried at the next event
-        dt = cost.swap_time(sin, sout)
-        if not out.is_empty:
-            dt += cost.step_time((s.start, s.num_new_tokens) for s in out.scheduled)
-        rep.busy, rep.out = True, out
-        push(now + dt, _STEP, i)
-
-    def finish_step(i: int, now: float) -> None:
-        rep = reps[i]
-        out, rep.busy, rep.out = rep.out, False, None
-        if out.is_empty:
-            return
-        sampled = [SIM_TOKEN if s.samples else None for s in out.scheduled]
-        finished = rep.sched.update_from_output(out, sampled, now)
-        for s in out.scheduled:
-            if s.request.first_token_time is not None:
-                router.on_start(s.request.request_id)     # idempotent
-        for req in finished:
-            st, rec, _ = live.pop(req.request_id)
-            rec.first_token, rec.finish = req.first_token_time, now
-            rec.cached_tokens, rec.output_tokens = max(req.num_cached_tokens, 0), req.num_output_tokens
-            rec.preemptions = req.num_preemptions
-            last = st.trace.turns[st.turn].last or st.turn + 1 >= len(st.trace.turns)
-            router.on_finish(req.request_id, now, output_tokens=req.num_output_tokens,
-                             pin_until=_pin_until(rep.sched, st.trace.program_id), last_step=last)
-            wait = st.finish_turn(list(req.output_token_ids))
-            if wait is None:
-                st.record.finish = now
-            else:
-                push(now + wait, _SUBMIT, st.index)
-
-    now = 0.0
-    while events:
-        now = events[0][0]
-        while events and events[0][0] <= now:
-            _, _, kind, x = heapq.heappop(events)
-            if kind == _SUBMIT:
-                submit(states[x], now)
-            else:
-                finish_step(x, now)
-        for i in range(num_replicas):
-            kick(i, now)
-        if not events and any(r.sched.has_unfinished() or r.pending for r in reps):
-            raise RuntimeError(f"multi-replica simulation wedged at t={now:.3f}")
-    per = [scheduler_stats(r.sched) for r in reps]
-    for r in reps:
-        r.sched.check_integrity()
+    r = replay(programs, arrivals, RoutedExecutor(reps, router, max_len), seed=cfg.seed, vocab=SIM_VOCAB,
+               ideal=lambda t: ideal_jct(t, cost, cfg.max_num_batched_tokens, cfg.block_size),
+               progress=progress, sample_interval=cfg.sample_interval)
+    per = [scheduler_stats(rep.sched, *rep.sched_time) for rep in reps]
+    for rep in reps:
+        rep.sched.check_integrity()
     snap = router.snapshot()
-    return MultiSimResult([s.record for s in states], {**merge_stats(per), **snap}, per, snap,
-                          time.perf_counter() - wall0, now, num_blocks)
+    return MultiSimResult(r.programs, {**merge_stats(per), **snap}, per, snap,
+                          time.perf_counter() - wall0, r.end, num_blocks, r.timeline)

@@ -29,6 +29,7 @@ from continuum.request import AgentInfo, Request, RequestStatus
 from continuum.sampling_params import SamplingParams
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
+from continuum.scheduler.stats import scheduler_stats
 from continuum.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -343,54 +344,8 @@ class LLMEngine:
         return out
 
     def stats(self) -> dict[str, float]:
-        """Flat counters and gauges for reports and /metrics (names are stable, snake_case;
-        ``_total`` suffix = monotonic counter)."""
-        sch, kv = self.scheduler, self.scheduler.kv
-        st = sch.stats
-        c = kv.pool.counts()
-        return {
-            "num_requests_running": len(sch.running),
-            "num_requests_waiting": len(sch.waiting),
-            "kv_blocks_total": c["total"],
-            "kv_blocks_in_use": c["in_use"],
-            "kv_blocks_cached": c["cached"],
-            "kv_usage": kv.usage,
-            "prefix_cache_queries_total": kv.stats.queries,
-            "prefix_cache_hits_total": kv.stats.hits,
-            "kv_evictions_total": kv.pool.num_evictions,
-            "preemptions_total": sch.stats.num_preemptions,
-            "requests_finished_total": sch.stats.num_finished,
-            "queueing_delay_seconds_total": sch.stats.total_queueing_delay,
-            "admissions_total": sch.stats.num_admissions,
-            "steps_total": sch.stats.num_steps,
-            "prefix_cache_host_hits_total": kv.stats.host_hits,
-            "swap_in_blocks_total": kv.stats.swap_in_blocks,
-            "swap_out_blocks_total": kv.stats.swap_out_blocks,
-            "host_kv_blocks_total": kv.host.num_blocks if kv.host is not None else 0,
-            "host_kv_blocks_used": len(kv.host.lru) if kv.host is not None else 0,
-            "pins_made_total": st.pins_made,
-            "pins_hit_total": st.pins_hit,
-            "pins_expired_total": st.pins_expired,
-            "pins_force_released_total": st.pins_force_released,
-            "pins_rejected_total": st.pins_rejected,
-            "pins_released_by_policy_total": st.pins_released_by_policy,
-            "pinned_programs": len(sch.agents.pins),
-            "pinned_blocks": sch.agents.pins.pinned_blocks,
-            "pins_dropped_program_end_total": st.pins_dropped_program_end,
-            "pin_ttl_seconds_sum": st.ttl_sum,
-            "pin_ttl_queue_delay_seconds": sch.agents.ctx.queue_delay.value,   # T of METHOD 2.2
-            "pin_ttl_eta": sch.agents.ctx.eta.value,
-            "tool_durations_seen_total": sch.agents.ctx.predictor.total_seen,
-            **st.ttl_histogram(),
-            **st.pin_decision_counts(),
-            "programs_tracked": len(sch.agents.programs),
-            "programs_forgotten_total": sch.agents.programs.num_forgotten,
-            "tools_tracked": len(sch.agents.ctx.predictor.per_tool),
-            "tools_evicted_total": sch.agents.ctx.predictor.num_tools_evicted,
-            **sch.policy.stats(),
-            "scheduler_time_seconds_total": self.scheduler_time_total,
-            "scheduler_time_seconds_max": self.scheduler_time_max,
-        }
+        """Flat counters and gauges for reports and /metrics (``scheduler_stats``)."""
+        return scheduler_stats(self.scheduler, self.scheduler_time_total, self.scheduler_time_max)
 
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()

@@ -1,6 +1,9 @@
 """Discrete-event simulation of the engine: the real Scheduler (policy, KV manager, kv_ttl)
 with a virtual clock and an executor whose step time comes from the cost model.
 
+The client side (arrivals, turns, records) is ``continuum.bench.replayer.replay``, the loop
+every in-process target shares; this module is its executor over one scheduler.
+
 Invariants:
 - Scheduling decisions are made by ``continuum.scheduler.Scheduler`` itself; the simulator only
   plays the executor (returns a constant sampled token for each sampling chunk, with
@@ -11,21 +14,17 @@ Invariants:
 """
 from __future__ import annotations
 
-import dataclasses
-import heapq
 import time
-import types
 from dataclasses import dataclass, field
-from typing import Any
 
-from continuum.bench.replay import ProgramState, TurnRecord, check_fits, ideal_jct
-from continuum.config import CacheConfig, SchedulerConfig
-from continuum.request import AgentInfo, Request
-from continuum.sampling_params import SamplingParams
-from continuum.scheduler.scheduler import Scheduler
+from continuum.bench.replay import ideal_jct
+from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
+from continuum.config import SchedulerConfig
+from continuum.scheduler.stats import scheduler_stats
 from continuum.sim.cost_model import CostModel
+from continuum.sim.stepper import SimReplica, make_scheduler, sim_capacity, sim_request, turn_done
 
-SIM_TOKEN = 7          # the executor's sampled token; eos is never checked (ignore_eos)
+SIM_VOCAB = (0, 1 << 30)   # prompt token ids: any int (no model reads them)
 
 
 @dataclass
@@ -55,51 +54,40 @@ class SimResult:
     num_blocks: int = 0
 
 
-def scheduler_stats(sched: Scheduler, sched_time: tuple[float, float] = (0.0, 0.0)) -> dict[str, float]:
-    """The engine's flat stats dict for a bare scheduler: ``LLMEngine.stats`` reads only
-    ``self.scheduler``, so the keys (including those the scheduling policies add) match."""
-    from continuum.engine.engine import LLMEngine
-    fake = types.SimpleNamespace(scheduler=sched, scheduler_time_total=sched_time[0],
-                                 scheduler_time_max=sched_time[1])
-    return dict(LLMEngine.stats(fake))
+class SimExecutor:
+    """Executor of ``replay``: one scheduler on the cost model's virtual time. A step runs
+    whole: turns sent during it join the scheduler when it ends, with their own send times."""
 
+    def __init__(self, replica: SimReplica, max_len: int):
+        self.replica, self.max_len = replica, max_len
+        self.now = 0.0
 
-def pinned_blocks(sched: Scheduler) -> float:
-    """Blocks held by pins now, if the scheduler exposes them (0 otherwise)."""
-    agents = getattr(sched, "agents", None)
-    for obj in (getattr(agents, "pins", None), sched, getattr(sched, "pins", None)):
-        for attr in ("num_pinned_blocks", "pinned_blocks"):
-            v = getattr(obj, attr, None) if obj is not None else None
-            if callable(v):
-                v = v()
-            if isinstance(v, (int, float)):
-                return float(v)
-    return 0.0
+    def clock(self) -> float:
+        return self.now
 
+    def send(self, turn: TurnSend) -> None:
+        self.replica.add(sim_request(turn, self.max_len))
 
-class _PrefillReload:
-    """PrefillReload(r) of METHOD 2.2 from the simulator's own cost model: the isolated,
-    chunked prefill time of n tokens (so the policy's estimate matches the simulated cost)."""
+    def busy(self) -> bool:
+        return self.replica.busy()
 
-    def __init__(self, cost: CostModel, chunk: int):
-        self.cost, self.chunk = cost, chunk
+    def advance(self, next_send: float | None) -> list[TurnDone]:
+        sched = self.replica.sched
+        if not sched.has_unfinished():
+            self.now = next_send               # not None: the replayer still has sends
+            return []
+        end = self.replica.start_step(self.now)
+        if end is None:
+            if next_send is None:
+                raise RuntimeError(f"simulation wedged at t={self.now:.3f}: {len(sched.waiting)} waiting, "
+                                   f"{len(sched.running)} running, nothing schedulable")
+            self.now = max(self.now, next_send)
+            return []
+        self.now = end
+        return [turn_done(req, end) for req in self.replica.end_step(end)[1]]
 
-    def seconds(self, num_tokens: int) -> float:
-        return self.cost.turn_time(0, max(int(num_tokens), 1), 1, self.chunk)
-
-
-def _install_reload_cost(sched: Scheduler, cost: CostModel, chunk: int) -> None:
-    set_cost = getattr(sched, "set_reload_cost", None)
-    if set_cost is None:
-        return
-    from continuum.kv_ttl.reload_cost import OffloadCost
-    set_cost(prefill=_PrefillReload(cost, chunk),
-             offload=OffloadCost(bytes_per_token=cost.bytes_per_token, bandwidth=cost.h2d, latency=cost.swap_latency))
-
-
-def _swap_tokens(out, block_size: int) -> tuple[int, int]:
-    """Tokens swapped in/out by this step (``swap_in``/``swap_out``: (device, host) block pairs)."""
-    return len(getattr(out, "swap_in", ()) or ()) * block_size, len(getattr(out, "swap_out", ()) or ()) * block_size
+    def gauges(self) -> dict[str, float]:
+        return scheduler_gauges(self.replica.sched)
 
 
 def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
@@ -107,80 +95,11 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
     """Replay ``programs`` (ProgramTrace) arriving at ``arrivals`` through the scheduler.
     ``progress`` (a bench.progress.ReplayProgress) hears ``turn_done`` once per finished turn."""
     wall0 = time.perf_counter()
-    num_blocks = cfg.num_blocks or cost.kv_capacity_tokens(cfg.gpu_memory_utilization) // cfg.block_size
-    model_len = cfg.max_model_len or cost.profile["model"].get("max_model_len", 131072)
-    check_fits(programs, num_blocks, cfg.block_size, cost.bytes_per_token * cfg.block_size, model_len)
-    max_len = min(model_len, num_blocks * cfg.block_size)
-    sc = dataclasses.replace(cfg.scheduler or SchedulerConfig(), policy=cfg.policy,
-                             max_num_batched_tokens=cfg.max_num_batched_tokens, max_num_seqs=cfg.max_num_seqs)
-    sched = Scheduler(sc, CacheConfig(cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching),
-                      num_blocks, max_len, num_host_blocks=cfg.num_host_blocks)
-    _install_reload_cost(sched, cost, cfg.max_num_batched_tokens)
-    states = [ProgramState(p, i, a, cfg.seed, (0, 1 << 30)) for i, (p, a) in enumerate(zip(programs, arrivals))]
-    for s in states:
-        s.record.ideal = ideal_jct(s.trace, cost, cfg.max_num_batched_tokens, cfg.block_size)
-    events: list[tuple[float, int, int]] = [(a, i, i) for i, a in enumerate(arrivals)]
-    heapq.heapify(events)
-    seq = len(events)
-    live: dict[str, tuple[ProgramState, Any]] = {}
-    timeline: list[dict[str, float]] = []
-    now, next_sample, done = 0.0, 0.0, 0
-    sched_time = (0.0, 0.0)
-
-    def submit(st: ProgramState, t: float) -> None:
-        prompt = st.next_prompt()
-        turn = st.trace.turns[st.turn]
-        rid = f"{st.trace.program_id}#{st.turn}"
-        req = Request(rid, prompt, SamplingParams(max_tokens=turn.output_tokens, ignore_eos=True,
-                                                  temperature=0.0),
-                      t, agent=AgentInfo(st.trace.program_id, st.turn, turn.last, turn.tool),
-                      max_model_len=max_len)
-        sched.add_request(req)
-        rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(prompt))
-        st.record.turns.append(rec)
-        live[rid] = (st, rec)
-
-    while events or sched.has_unfinished():
-        while events and events[0][0] <= now:
-            t, _, i = heapq.heappop(events)
-            submit(states[i], t)
-        if not sched.has_unfinished():
-            now = events[0][0]
-            continue
-        if now >= next_sample:
-            timeline.append({"t": now, "kv_usage": sched.kv.usage, "running": len(sched.running),
-                             "waiting": len(sched.waiting), "pinned_blocks": pinned_blocks(sched)})
-            next_sample = now + cfg.sample_interval
-        ts = time.perf_counter()
-        out = sched.schedule(now)
-        ts = time.perf_counter() - ts
-        sched_time = (sched_time[0] + ts, max(sched_time[1], ts))
-        sin, sout = _swap_tokens(out, cfg.block_size)
-        if out.is_empty and (sin or sout):
-            now += cost.swap_time(sin, sout)
-            continue
-        if out.is_empty:
-            if not events:
-                raise RuntimeError(f"simulation wedged at t={now:.3f}: {len(sched.waiting)} waiting, "
-                                   f"{len(sched.running)} running, nothing schedulable")
-            now = max(now, events[0][0])
-            continue
-        now += cost.step_time((s.start, s.num_new_tokens) for s in out.scheduled) + cost.swap_time(sin, sout)
-        sampled = [SIM_TOKEN if s.samples else None for s in out.scheduled]
-        for req in sched.update_from_output(out, sampled, now):
-            st, rec = live.pop(req.request_id)
-            rec.first_token, rec.finish = req.first_token_time, now
-            rec.cached_tokens, rec.output_tokens = max(req.num_cached_tokens, 0), req.num_output_tokens
-            rec.preemptions = req.num_preemptions
-            wait = st.finish_turn(list(req.output_token_ids))
-            if progress is not None:
-                progress.turn_done(rec.output_tokens)
-            if wait is None:
-                st.record.finish = now
-                done += 1
-            else:
-                heapq.heappush(events, (now + wait, seq, st.index))
-                seq += 1
-    stats = scheduler_stats(sched, sched_time)
-    sched.check_integrity()
-    return SimResult([s.record for s in states], stats, timeline, time.perf_counter() - wall0, now, num_blocks)
+    num_blocks, max_len = sim_capacity(programs, cost, cfg)
+    replica = SimReplica(make_scheduler(cost, cfg, num_blocks, max_len), cost, cfg.block_size)
+    r = replay(programs, arrivals, SimExecutor(replica, max_len), seed=cfg.seed, vocab=SIM_VOCAB,
+               ideal=lambda t: ideal_jct(t, cost, cfg.max_num_batched_tokens, cfg.block_size),
+               progress=progress, sample_interval=cfg.sample_interval)
+    stats = scheduler_stats(replica.sched, *replica.sched_time)
+    replica.sched.check_integrity()
+    return SimResult(r.programs, stats, r.timeline, time.perf_counter() - wall0, r.end, num_blocks)

@@ -1,0 +1,161 @@
+"""The one replay loop: programs' turns sent to an executor, records kept, time advanced.
+
+Every in-process target (the simulator over one scheduler, N simulated replicas behind the
+router, the real ``LLMEngine``) replays through ``replay`` with an ``Executor`` of its own.
+The replayer owns the client side, identically for all of them:
+
+- program arrivals, and each later turn's send at its previous turn's finish + tool time;
+- each turn's request: prompt (``ProgramState``), ``TurnSend.params`` (output length forced
+  with max_tokens = min_tokens = the trace's output tokens, ignore_eos, greedy) and the agent
+  fields, with the last-turn flag set on the trace's final turn;
+- per-turn and per-program records (submit, first token, finish, prompt/cached/output tokens,
+  preemptions), the ideal JCT and the KV timeline.
+
+The executor owns time. ``clock()`` is its current time in seconds since the run began;
+``advance(next_send)`` moves it forward: a cost-model executor runs its next step on virtual
+time (or jumps to ``next_send`` when idle), the engine runs one real step (or sleeps towards
+``next_send``). A turn whose send time has come is handed over with its own send time, which
+is never later than ``clock()``, so a send that falls inside a running step waits for it and
+that wait counts as queueing.
+
+Invariants: turns are sent in (send time, order of becoming due) order, the same on every
+executor; a program's turn k+1 is sent only after turn k finished; every record's times are
+on the executor's clock. Same inputs and a deterministic executor give identical records.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from continuum.bench.replay import ProgramRecord, ProgramState, TurnRecord
+from continuum.bench.trace import ProgramTrace
+from continuum.request import AgentInfo
+from continuum.sampling_params import SamplingParams
+
+
+@dataclass
+class TurnSend:
+    """One turn's request as the replayer sends it. ``request_id`` is ``<program_id>#<turn>``;
+    ``submit`` is the send time on the executor's clock (<= its ``clock()`` when handed over)."""
+
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    agent: AgentInfo
+    submit: float
+
+    @property
+    def program_id(self) -> str:
+        return self.agent.program_id
+
+    @property
+    def last(self) -> bool:
+        return self.agent.is_last_step
+
+
+@dataclass
+class TurnDone:
+    """A finished turn as the executor reports it (times on the executor's clock)."""
+
+    request_id: str
+    first_token: float | None
+    finish: float
+    cached_tokens: int
+    output_ids: list[int]
+    preemptions: int
+
+
+class Executor(Protocol):
+    """What runs the turns. ``advance`` returns the turns that finished during it."""
+
+    def clock(self) -> float: ...
+
+    def send(self, turn: TurnSend) -> None: ...
+
+    def busy(self) -> bool:
+        """A sent turn has not finished yet."""
+        ...
+
+    def advance(self, next_send: float | None) -> list[TurnDone]:
+        """Move time forward by one step of work, or towards ``next_send`` (None: no more
+        sends until a turn finishes) when there is none."""
+        ...
+
+    def gauges(self) -> dict[str, float]:
+        """The KV timeline's sample now: kv_usage, running, waiting, pinned_blocks."""
+        ...
+
+
+@dataclass
+class Replayed:
+    programs: list[ProgramRecord]
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    end: float = 0.0                              # the executor's clock when the last turn ended
+
+
+def scheduler_gauges(sched) -> dict[str, float]:
+    """The KV timeline's sample of one ``Scheduler``."""
+    return {"kv_usage": sched.kv.usage, "running": len(sched.running), "waiting": len(sched.waiting),
+            "pinned_blocks": float(sched.agents.pins.pinned_blocks)}
+
+
+def turn_send(st: ProgramState, submit: float) -> TurnSend:
+    """The request of ``st``'s current turn (draws its fresh prompt tokens)."""
+    k = st.turn
+    turn = st.trace.turns[k]
+    prompt = st.next_prompt()
+    last = turn.last or k + 1 == len(st.trace.turns)
+    params = SamplingParams(max_tokens=turn.output_tokens, min_tokens=turn.output_tokens,
+                            ignore_eos=True, temperature=0.0)
+    return TurnSend(f"{st.trace.program_id}#{k}", prompt, params,
+                    AgentInfo(st.trace.program_id, k, last, turn.tool), submit)
+
+
+def replay(programs: list[ProgramTrace], arrivals: list[float], executor: Executor, *, seed: int,
+           vocab: tuple[int, int], ideal: Callable[[ProgramTrace], float] | None = None,
+           progress=None, sample_interval: float | None = None) -> Replayed:
+    """Replay ``programs`` arriving at ``arrivals`` (seconds on the executor's clock) on
+    ``executor``. Prompt token ids are drawn from ``vocab`` (low, high) per (seed, program).
+    ``ideal`` fills each program's ideal JCT; ``progress`` (a bench.progress.ReplayProgress)
+    hears ``turn_done`` per finished turn and ``tick`` per loop; with ``sample_interval``
+    the executor's gauges are sampled at most that often while it has work."""
+    states = [ProgramState(p, i, a, seed, vocab) for i, (p, a) in enumerate(zip(programs, arrivals))]
+    if ideal is not None:
+        for s in states:
+            s.record.ideal = ideal(s.trace)
+    sends: list[tuple[float, int, int]] = [(a, i, i) for i, a in enumerate(arrivals)]
+    heapq.heapify(sends)
+    seq = len(sends)
+    live: dict[str, tuple[ProgramState, TurnRecord]] = {}
+    timeline: list[dict[str, float]] = []
+    next_sample = 0.0
+    while sends or executor.busy():
+        now = executor.clock()
+        while sends and sends[0][0] <= now:
+            t, _, i = heapq.heappop(sends)
+            st = states[i]
+            turn = turn_send(st, t)
+            rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(turn.prompt))
+            st.record.turns.append(rec)
+            live[turn.request_id] = (st, rec)
+            executor.send(turn)
+        if progress is not None:
+            progress.tick()
+        if sample_interval is not None and executor.busy() and now >= next_sample:
+            timeline.append({"t": now, **executor.gauges()})
+            next_sample = now + sample_interval
+        for done in executor.advance(sends[0][0] if sends else None):
+            st, rec = live.pop(done.request_id)
+            rec.first_token, rec.finish = done.first_token, done.finish
+            rec.cached_tokens, rec.output_tokens = done.cached_tokens, len(done.output_ids)
+            rec.preemptions = done.preemptions
+            wait = st.finish_turn(done.output_ids)
+            if progress is not None:
+                progress.turn_done(rec.output_tokens)
+            if wait is None:
+                st.record.finish = done.finish
+            else:
+                heapq.heappush(sends, (done.finish + wait, seq, st.index))
+                seq += 1
+    return Replayed([s.record for s in states], timeline, executor.clock())
