@@ -18,11 +18,8 @@ from continuum.bench.trace import ProgramTrace, load_trace
 
 
 def available_policies() -> list[str]:
-    """Policy names the scheduler knows now (grows as policies land)."""
-    try:
-        from continuum.scheduler.policies import POLICIES
-    except ImportError:
-        from continuum.scheduler.policy import POLICIES
+    """Policy names in the scheduler's registry, in its order (``--policies all``)."""
+    from continuum.scheduler.policies import POLICIES
     return list(POLICIES)
 
 
