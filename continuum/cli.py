@@ -46,20 +46,15 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def _policy_configs() -> list[type]:
-    """Each scheduling policy's knob dataclass once, in registry order."""
-    from continuum.scheduler.policies import POLICIES
-    return list(dict.fromkeys(c.config_cls for c in POLICIES.values() if c.config_cls is not None))
-
-
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """The engine flags: one per ``EngineArgs`` knob, then one per scheduling-policy knob
     (continuum/knobs.py says how a field becomes a flag)."""
     from continuum.config import EngineArgs
     from continuum.knobs import add_knob_args
+    from continuum.scheduler.policies import policy_configs
     g = p.add_argument_group("engine")
     add_knob_args(g, EngineArgs)
-    for cfg in _policy_configs():
+    for cfg in policy_configs():
         add_knob_args(g, cfg)
 
 
@@ -67,8 +62,9 @@ def engine_kwargs(a: argparse.Namespace) -> dict:
     """``EngineArgs.from_kwargs`` keywords from flags added by ``add_engine_args``."""
     from continuum.config import EngineArgs
     from continuum.knobs import knob_values
+    from continuum.scheduler.policies import policy_configs
     kw = knob_values(a, EngineArgs)
-    for cfg in _policy_configs():
+    for cfg in policy_configs():
         kw.update(knob_values(a, cfg))
     return kw
 

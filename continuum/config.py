@@ -101,12 +101,12 @@ class SchedulerConfig:
 def split_policy_knobs(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``kwargs`` as (fields of dataclass ``cls``, policy knobs); ``ConfigError`` names any
     other keyword with the known ones."""
-    from continuum.scheduler.policies import POLICY_KNOBS
-    own_names = {f.name for f in fields(cls)}
-    unknown = sorted(set(kwargs) - own_names - set(POLICY_KNOBS))
+    from continuum.scheduler.policies import policy_knobs
+    own_names, knobs = {f.name for f in fields(cls)}, set(policy_knobs())
+    unknown = sorted(set(kwargs) - own_names - knobs)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} argument(s) {unknown}; known: "
-                          f"{sorted(own_names | set(POLICY_KNOBS))}")
+                          f"{sorted(own_names | knobs)}")
     own = {k: v for k, v in kwargs.items() if k in own_names}
     return own, {k: v for k, v in kwargs.items() if k not in own_names}
 

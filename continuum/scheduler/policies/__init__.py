@@ -3,8 +3,9 @@
 (``make_policy``) read. Adding a policy: one file here, one line in the tuple below
 (docs/scheduling.md, "Adding a policy"). See docs/scheduling.md for what each one does.
 
-Invariant: knob names are unique across policies (they are flat ``EngineArgs`` keywords and
-CLI flags); a clash fails at import.
+Everything reads the table when it runs (nothing copies it at import). Invariant: knob names
+are unique across policies (they are flat ``EngineArgs`` keywords and CLI flags); a clash
+fails at import.
 """
 from __future__ import annotations
 
@@ -27,28 +28,34 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def _knobs() -> dict[str, dataclasses.Field]:
+def policy_configs() -> list[type]:
+    """Each policy's knob dataclass once, in registry order (a subclass that declares no
+    config of its own shares its parent's)."""
+    return list(dict.fromkeys(p.config_cls for p in POLICIES.values() if p.config_cls is not None))
+
+
+def policy_knobs() -> dict[str, dataclasses.Field]:
+    """Every policy knob by name, in registry order; ``TypeError`` if two configs declare one."""
     knobs: dict[str, dataclasses.Field] = {}
-    for cls in POLICIES.values():
-        for f in dataclasses.fields(cls.config_cls) if cls.config_cls is not None else ():
-            if knobs.get(f.name, f) is not f:
-                raise TypeError(f"policy knob {f.name!r} is declared twice (by {cls.__name__} too)")
+    for cfg in policy_configs():
+        for f in dataclasses.fields(cfg):
+            if f.name in knobs:
+                raise TypeError(f"policy knob {f.name!r} is declared twice ({cfg.__name__} too)")
             knobs[f.name] = f
     return knobs
 
 
-# Every policy's knobs by name, in registry order (a subclass shares its parent's config).
-POLICY_KNOBS: dict[str, dataclasses.Field] = _knobs()
+policy_knobs()      # a clash fails at import, not at the first engine built
 
 
 def policy_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Every policy knob's value: ``options`` over the defaults, validated by each policy's
     config (``ConfigError`` on a bad value or an unknown name)."""
-    unknown = sorted(set(options) - set(POLICY_KNOBS))
+    known = policy_knobs()
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(f"unknown policy knob(s) {unknown}; known: {sorted(POLICY_KNOBS)}")
+        raise ConfigError(f"unknown policy knob(s) {unknown}; known: {sorted(known)}")
     out: dict[str, Any] = {}
-    for cls in POLICIES.values():
-        if cls.config_cls is not None:
-            out.update(dataclasses.asdict(pick(cls.config_cls, options)))
+    for cfg in policy_configs():
+        out.update(dataclasses.asdict(pick(cfg, options)))
     return out
