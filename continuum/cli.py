@@ -46,27 +46,27 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """The engine flags: one per ``EngineArgs`` knob, then one per scheduling-policy knob
-    (continuum/knobs.py says how a field becomes a flag)."""
+def _engine_knobs() -> list[type]:
+    """The dataclasses whose knobs are the engine flags: ``EngineArgs``, then each scheduling
+    policy's config (registry order)."""
     from continuum.config import EngineArgs
-    from continuum.knobs import add_knob_args
     from continuum.scheduler.policies import policy_configs
+    return [EngineArgs, *policy_configs()]
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The engine flags: one per knob of ``_engine_knobs()`` (continuum/knobs.py says how a
+    field becomes a flag)."""
+    from continuum.knobs import add_knob_args
     g = p.add_argument_group("engine")
-    add_knob_args(g, EngineArgs)
-    for cfg in policy_configs():
-        add_knob_args(g, cfg)
+    for cls in _engine_knobs():
+        add_knob_args(g, cls)
 
 
 def engine_kwargs(a: argparse.Namespace) -> dict:
     """``EngineArgs.from_kwargs`` keywords from flags added by ``add_engine_args``."""
-    from continuum.config import EngineArgs
     from continuum.knobs import knob_values
-    from continuum.scheduler.policies import policy_configs
-    kw = knob_values(a, EngineArgs)
-    for cfg in policy_configs():
-        kw.update(knob_values(a, cfg))
-    return kw
+    return {k: v for cls in _engine_knobs() for k, v in knob_values(a, cls).items()}
 
 
 def cmd_chat(a: argparse.Namespace) -> int:

@@ -93,22 +93,22 @@ class SchedulerConfig:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "SchedulerConfig":
         """Flat keywords: this config's fields and any policy knob (``admission_target=1.5``)."""
-        own, options = split_policy_knobs(cls, kwargs)
-        given = own.pop("policy_options", None) or {}
-        return cls(**own, policy_options={**given, **options})
+        return cls(**gather_policy_knobs(cls, kwargs, "scheduler argument"))
 
 
-def split_policy_knobs(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``kwargs`` as (fields of dataclass ``cls``, policy knobs); ``ConfigError`` names any
+def gather_policy_knobs(cls: type, kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """Flat ``kwargs`` as keywords of dataclass ``cls``: its own fields as given, the policy
+    knobs moved into ``policy_options`` (over any given there); ``ConfigError`` names any
     other keyword with the known ones."""
     from continuum.scheduler.policies import policy_knobs
     own_names, knobs = {f.name for f in fields(cls)}, set(policy_knobs())
     unknown = sorted(set(kwargs) - own_names - knobs)
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} argument(s) {unknown}; known: "
+        raise ConfigError(f"unknown {what}(s) {unknown}; known: "
                           f"{sorted(own_names | knobs)}")
     own = {k: v for k, v in kwargs.items() if k in own_names}
-    return own, {k: v for k, v in kwargs.items() if k not in own_names}
+    options = {**(own.get("policy_options") or {}), **{k: v for k, v in kwargs.items() if k in knobs}}
+    return {**own, "policy_options": options}
 
 
 def _policy_names() -> list[str]:
@@ -173,9 +173,7 @@ class EngineArgs:
     def from_kwargs(cls, **kwargs: Any) -> "EngineArgs":
         """Flat keywords: ``EngineArgs`` fields and policy knobs; unknown ones are a
         ``ConfigError`` naming the known ones."""
-        own, options = split_policy_knobs(cls, kwargs)
-        given = own.pop("policy_options", None) or {}
-        return cls(**own, policy_options={**given, **options})
+        return cls(**gather_policy_knobs(cls, kwargs, "engine argument"))
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(model=self.model, dtype=self.dtype, seed=self.seed,

@@ -66,7 +66,7 @@ def test_flags_reach_the_engine_args_and_the_policy():
 
 
 def test_bad_knobs_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown EngineArgs argument.*'swap_budget_tokens'"):
+    with pytest.raises(ConfigError, match="unknown engine argument.*'swap_budget_tokens'"):
         EngineArgs.from_kwargs(swap_budget_token=1)
     with pytest.raises(ConfigError, match="swap_budget_tokens must be >= 0"):
         EngineArgs.from_kwargs(swap_budget_tokens=-1).scheduler_config()
