@@ -18,7 +18,7 @@ from continuum.bench.trace import ProgramTrace, load_trace
 
 
 def available_policies() -> list[str]:
-    """Policy names in the scheduler's registry, in its order (``--policies all``)."""
+    """Policy names the scheduler knows."""
     from continuum.scheduler.policies import POLICIES
     return list(POLICIES)
 
