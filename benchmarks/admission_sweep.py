@@ -64,7 +64,7 @@ def _run(job: tuple) -> dict:
     pol = "vllm" if policy == UNBOUNDED else policy
     t0 = time.perf_counter()
     r = simulate(programs, arrivals, cost, SimConfig(policy=pol, num_blocks=blocks, seed=seed,
-                                                       scheduler=SchedulerConfig(**sched_kw)))
+                                                       scheduler=SchedulerConfig.from_kwargs(**sched_kw)))
     s = summarize(r.programs, r.stats)
     row = {"workload": workload, "kv_gb": gb, "jps": jps, "policy": policy, "seed": seed,
            **{k: s.get(k) for k in KEYS}, "num_blocks": blocks,

@@ -101,7 +101,7 @@ def run_point(job: tuple) -> dict:
     t0 = time.perf_counter()
     r = simulate(programs, arrivals, CostModel(prof),
                  SimConfig(policy="vllm" if policy == UNBOUNDED else policy, num_blocks=blocks,
-                           seed=seed, scheduler=SchedulerConfig(**sched_kw)))
+                           seed=seed, scheduler=SchedulerConfig.from_kwargs(**sched_kw)))
     s = summarize(r.programs, r.stats)
     tools = {p.program_id: sum(t.tool_duration for t in p.turns if not t.last) for p in programs}
     done = [p for p in r.programs if p.finish is not None]
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--profile", default="h200-llama3.1-8b")
     ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                    help="a SchedulerConfig field for every run, e.g. --set admission_target=1.25")
+                    help="a SchedulerConfig field or policy knob for every run, e.g. --set admission_target=1.25")
     ap.add_argument("--no-unbounded", action="store_true", help="skip the unbounded-KV ceiling")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None, help="folder for results.json, report.md, plots")

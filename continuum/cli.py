@@ -46,62 +46,27 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def _engine_knobs() -> list[type]:
+    """The dataclasses whose knobs are the engine flags: ``EngineArgs``, then each scheduling
+    policy's config (registry order)."""
+    from continuum.config import EngineArgs
+    from continuum.scheduler.policies import policy_configs
+    return [EngineArgs, *policy_configs()]
+
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The engine flags: one per knob of ``_engine_knobs()`` (continuum/knobs.py says how a
+    field becomes a flag)."""
+    from continuum.knobs import add_knob_args
     g = p.add_argument_group("engine")
-    g.add_argument("--model", default=None,
-                   help="local HF dir, .gguf file, 'random[:preset]'; default: embedded SmolLM2-135M-Instruct")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights and activations; auto: bfloat16 on CUDA and on CPUs with fast "
-                        "bf16 matmuls, else float32")
-    g.add_argument("--device", default="auto",
-                   help="torch device (cpu, cuda, cuda:1...); auto: cuda when available, else cpu")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of random-weight models ('random[:preset]'); `continuum chat` "
-                        "also seeds its sampling with it")
-    g.add_argument("--max-model-len", type=int, default=None,
-                   help="longest prompt + output in tokens; default: the model's context length")
-    g.add_argument("--kv-cache-memory", default=None,
-                   help="KV cache size, e.g. 2GiB; default: on CUDA what is left of 90%% of the "
-                        "GPU's memory after the weights, 2GiB on CPU")
-    g.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block")
-    g.add_argument("--max-num-seqs", type=int, default=128,
-                   help="most requests running in one batch")
-    g.add_argument("--max-num-batched-tokens", type=int, default=2048,
-                   help="most tokens (prefill chunks + decodes) in one engine step")
-    g.add_argument("--scheduling-policy", default="continuum+",
-                   choices=["continuum", "continuum+", "vllm", "program-fcfs", "fixed-ttl", "autellix",
-                            "infercept"],
-                   help="see docs/scheduling.md")
-    g.add_argument("--no-prefix-caching", action="store_true",
-                   help="turn the prefix cache off (every prompt is computed in full)")
-    g.add_argument("--host-kv-cache-memory", default=None,
-                   help="host-memory KV tier (CPU offload), e.g. 8GiB; default: off")
-    g.add_argument("--pin-budget-fraction", type=float, default=0.5,
-                   help="fraction of KV blocks that TTL pins may hold")
-    g.add_argument("--program-idle-timeout", type=float, default=600.0,
-                   help="seconds before an idle agent program is forgotten")
-    g.add_argument("--fixed-ttl", type=float, default=2.0, help="fixed-ttl policy: TTL in seconds")
-    g.add_argument("--autellix-num-queues", type=int, default=7,
-                   help="autellix policy: number of priority queues (K)")
-    g.add_argument("--autellix-base-quantum", type=int, default=1, help="autellix policy: decode steps of queue 0")
-    g.add_argument("--autellix-beta", type=float, default=8.0, help="autellix policy: anti-starvation ratio")
-    g.add_argument("--admission-target", type=float, default=1.0,
-                   help="continuum+: the active programs' estimated peak KV / KV blocks at which "
-                        "new programs wait (> 1 overbooks)")
-    g.add_argument("--door-max-wait", type=float, default=600.0,
-                   help="continuum+: seconds a new program waits at most at the door "
-                        "(admission control) before it is admitted anyway")
+    for cls in _engine_knobs():
+        add_knob_args(g, cls)
 
 
 def engine_kwargs(a: argparse.Namespace) -> dict:
-    return dict(model=a.model, dtype=a.dtype, device=a.device, seed=a.seed, max_model_len=a.max_model_len,
-                kv_cache_memory=a.kv_cache_memory, block_size=a.block_size, max_num_seqs=a.max_num_seqs,
-                max_num_batched_tokens=a.max_num_batched_tokens, scheduling_policy=a.scheduling_policy,
-                enable_prefix_caching=not a.no_prefix_caching, host_kv_cache_memory=a.host_kv_cache_memory,
-                pin_budget_fraction=a.pin_budget_fraction, program_idle_timeout=a.program_idle_timeout,
-                fixed_ttl=a.fixed_ttl, autellix_num_queues=a.autellix_num_queues,
-                autellix_base_quantum=a.autellix_base_quantum, autellix_beta=a.autellix_beta,
-                admission_target=a.admission_target, door_max_wait=a.door_max_wait)
+    """``EngineArgs.from_kwargs`` keywords from flags added by ``add_engine_args``."""
+    from continuum.knobs import knob_values
+    return {k: v for cls in _engine_knobs() for k, v in knob_values(a, cls).items()}
 
 
 def cmd_chat(a: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ class LLM:
     ``model``: a local Hugging Face directory (config.json + safetensors + tokenizer), a
     ``.gguf`` file, ``"random"`` / ``"random:<preset>"`` (seeded random weights, byte-level
     tokenizer), or None for the embedded default (SmolLM2-135M-Instruct). Keyword arguments
-    are ``EngineArgs`` fields (``kv_cache_memory="2GiB"``, ``max_num_seqs``, ``dtype``...).
+    are ``EngineArgs`` fields (``kv_cache_memory="2GiB"``, ``max_num_seqs``, ``dtype``...) and
+    scheduling-policy knobs (``admission_target``...; docs/scheduling.md).
     ``chat_template``: the template ``chat()`` uses, a path to a Jinja file or the Jinja text
     (default: the tokenizer's); as in vLLM, ``chat(chat_template=...)`` overrides it per call.
     A template that ignores ``tools`` gets them as a Hermes-style system section

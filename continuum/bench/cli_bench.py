@@ -115,21 +115,23 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
         Path(profile).write_text(json.dumps(prof))
         print(f"wrote {profile}")
+    from continuum.config import EngineArgs, parse_bytes
+    engine = engine_kwargs(a)
+    args = EngineArgs.from_kwargs(**engine)     # the sim takes the engine's knobs too
     host_blocks = 0
-    if not a.offload_gb and getattr(a, "host_kv_cache_memory", None):
-        from continuum.config import parse_bytes
-        a.offload_gb = parse_bytes(a.host_kv_cache_memory) / 1e9   # the engine flag works for the sim too
+    if not a.offload_gb and args.host_kv_cache_memory:
+        a.offload_gb = parse_bytes(args.host_kv_cache_memory) / 1e9
     if a.offload_gb and profile:
         from continuum.sim.profile import kv_bytes_per_token, load_profile
-        host_blocks = int(a.offload_gb * 1e9 // (kv_bytes_per_token(load_profile(profile)) * a.block_size))
-    from continuum.config import EngineArgs
-    sched_cfg = EngineArgs.from_kwargs(**engine_kwargs(a)).scheduler_config()   # policy knobs
-    sim = {"num_blocks": a.num_blocks, "num_host_blocks": host_blocks, "scheduler": sched_cfg, "block_size": a.block_size, "max_num_seqs": a.max_num_seqs,
-           "max_num_batched_tokens": a.max_num_batched_tokens, "enable_prefix_caching": not a.no_prefix_caching}
+        host_blocks = int(a.offload_gb * 1e9 // (kv_bytes_per_token(load_profile(profile)) * args.block_size))
+    sim = {"num_blocks": a.num_blocks, "num_host_blocks": host_blocks, "scheduler": args.scheduler_config(),
+           "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
+           "max_num_batched_tokens": args.max_num_batched_tokens,
+           "enable_prefix_caching": args.enable_prefix_caching}
     results_runs = []
     command = "continuum " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     cfg = BenchConfig(target=a.target, policies=policies, seed=a.seed, profile=profile, sim=sim,
-                      engine=engine_kwargs(a), model=a.served_model, progress=not a.no_progress)
+                      engine=engine, model=a.served_model, progress=not a.no_progress)
     results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
                "git": _git_state(), "runs": results_runs}
     for spec in specs:

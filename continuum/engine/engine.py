@@ -127,7 +127,7 @@ class LLMEngine:
         self.vocab_size = int(model.config.vocab_size)
         self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len, attention)
         self.attention_backend = self.runner.attention.name      # "cpu-kernel", "torch" or "cuda"
-        if self.attention_backend == "cuda" and not getattr(args, "enforce_eager", False):
+        if self.attention_backend == "cuda" and not args.enforce_eager:
             # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
             # cache is bound, since graphs capture its addresses.
             from continuum.engine.cuda_graph import DecodeGraphRunner, GraphedModel

@@ -19,12 +19,14 @@ The scheduler core asks a policy:
 The policy reads shared state through ``self.ctx`` (a ``PolicyContext``: programs, pins,
 predictor, T and eta windows, cost models, running/waiting queues). It never mutates KV or
 queues itself: the core executes its decisions, so every lifecycle rule lives in one place.
-Adding a policy is one file in ``policies/`` plus a line in ``policies/__init__.py``.
+A policy with knobs declares them once, as a frozen dataclass of knobs (``config_cls``; field
+names are the ``EngineArgs`` keywords and CLI flags) that its constructor takes. Adding a
+policy is one file in ``policies/`` plus a line in ``policies/__init__.py`` (docs/scheduling.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from continuum.request import Request, RequestStatus
 
@@ -126,7 +128,15 @@ class PolicyContext:
 
 class Policy:
     name: str = ""
+    config_cls: ClassVar[type | None] = None   # the policy's knobs (a frozen dataclass); None: none
     ctx: PolicyContext
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "Policy":
+        """The policy with its knobs read by name from ``options`` (``SchedulerConfig
+        .policy_options``: every policy's knobs; the others' are ignored)."""
+        from continuum.knobs import pick
+        return cls() if cls.config_cls is None else cls(pick(cls.config_cls, options))
 
     def bind(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
@@ -168,10 +178,11 @@ class VllmPolicy(Policy):
 
 
 def make_policy(name: str, config: "SchedulerConfig | None" = None) -> Policy:
+    """Policy ``name`` of the registry, with its knobs from ``config`` (default: defaults)."""
     from continuum.errors import ConfigError
     from continuum.scheduler.policies import POLICIES
     try:
         cls = POLICIES[name]
     except KeyError:
         raise ConfigError(f"unknown scheduling policy {name!r}; choose one of {sorted(POLICIES)}") from None
-    return cls.from_config(config) if config is not None and hasattr(cls, "from_config") else cls()
+    return cls.from_options(config.policy_options if config is not None else {})

@@ -12,7 +12,7 @@ import pytest
 
 from continuum.request import RequestStatus
 from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S
-from continuum.scheduler.policies.continuum_plus import ContinuumPlusPolicy
+from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
 
@@ -204,12 +204,12 @@ def test_config_and_stats():
     from continuum.config import SchedulerConfig
     from continuum.errors import ConfigError
     from continuum.scheduler.policy import make_policy
-    p = make_policy("continuum+", SchedulerConfig(admission_target=1.5, door_max_wait=5.0))
+    p = make_policy("continuum+", SchedulerConfig.from_kwargs(admission_target=1.5, door_max_wait=5.0))
     assert p.door.target == 1.5 and p.door.max_wait == 5.0
-    with pytest.raises(ConfigError):
-        SchedulerConfig(admission_target=0.0)
-    with pytest.raises(ConfigError):
-        SchedulerConfig(door_max_wait=0.0)
+    with pytest.raises(ConfigError, match="admission_target"):
+        SchedulerConfig.from_kwargs(admission_target=0.0)
+    with pytest.raises(ConfigError, match="door_max_wait"):
+        SchedulerConfig(policy_options={"door_max_wait": 0.0})
     s = door_sched()
     assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
                                 "admission_faults_total": 0, "admission_returns_total": 0,
@@ -232,7 +232,7 @@ def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
 
 
 def test_a_returning_turn_whose_context_was_evicted_counts_as_a_fault():
-    s = make_sched(ContinuumPlusPolicy(admission_target=100.0), num_blocks=16, block_size=4, budget=64,
+    s = make_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=100.0)), num_blocks=16, block_size=4, budget=64,
                    max_len=64)
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
     for t in (0.0, 1.0, 2.0, 3.0):
@@ -250,7 +250,7 @@ def test_a_returning_turn_whose_context_was_evicted_counts_as_a_fault():
 def _held_scenario(horizon_s: float, max_wait: float = 600.0):
     """a (active, 68-token footprint = 17 blocks) runs; b's 305-token prompt would overflow
     the 100 blocks: the door holds b whenever it is engaged."""
-    s = door_sched(ContinuumPlusPolicy(door_max_wait=max_wait))
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=max_wait)))
     s.agents.ctx.eviction = Horizon(horizon_s)
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40))
     step(s, 0.0)

@@ -8,9 +8,9 @@ from continuum.errors import ConfigError
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
 from continuum.request import RequestStatus
 from continuum.scheduler.policies import POLICIES
-from continuum.scheduler.policies.autellix import AutellixPolicy
+from continuum.scheduler.policies.autellix import AutellixConfig, AutellixPolicy
 from continuum.scheduler.policies.continuum import ContinuumPolicy
-from continuum.scheduler.policies.infercept import InferCeptPolicy
+from continuum.scheduler.policies.infercept import InferCeptConfig, InferCeptPolicy
 from continuum.scheduler.policy import FREE, SWAP, make_policy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
@@ -60,8 +60,8 @@ def test_registry_and_unknown_policy():
     assert SchedulerConfig().policy == "continuum+"
     with pytest.raises(ConfigError, match="unknown scheduling policy"):
         make_policy("sjf")
-    a = make_policy("autellix", SchedulerConfig(autellix_num_queues=3, autellix_base_quantum=2,
-                                                autellix_beta=4.0))
+    a = make_policy("autellix", SchedulerConfig.from_kwargs(autellix_num_queues=3, autellix_base_quantum=2,
+                                                            autellix_beta=4.0))
     assert a.bounds == [2, 6, 14] and a.beta == 4.0
 
 
@@ -113,7 +113,7 @@ def test_continuum_uses_the_offload_cost_with_a_host_tier():
 
 
 def test_autellix_demotes_by_attained_service_and_promotes_starved_programs():
-    pol = AutellixPolicy(num_queues=4, base_quantum=1, beta=2.0)   # bounds 1, 3, 7, 15
+    pol = AutellixPolicy(AutellixConfig(autellix_num_queues=4, autellix_base_quantum=1, autellix_beta=2.0))   # bounds 1, 3, 7, 15
     s = make_sched(pol, budget=64, max_seqs=1)
     assert pol.bounds == [1, 3, 7, 15]
     s.add_request(areq("a", 4, 0.0, "a", max_tokens=10))
@@ -145,7 +145,7 @@ def test_autellix_demotes_by_attained_service_and_promotes_starved_programs():
 
 
 def test_autellix_orders_by_queue_then_arrival():
-    pol = AutellixPolicy(num_queues=3, base_quantum=1, beta=100.0)
+    pol = AutellixPolicy(AutellixConfig(autellix_num_queues=3, autellix_base_quantum=1, autellix_beta=100.0))
     s = make_sched(pol)
     s.add_request(areq("x1", 4, 0.0, "x", max_tokens=1))
     step(s, 0.0)
@@ -161,7 +161,7 @@ def test_autellix_orders_by_queue_then_arrival():
 
 
 def test_infercept_preserves_then_discards_or_swaps_by_min_waste():
-    pol = InferCeptPolicy(swap_budget_tokens=8)
+    pol = InferCeptPolicy(InferCeptConfig(swap_budget_tokens=8))
     s = make_sched(pol, host_blocks=8)
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 1.0), offload=OffloadCost(1.0, 100.0, 0.0))
     s.add_request(areq("a", 8, 0.0, "a", max_tokens=1))     # pins 2 blocks = 8 tokens

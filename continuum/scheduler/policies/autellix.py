@@ -20,26 +20,38 @@ admission and preemption order.)
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 
+from continuum.errors import ConfigError
+from continuum.knobs import knob
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.policy import Policy
 
 
+@dataclass(frozen=True)
+class AutellixConfig:
+    autellix_num_queues: int = knob(7, "autellix policy: number of priority queues (K)")
+    autellix_base_quantum: int = knob(1, "autellix policy: decode steps of queue 0 (doubles per queue)")
+    autellix_beta: float = knob(8.0, "autellix policy: anti-starvation ratio (waiting / service "
+                                     "that promotes to queue 0)")
+
+    def __post_init__(self) -> None:
+        if self.autellix_num_queues < 1 or self.autellix_base_quantum < 1 or self.autellix_beta <= 0:
+            raise ConfigError("autellix_num_queues and autellix_base_quantum must be >= 1, autellix_beta > 0")
+
+
 class AutellixPolicy(Policy):
     name = "autellix"
+    config_cls = AutellixConfig
 
-    def __init__(self, num_queues: int = 7, base_quantum: int = 1, beta: float = 8.0):
-        self.num_queues = num_queues
-        self.beta = beta
+    def __init__(self, config: AutellixConfig = AutellixConfig()):
+        self.num_queues = config.autellix_num_queues
+        self.beta = config.autellix_beta
         self.bounds: list[int] = []          # cumulative quanta: upper bound of each queue
         acc = 0
-        for i in range(num_queues):
-            acc += base_quantum * 2 ** i
+        for i in range(self.num_queues):
+            acc += config.autellix_base_quantum * 2 ** i
             self.bounds.append(acc)
-
-    @classmethod
-    def from_config(cls, config) -> "AutellixPolicy":
-        return cls(config.autellix_num_queues, config.autellix_base_quantum, config.autellix_beta)
 
     def queue_of(self, program_id: str) -> int:
         return self._queue(self.ctx.programs.get(program_id))

@@ -20,6 +20,10 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from continuum.errors import ConfigError
+from continuum.knobs import knob
 from continuum.kv_ttl.ttl import cold_start_ttl, solve_ttl
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.admission import AdmissionControl
@@ -28,15 +32,24 @@ from continuum.scheduler.policy import (CACHE_SURVIVES, COLD_START, LOW_DUTY, RE
                                        free_because)
 
 
+@dataclass(frozen=True)
+class ContinuumPlusConfig:
+    admission_target: float = knob(1.0, "continuum+: the active programs' estimated peak KV / KV "
+                                        "blocks at which new programs wait (> 1 overbooks)")
+    door_max_wait: float = knob(600.0, "continuum+: seconds a new program waits at most at the door "
+                                       "(admission control) before it is admitted anyway")
+
+    def __post_init__(self) -> None:
+        if self.admission_target <= 0 or self.door_max_wait <= 0:
+            raise ConfigError("admission_target and door_max_wait must be > 0")
+
+
 class ContinuumPlusPolicy(ContinuumPolicy):
     name = "continuum+"
+    config_cls = ContinuumPlusConfig
 
-    def __init__(self, admission_target: float = 1.0, door_max_wait: float = 600.0):
-        self.door = AdmissionControl(admission_target, door_max_wait)
-
-    @classmethod
-    def from_config(cls, config) -> "ContinuumPlusPolicy":
-        return cls(config.admission_target, config.door_max_wait)
+    def __init__(self, config: ContinuumPlusConfig = ContinuumPlusConfig()):
+        self.door = AdmissionControl(config.admission_target, config.door_max_wait)
 
     def bind(self, ctx) -> None:
         super().bind(ctx)

@@ -18,16 +18,30 @@ arrival: a resumed request keeps its place.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from continuum.errors import ConfigError
+from continuum.knobs import knob
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.policy import FREE, SWAP, FinishAction, Policy, pin
 
 
+@dataclass(frozen=True)
+class InferCeptConfig:
+    swap_budget_tokens: int = knob(4096, "infercept policy: tokens that may be swapped out to the "
+                                         "host tier per step (the link budget)")
+
+    def __post_init__(self) -> None:
+        if self.swap_budget_tokens < 0:
+            raise ConfigError("swap_budget_tokens must be >= 0")
+
+
 class InferCeptPolicy(Policy):
     name = "infercept"
+    config_cls = InferCeptConfig
 
-    def __init__(self, swap_budget_tokens: int = 4096):
-        self.swap_budget_tokens = swap_budget_tokens
+    def __init__(self, config: InferCeptConfig = InferCeptConfig()):
+        self.swap_budget_tokens = config.swap_budget_tokens   # read every step (tests change it)
 
     def waiting_key(self, req: Request) -> tuple:
         return (req.status != RequestStatus.PREEMPTED, req.program_arrival,
