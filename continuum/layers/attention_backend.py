@@ -116,7 +116,10 @@ class CpuKernelBackend(AttentionBackend):
         self._work = {}
 
     def forward(self, layer, q, k, v, meta):
-        reshape_and_cache(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping)
+        if self.fused is not None and k.dtype == layer.k_cache.dtype:
+            self.fused.reshape_and_cache(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping)
+        else:
+            reshape_and_cache(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping)
         if meta.is_pure_decode:
             return self.mod.paged_attention_decode(q, layer.k_cache, layer.v_cache, meta.block_tables,
                                                    meta.seq_lens, layer.scale)

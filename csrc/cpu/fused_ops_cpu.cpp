@@ -161,7 +161,43 @@ torch::Tensor rotary(torch::Tensor x, torch::Tensor cs, int64_t head_size) {
   return out;
 }
 
+// Write each token's key/value [Hkv, D] at row slot_mapping[t] of the caches (flash layout
+// [num_blocks, block_size, Hkv, D]); slot < 0 skips the token. key/value rows may be strided
+// (slices of the fused qkv output); each token's [Hkv, D] must be contiguous.
+void reshape_and_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache,
+                       torch::Tensor value_cache, torch::Tensor slot_mapping) {
+  TORCH_CHECK(key.dim() == 3 && value.sizes() == key.sizes(), "reshape_and_cache: key/value [T, Hkv, D]");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous() && key_cache.dim() == 4,
+              "reshape_and_cache: contiguous caches [num_blocks, block_size, Hkv, D]");
+  const int64_t T = key.size(0), row = key.size(1) * key.size(2);
+  TORCH_CHECK(key_cache.size(2) * key_cache.size(3) == row, "reshape_and_cache: cache rows are not [Hkv, D]");
+  TORCH_CHECK(key.stride(2) == 1 && key.stride(1) == key.size(2) && value.stride(2) == 1 &&
+              value.stride(1) == value.size(2), "reshape_and_cache: each token's [Hkv, D] must be contiguous");
+  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == value_cache.scalar_type(),
+              "reshape_and_cache: key/value in the caches' dtype");
+  TORCH_CHECK(slot_mapping.scalar_type() == torch::kLong && slot_mapping.numel() == T, "reshape_and_cache: slot_mapping int64 [T]");
+  slot_mapping = slot_mapping.contiguous();
+  const int64_t* slots = slot_mapping.data_ptr<int64_t>();
+  const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
+  for (int64_t t = 0; t < T; ++t)
+    TORCH_CHECK(slots[t] < num_slots, "reshape_and_cache: slot ", slots[t], " is outside the cache");
+  const int64_t bytes = row * key.element_size();
+  char* kc = static_cast<char*>(key_cache.data_ptr());
+  char* vc = static_cast<char*>(value_cache.data_ptr());
+  const char* k = static_cast<const char*>(key.data_ptr());
+  const char* v = static_cast<const char*>(value.data_ptr());
+  const int64_t ks = key.stride(0) * key.element_size(), vs = value.stride(0) * value.element_size();
+  // A memcpy per token: at decode batch sizes one thread is faster than a parallel region.
+  for (int64_t t = 0; t < T; ++t) {
+    if (slots[t] < 0) continue;
+    std::memcpy(kc + slots[t] * bytes, k + t * ks, bytes);
+    std::memcpy(vc + slots[t] * bytes, v + t * vs, bytes);
+  }
+}
+
 TORCH_LIBRARY(continuum_cpu_ops, m) {
+  m.def("reshape_and_cache(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor slot_mapping) -> ()",
+        &reshape_and_cache);
   m.def("rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps) -> Tensor[]", &rms_norm);
   m.def("silu_and_mul(Tensor x) -> Tensor", &silu_and_mul);
   m.def("rotary(Tensor x, Tensor cs, int head_size) -> Tensor", &rotary);

@@ -83,3 +83,20 @@ def test_fused_ops_ignore_silu_reference_dtype_float32():
     # fp32 inputs still work when called directly (dispatch covers them), same values to 1e-6.
     x = torch.randn(5, 8)
     torch.testing.assert_close(ops.silu_and_mul(x), F.silu(x[:, :4]) * x[:, 4:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_reshape_and_cache_matches_the_reference_with_strided_rows_and_skips(dtype):
+    from continuum.ops import reference
+    g = torch.Generator().manual_seed(4)
+    hkv, d, bs, nb = 3, 64, 16, 6
+    kv = torch.randn(7, 2 * hkv * d + 5, generator=g).to(dtype)       # a fused-qkv-like row
+    k = kv[:, :hkv * d].view(7, hkv, d)
+    v = kv[:, hkv * d:2 * hkv * d].view(7, hkv, d)
+    slots = torch.tensor([0, 17, -1, 95, 40, -1, 3])
+    caches = [torch.zeros(nb, bs, hkv, d, dtype=dtype) for _ in range(4)]
+    ops.reshape_and_cache(k, v, caches[0], caches[1], slots)
+    reference.reshape_and_cache(k, v, caches[2], caches[3], slots)
+    assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        ops.reshape_and_cache(k, v, caches[0], caches[1], torch.tensor([0, 1, 2, 3, 4, 5, nb * bs]))
