@@ -9,9 +9,7 @@ turn, or a request without a program) is a *newcomer*; only newcomers are held a
 
 **When the door may hold at all.** Only while it is *engaged*: it engages when the prefix
 cache's eviction horizon H (``kv_ttl/eviction.py``: how long a block freed now stays cached)
-falls below ``GATE_S``, or when most of the recent returns it reserved memory for found their
-context evicted anyway (faults), and disengages when H rises above ``DISENGAGE * GATE_S`` and
-the faults have stopped. Below the
+falls below ``GATE_S`` and disengages when H rises above ``DISENGAGE * GATE_S``. Below the
 cliff H is minutes: returning programs find their context whatever the door does, so it
 never holds (no harm where there is nothing to win). Past the cliff H falls to seconds and
 the door keeps the working set in memory; the hysteresis keeps it engaged while its own holds
@@ -69,13 +67,6 @@ COLD_OUTPUT_TOKENS = 256
 # seed of the matrix's points); at 4x it won there (0.79-0.89x) at the same below-cliff cost.
 COLD_HORIZON_S = GATE_S = math.log(10.0)
 DISENGAGE = 4.0
-# The direct evidence too: the door also engages when more than FAULTS_ON of the last 64
-# returns it reserved memory for (returns within their reservation horizon) found their context
-# evicted, and disengages only below FAULTS_OFF (with H back above DISENGAGE * GATE_S). A burst
-# of large programs can evict everyone at once while the allocation rate, averaged over 10 s,
-# still says H is long (70k-token SWE-like programs at 30 GB: 0.26-0.61x vllm's mean JCT with
-# this, about 1x without).
-FAULTS_ON, FAULTS_OFF, FAULT_WINDOW = 0.5, 0.2, 64
 # A program whose calls last more than DUTY times its turns computes under 1/DUTY of the time:
 # its memory would sit idle most of the time, so it gets no reservation and no pin.
 DUTY = 10.0
@@ -88,7 +79,6 @@ class _Between:
     horizon: float               # seconds after its finish it keeps reserving memory
     num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
     last_hash: bytes | None      # hash of the last of them (to tell eviction from divergence)
-    finish: float = 0.0          # when the turn ended
 
 
 class AdmissionControl:
@@ -99,7 +89,6 @@ class AdmissionControl:
         self.target = target
         self.max_wait = max_wait
         self.engaged = False                 # the gate (module docstring)
-        self.recent_faults = SlidingMean(window=FAULT_WINDOW)   # 1 per faulted reserved return
         self.num_timeouts = 0                # newcomers admitted because they waited max_wait
         self.num_faults = 0                  # returning turns whose context had been evicted
         self.num_returns = 0                 # returning turns that extend their context
@@ -134,7 +123,7 @@ class AdmissionControl:
         if rec is not None:
             rec.kept = horizon > 0
         self.between[req.program_id] = _Between(horizon, n_full,
-                                                req.block_hashes[n_full - 1] if n_full else None, now)
+                                                req.block_hashes[n_full - 1] if n_full else None)
 
     def reservation_horizon(self, req: Request, now: float) -> float:
         """How long after this turn's finish its program keeps reserving memory: its tool's
@@ -156,10 +145,7 @@ class AdmissionControl:
                 or req.block_hashes[k - 1] != b.last_hash:
             return
         self.num_returns += 1
-        fault = req.num_cached_tokens < k * self.ctx.kv.block_size
-        if b.horizon > 0 and req.arrival_time - b.finish <= b.horizon:
-            self.recent_faults.add(1.0 if fault else 0.0)    # a return the door reserved for
-        if fault:
+        if req.num_cached_tokens < k * self.ctx.kv.block_size:
             self.num_faults += 1
 
     def _horizon(self, tool: str | None) -> float:
@@ -262,10 +248,9 @@ class AdmissionControl:
     def is_engaged(self) -> bool:
         """The gate, with hysteresis (module docstring); updated at each door decision."""
         h = self.ctx.eviction.seconds
-        f = self.recent_faults.value if len(self.recent_faults.samples) >= FAULT_WINDOW // 4 else 0.0
-        if h < GATE_S or f > FAULTS_ON:
+        if h < GATE_S:
             self.engaged = True
-        elif h > DISENGAGE * GATE_S and f < FAULTS_OFF:
+        elif h > DISENGAGE * GATE_S:
             self.engaged = False
         return self.engaged
 

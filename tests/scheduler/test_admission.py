@@ -343,33 +343,3 @@ def test_pins_are_priced_by_memory_share_and_skip_calls_the_cache_survives(horiz
     # the paper's price (one second per second) would not pin at all: 0.25*2-1 < 0, ...
     from continuum.kv_ttl.ttl import solve_ttl
     assert solve_ttl(s.agents.ctx.predictor.samples("ls"), 2.0) == 0.0
-
-
-def test_faults_of_reserved_returns_engage_the_door_too():
-    """H can look long while a burst of large programs evicts everyone: most reserved returns
-    faulting engages the door by itself; it disengages once they stop (and H is long)."""
-    from continuum.scheduler.admission import FAULT_WINDOW, FAULTS_OFF, FAULTS_ON
-    s = door_sched()
-    s.agents.ctx.eviction = Horizon(math.inf)
-    door = s.policy.door
-    for _ in range(FAULT_WINDOW // 4 - 1):
-        door.recent_faults.add(1.0)
-    assert not door.is_engaged()                      # too few returns to judge
-    door.recent_faults.add(1.0)
-    assert door.recent_faults.value > FAULTS_ON and door.is_engaged()
-    for _ in range(FAULT_WINDOW):
-        door.recent_faults.add(0.0)
-    assert door.recent_faults.value < FAULTS_OFF and not door.is_engaged()
-
-
-def test_only_returns_the_door_reserved_for_count_as_faults():
-    s = door_sched(ContinuumPlusPolicy())
-    s.agents.ctx.eviction = Horizon(math.inf)
-    _human_program(s, 600.0)                          # not kept: its return is not judged
-    s.add_request(areq("x1", list(range(1000, 1390)), 1.5, "x", max_tokens=1, last=True))
-    run_until_idle(s, 2.0)                            # evicts a's context
-    s.add_request(areq("a2", list(range(200)) + [7] * 4 + [1, 2], 2.5, "a", max_tokens=1, last=True))
-    run_until_idle(s, 3.0)
-    door = s.policy.door
-    assert (door.num_returns, door.num_faults) == (1, 1)     # a fault, counted in the totals
-    assert not door.recent_faults.samples                     # but not held against the gate
