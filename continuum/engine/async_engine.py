@@ -100,6 +100,11 @@ class AsyncLLMEngine:
         return self.engine.tokenizer
 
     @property
+    def clock(self):
+        """The engine's clock (arrival times are read from it)."""
+        return self.engine.clock
+
+    @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
@@ -268,7 +273,7 @@ class AsyncLLMEngine:
                     else:
                         time.sleep(0.0005)   # nothing to emit (prefill chunk / blocked): let others run
                 with self._lock:
-                    self._engine_waiting = len(eng.scheduler.waiting)
+                    self._engine_waiting = eng.num_waiting_requests
         except BaseException as e:           # an engine bug: fail every request, never hang them
             logger.exception("engine thread crashed")
             self.dead = e

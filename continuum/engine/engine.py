@@ -226,6 +226,11 @@ class LLMEngine:
     def num_unfinished_requests(self) -> int:
         return self.scheduler.num_unfinished
 
+    @property
+    def num_waiting_requests(self) -> int:
+        """Requests not yet admitted (queued, held at the door, or preempted)."""
+        return self.scheduler.num_waiting
+
     # -- the step ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Schedule, execute, sample, detokenize. Returns one output per request that produced a

@@ -75,6 +75,10 @@ class Scheduler:
     def num_unfinished(self) -> int:
         return len(self.waiting) + len(self.running)
 
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 

@@ -110,7 +110,7 @@ class OpenAIServing:
 
     async def submit(self, prompt: list[int], params: SamplingParams, rid: str,
                      agent: AgentInfo, cache_salt: str | None = None) -> RequestStream:
-        clock = self.engine.engine.clock
+        clock = self.engine.clock
         if cache_salt is not None:         # vLLM's prompt dict carries it to LLMEngine
             prompt = {"prompt_token_ids": prompt, "cache_salt": cache_salt}
         return await self.engine.add_request(prompt, params, request_id=rid, agent=agent,
