@@ -23,7 +23,6 @@ import torch
 
 from continuum.layers.activation import SiluAndMul
 from continuum.layers.attention import Attention, AttentionMetadata, paged_attention_ref, reshape_and_cache
-from continuum.layers.cpu_kernels import fused_ops as cpu_fused_ops
 from continuum.layers.layernorm import RMSNorm
 from continuum.layers.rotary import RotaryEmbedding
 
@@ -90,7 +89,8 @@ class CpuKernelBackend(AttentionBackend):
     def __init__(self, module) -> None:
         super().__init__()
         self.mod = module
-        self.fused = cpu_fused_ops()
+        # Registered by the same built module (csrc/cpu/fused_ops_cpu.cpp) as ``module``'s kernels.
+        self.fused = torch.ops.continuum_cpu_ops
         self.num_threads = torch.get_num_threads()
         self.workspace: torch.Tensor | None = None
         self._work: dict[tuple[int, int], torch.Tensor] = {}
@@ -116,7 +116,7 @@ class CpuKernelBackend(AttentionBackend):
         self._work = {}
 
     def forward(self, layer, q, k, v, meta):
-        if self.fused is not None and k.dtype == layer.k_cache.dtype:
+        if k.dtype == layer.k_cache.dtype:
             self.fused.reshape_and_cache(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping)
         else:
             reshape_and_cache(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping)

@@ -72,13 +72,6 @@ def failure() -> str | None:
     return _failed
 
 
-def fused_ops():
-    """``torch.ops.continuum_cpu_ops`` (fused RMSNorm, SiLU-and-mul, rotary) once the module is
-    built and loaded, else None. Layers use it only through their ``fused`` attribute, which
-    the CPU attention backend sets when it is bound to their model."""
-    return torch.ops.continuum_cpu_ops if load() is not None else None
-
-
 def use_fused(fused, x: torch.Tensor) -> bool:
     """Whether a layer bound to ``fused`` runs it on ``x``: bf16/fp16 CPU rows only. Those ops
     round like the torch composition they replace (the same bits but for a fraction of a
