@@ -33,7 +33,8 @@ else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at 
   (none for a program's last step or a request without a program);
 - every active program between turns (in a tool call): its context plus its expected growth,
   while it is pinned, or, unpinned, while its call has lasted less than its *reservation
-  horizon*: the P90 of the tool's durations. A program that computes less than 1/``DUTY`` of
+  horizon*: the P90 of the tool's durations, counting the calls still in flight as
+  censored durations (Kaplan-Meier; returns alone are the short calls). A program that computes less than 1/``DUTY`` of
   the time (its tool's P90 is more than ``DUTY`` times its last turn's service time, counted as
   at least ``MIN_SERVICE_S``: a person thinking for minutes between chat turns) is not
   worth holding memory for: no reservation, ``keep`` 0. A call past its horizon stops reserving (a client that never comes back cannot
@@ -55,6 +56,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from continuum.kv_ttl.predictor import TOOL
 from continuum.kv_ttl.ttl import SlidingMean
 from continuum.request import Request
 
@@ -79,6 +81,8 @@ class _Between:
     horizon: float               # seconds after its finish it keeps reserving memory
     num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
     last_hash: bytes | None      # hash of the last of them (to tell eviction from divergence)
+    tool: str | None = None      # the call it is in (its elapsed time is a censored duration)
+    since: float = 0.0           # when the call began
 
 
 class AdmissionControl:
@@ -123,12 +127,13 @@ class AdmissionControl:
         if rec is not None:
             rec.kept = horizon > 0
         self.between[req.program_id] = _Between(horizon, n_full,
-                                                req.block_hashes[n_full - 1] if n_full else None)
+                                                req.block_hashes[n_full - 1] if n_full else None,
+                                                req.tool_name, now)
 
     def reservation_horizon(self, req: Request, now: float) -> float:
         """How long after this turn's finish its program keeps reserving memory: its tool's
         P90, or 0 if the program computes under 1/DUTY of the time (module docstring)."""
-        horizon = self._horizon(req.tool_name)
+        horizon = self._horizon(req.tool_name, now)
         service = now - (req.first_scheduled_time if req.first_scheduled_time is not None else now)
         return 0.0 if horizon > DUTY * max(service, MIN_SERVICE_S) else horizon
 
@@ -148,14 +153,28 @@ class AdmissionControl:
         if req.num_cached_tokens < k * self.ctx.kv.block_size:
             self.num_faults += 1
 
-    def _horizon(self, tool: str | None) -> float:
+    def _horizon(self, tool: str | None, now: float) -> float:
+        """The ``horizon_quantile`` of the tool's durations, counting the calls still in flight.
+
+        A duration is recorded only when its call returns, so early on, and whenever a tool has
+        long calls, the recorded ones are the short ones: a P90 taken over them alone says a
+        person who thinks for minutes "returns within 30 s" (censoring bias). The calls in
+        flight are lower bounds (each has lasted ``now - since`` so far), so the quantile is
+        read from the Kaplan-Meier estimate of the survival function over both; if the
+        survival never falls below ``1 - q`` (too many calls outlast every return seen), the
+        quantile is unknown and taken as infinite. Without calls in flight this is exactly the
+        empirical quantile of the recorded durations. Before any call returned it is the cold
+        prior's P90, or infinite once a call in flight has outlasted that."""
         pred = self.ctx.predictor
+        level = pred.level(tool)
         s = pred.samples(tool)
         if s is None:
             s = pred.pooled.sorted()
-        if not s:
-            return COLD_HORIZON_S
-        return s[min(int(self.horizon_quantile * len(s)), len(s) - 1)]
+        same = (lambda b: True) if level != TOOL else (lambda b: b.tool == tool)
+        censored = sorted(now - b.since for b in self.between.values() if same(b))
+        if not s:           # no call returned yet: the prior's P90, unless a call outlasted it
+            return COLD_HORIZON_S if not censored or censored[-1] <= COLD_HORIZON_S else math.inf
+        return km_quantile(s, censored, self.horizon_quantile)
 
     # -- sizes --------------------------------------------------------------------------------
     @property
@@ -272,3 +291,21 @@ class AdmissionControl:
             return False
         self._ws += need
         return True
+
+
+def km_quantile(events: list[float], censored: list[float], q: float) -> float:
+    """The q-quantile of the Kaplan-Meier estimate from ascending ``events`` (observed
+    durations) and ascending ``censored`` (lower bounds): the first event time at which the
+    survival drops below ``1 - q``; infinite if it never does. With no censored values this
+    is ``events[min(int(q * n), n - 1)]``, the empirical quantile."""
+    n = len(events) + len(censored)
+    surv, i, j = 1.0, 0, 0
+    while i < len(events):
+        if j < len(censored) and censored[j] < events[i]:
+            j += 1                                  # leaves the risk set before this event
+        else:
+            surv *= 1.0 - 1.0 / (n - i - j)
+            if surv < 1.0 - q - 1e-12:
+                return events[i]
+            i += 1
+    return math.inf

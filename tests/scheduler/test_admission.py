@@ -7,11 +7,12 @@ The door holds only while the cache is under pressure; the threshold scenarios f
 measured eviction horizon (``Horizon``) so that it is, and the gate's own tests move it.
 """
 import math
+import random
 
 import pytest
 
 from continuum.request import RequestStatus
-from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S
+from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, km_quantile
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
@@ -343,3 +344,46 @@ def test_pins_are_priced_by_memory_share_and_skip_calls_the_cache_survives(horiz
     # the paper's price (one second per second) would not pin at all: 0.25*2-1 < 0, ...
     from continuum.kv_ttl.ttl import solve_ttl
     assert solve_ttl(s.agents.ctx.predictor.samples("ls"), 2.0) == 0.0
+
+
+# -- the reservation horizon counts the calls still in flight (censoring) --------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_km_quantile_without_calls_in_flight_is_the_empirical_quantile(seed):
+    rng = random.Random(seed)
+    for n in range(1, 60):
+        xs = sorted(rng.expovariate(1.0) for _ in range(n))
+        for q in (0.5, 0.9, 0.99):
+            assert km_quantile(xs, [], q) == xs[min(int(q * n), n - 1)]
+
+
+def test_km_quantile_with_censored_calls():
+    # events 1, 2, 3 and a call still in flight at 2.5: S = 3/4, 1/2, (drop 2.5), 0
+    assert km_quantile([1.0, 2.0, 3.0], [2.5], 0.5) == 3.0
+    assert km_quantile([1.0, 2.0, 3.0], [], 0.5) == 2.0
+    # most calls outlast every return seen: the quantile is unknown
+    assert km_quantile([5.0] * 4, [97.0] * 3, 0.9) == math.inf
+
+
+def _person_paced(in_flight: int):
+    """``in_flight`` programs finished a turn calling "think" at t=0 and have not come back;
+    four "think" calls returned after 5 s. Program q finishes a 1-token turn at t=100."""
+    s = door_sched()
+    for i in range(in_flight):
+        s.add_request(areq(f"p{i}-1", list(range(100 * i, 100 * i + 8)), 0.0, f"p{i}", tool="think",
+                           max_tokens=1))
+    step(s, 0.0)
+    for _ in range(4):
+        s.agents.ctx.predictor.observe("think", 5.0)
+    s.add_request(areq("q-1", list(range(900, 908)), 100.0, "q", tool="think", max_tokens=1))
+    step(s, 100.0)
+    return s
+
+
+def test_calls_in_flight_that_outlast_the_returns_stop_a_reservation():
+    # Returns alone say "think" lasts 5 s, under DUTY x 1 s: q would reserve memory...
+    assert _person_paced(0).agents.programs.get("q").kept
+    # ...but three calls of it have lasted 100 s and counting: its P90 is unknown, q is not kept
+    s = _person_paced(3)
+    assert not s.agents.programs.get("q").kept
+    assert s.policy.door.between["q"].horizon == 0.0
