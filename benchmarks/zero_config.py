@@ -111,6 +111,8 @@ def main() -> None:
                   f"{s['merges']}, splits {s['splits']}, {wall:.0f} s", flush=True)
     finally:
         stop(proc, log)
+        if not (out / "server.log").stat().st_size:
+            (out / "server.log").unlink()           # nothing went wrong: no log to keep
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / 'results.json'}")
 

@@ -75,6 +75,24 @@ class Continuation(Protocol):
         ``sig.answer_key`` (None: nothing that could be an answer)."""
 
 
+def tokens_answer_key(tokens: Sequence[int]) -> bytes:
+    """Fingerprint of an answer given as token ids (``TokenContinuation``'s)."""
+    return hashlib.sha256(struct.pack(f"<{len(tokens)}q", *tokens)).digest()
+
+
+class TokenContinuation:
+    """Answers as token ids appended verbatim after the earlier prompt (``answer_at`` = (number
+    of answer tokens,)): clients that send token prompts, and trace replay."""
+
+    def __init__(self, prompt: Sequence[int]):
+        self.prompt = prompt
+
+    def answer_key(self, sig: TurnSignature) -> bytes | None:
+        n = sig.answer_at[0]
+        tail = self.prompt[sig.prompt_len:sig.prompt_len + n]
+        return tokens_answer_key(tail) if len(tail) == n else None
+
+
 @dataclass(frozen=True)
 class Attachment:
     """The program a request was given. ``inferred``: by recognition (not the client);
