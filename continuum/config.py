@@ -159,6 +159,10 @@ class EngineArgs:
                                       "fraction of KV blocks that TTL pins may hold")
     program_idle_timeout: float = knob(SchedulerConfig.program_idle_timeout,
                                        "seconds before an idle agent program is forgotten")
+    program_inference: bool = knob(True, "server: do not recognise the program of a request "
+                                         "without a program id (docs/agent-api.md); each is then "
+                                         "a program of one turn",
+                                   flag="--no-program-inference")
     enforce_eager: bool = knob(False, "CUDA: run decode steps eagerly instead of replaying "
                                       "captured CUDA graphs (slower; for debugging)")
     num_blocks_override: int | None = knob(None, "an exact KV pool size in blocks (tests)", cli=False)

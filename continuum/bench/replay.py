@@ -84,6 +84,7 @@ class TurnRecord:
     cached_tokens: int = 0
     output_tokens: int = 0
     preemptions: int = 0
+    program_id_used: str | None = None   # the program the target ran it in, when ids were hidden
 
     @property
     def ttft(self) -> float | None:

@@ -30,6 +30,8 @@ from typing import Callable, Protocol
 
 from continuum.bench.replay import ProgramRecord, ProgramState, TurnRecord
 from continuum.bench.trace import ProgramTrace
+from continuum.kv_ttl.recognizer import (Attachment, ProgramRecognizer, TokenContinuation,
+                                         tokens_answer_key)
 from continuum.request import AgentInfo
 from continuum.sampling_params import SamplingParams
 
@@ -112,14 +114,26 @@ def turn_send(st: ProgramState, submit: float) -> TurnSend:
                     AgentInfo(st.trace.program_id, k, last, turn.tool), submit)
 
 
+def hide_program_id(turn: TurnSend, recognizer: ProgramRecognizer) -> tuple[TurnSend, Attachment]:
+    """``turn`` as a client that sends no program id: no id, turn number or last-step flag (the
+    tool name stays: it stands for the tool call the server parses from a real output); the
+    program is the one ``recognizer`` recognises from the token prefix."""
+    att = recognizer.recognize(turn.prompt, TokenContinuation(turn.prompt), turn.submit)
+    agent = AgentInfo(att.program_id, None, False, turn.agent.tool_name)
+    return TurnSend(turn.request_id, turn.prompt, turn.params, agent, turn.submit), att
+
+
 def replay(programs: list[ProgramTrace], arrivals: list[float], executor: Executor, *, seed: int,
            vocab: tuple[int, int], ideal: Callable[[ProgramTrace], float] | None = None,
-           progress=None, sample_interval: float | None = None) -> Replayed:
+           progress=None, sample_interval: float | None = None,
+           recognizer: ProgramRecognizer | None = None) -> Replayed:
     """Replay ``programs`` arriving at ``arrivals`` (seconds on the executor's clock) on
     ``executor``. Prompt token ids are drawn from ``vocab`` (low, high) per (seed, program).
     ``ideal`` fills each program's ideal JCT; ``progress`` (a bench.progress.ReplayProgress)
     hears ``turn_done`` per finished turn and ``tick`` per loop; with ``sample_interval``
-    the executor's gauges are sampled at most that often while it has work."""
+    the executor's gauges are sampled at most that often while it has work. With
+    ``recognizer`` the turns are sent without program ids (``hide_program_id``) and each
+    finished turn is recorded there, as the server records an id-less client's turns."""
     states = [ProgramState(p, i, a, seed, vocab) for i, (p, a) in enumerate(zip(programs, arrivals))]
     if ideal is not None:
         for s in states:
@@ -128,6 +142,7 @@ def replay(programs: list[ProgramTrace], arrivals: list[float], executor: Execut
     heapq.heapify(sends)
     seq = len(sends)
     live: dict[str, tuple[ProgramState, TurnRecord]] = {}
+    hidden: dict[str, tuple[TurnSend, Attachment]] = {}
     timeline: list[dict[str, float]] = []
     next_sample = 0.0
     while sends or executor.busy():
@@ -136,6 +151,9 @@ def replay(programs: list[ProgramTrace], arrivals: list[float], executor: Execut
             t, _, i = heapq.heappop(sends)
             st = states[i]
             turn = turn_send(st, t)
+            if recognizer is not None:
+                turn, att = hide_program_id(turn, recognizer)
+                hidden[turn.request_id] = (turn, att)
             rec = TurnRecord(st.trace.program_id, st.turn, t, prompt_tokens=len(turn.prompt))
             st.record.turns.append(rec)
             live[turn.request_id] = (st, rec)
@@ -147,6 +165,12 @@ def replay(programs: list[ProgramTrace], arrivals: list[float], executor: Execut
             next_sample = now + sample_interval
         for done in executor.advance(sends[0][0] if sends else None):
             st, rec = live.pop(done.request_id)
+            if recognizer is not None:
+                sent, att = hidden.pop(done.request_id)
+                recognizer.record(att, sent.prompt, (len(done.output_ids),),
+                                  tokens_answer_key(done.output_ids),
+                                  sent.agent.tool_name is not None, done.finish)
+                rec.program_id_used = sent.agent.program_id
             rec.first_token, rec.finish = done.first_token, done.finish
             rec.cached_tokens, rec.output_tokens = done.cached_tokens, len(done.output_ids)
             rec.preemptions = done.preemptions

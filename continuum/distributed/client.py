@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from continuum.config import EngineArgs
 from continuum.distributed.merge import merge_results
 from continuum.distributed.replica_pool import ReplicaHandle, ReplicaPool, ReplicaUnavailableError
 from continuum.distributed.router import NoReplicaError, Router
@@ -49,6 +50,7 @@ class DistributedEngineClient:
         if num_replicas < 1:
             raise ContinuumError("--replicas must be at least 1")
         self.clock: Callable[[], float] = time.monotonic      # what serving.submit reads
+        self.args = EngineArgs.from_kwargs(**engine_kwargs)   # the server-side knobs the app reads
         self.router = Router(routing_policy, **(router_kwargs or {}))
         self.pool = ReplicaPool(engine_kwargs, max_waiting_requests, **pool_kwargs)
         for h in self.pool.start_sync(num_replicas):

@@ -100,6 +100,11 @@ class AsyncLLMEngine:
         return self.engine.tokenizer
 
     @property
+    def args(self):
+        """The engine's ``EngineArgs`` (the server reads its server-side knobs)."""
+        return self.engine.args
+
+    @property
     def clock(self):
         """The engine's clock (arrival times are read from it)."""
         return self.engine.clock

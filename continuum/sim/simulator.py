@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from continuum.bench.replay import ideal_jct
 from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
 from continuum.config import SchedulerConfig
+from continuum.kv_ttl.recognizer import ProgramRecognizer
 from continuum.scheduler.stats import scheduler_stats
 from continuum.sim.cost_model import CostModel
 from continuum.sim.stepper import SimReplica, make_scheduler, sim_capacity, sim_request, turn_done
@@ -42,6 +43,8 @@ class SimConfig:
     num_host_blocks: int = 0                 # host-memory KV tier (CPU offload); 0 = off
     scheduler: SchedulerConfig | None = None # policy knobs (pin budget, fixed TTL, autellix...);
                                              # its policy, budget and max seqs are overridden
+    hide_program_ids: bool = False           # send turns without ids: a ProgramRecognizer on
+                                             # the token prefixes assigns them (as the server)
 
 
 @dataclass
@@ -99,7 +102,8 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
     replica = SimReplica(make_scheduler(cost, cfg, num_blocks, max_len), cost, cfg.block_size)
     r = replay(programs, arrivals, SimExecutor(replica, max_len), seed=cfg.seed, vocab=SIM_VOCAB,
                ideal=lambda t: ideal_jct(t, cost, cfg.max_num_batched_tokens, cfg.block_size),
-               progress=progress, sample_interval=cfg.sample_interval)
+               progress=progress, sample_interval=cfg.sample_interval,
+               recognizer=ProgramRecognizer(block_size=cfg.block_size) if cfg.hide_program_ids else None)
     stats = scheduler_stats(replica.sched, *replica.sched_time)
     replica.sched.check_integrity()
     return SimResult(r.programs, stats, r.timeline, time.perf_counter() - wall0, r.end, num_blocks)

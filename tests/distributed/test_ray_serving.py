@@ -109,6 +109,21 @@ def test_affinity_all_turns_on_one_replica_and_hits_grow(served):
     assert cached[0] == 0 and all(b > a for a, b in zip(cached, cached[1:])), cached
 
 
+def test_recognised_programs_are_routed_by_affinity(served):
+    """No id sent: the front recognises the program (the same recogniser as one server) and
+    the router places every turn of it by that program."""
+    client, ids = served.openai(), []
+    msgs = [{"role": "system", "content": "shared " * 20}, {"role": "user", "content": "ray, turn 0"}]
+    for t in range(4):
+        r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4)
+        ids.append(r.usage.model_extra["continuum"]["program_id"])
+        msgs += [{"role": "assistant", "content": r.choices[0].message.content},
+                 {"role": "user", "content": f"ray, turn {t + 1}"}]
+    assert len(set(ids)) == 1 and ids[0].startswith("auto-")
+    assert [p for p, _ in served.placements].count(ids[0]) == 4
+    assert len(served.replicas_of(ids[0])) == 1
+
+
 @ray.remote(num_cpus=0)
 class Gate:
     """Holds replicas' engine threads (``hold`` run through ``engine.call``) until ``open``.

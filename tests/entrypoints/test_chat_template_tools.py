@@ -117,24 +117,27 @@ def test_chat_template_file_is_used_and_one_that_renders_tools_is_left_alone(cus
 def test_pin_decision_in_usage_and_on_metrics(default_server):
     client = _client(default_server)
     name = "continuum_engine_pin_decisions_{}_total"
-    before = {r: _metric(default_server, name.format(r)) for r in ("cold_start", "no_program", "last_step")}
+    before = {r: _metric(default_server, name.format(r)) for r in ("cold_start", "no_tool_call", "last_step")}
     # a cold engine: no tool durations seen yet, and this tiny model's reload costs next to
     # nothing, so the cold-start TTL is 0 and nothing is pinned: the response says why
     r = client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, max_tokens=200,
                                        extra_body={"continuum": {"program_id": "t1"}})
     assert r.usage.model_dump()["continuum"] == {"tool_name": "bash", "pin_decision": "cold_start",
-                                                 "pin_ttl_seconds": 0.0}
+                                                 "pin_ttl_seconds": 0.0, "program_id": "t1",
+                                                 "program_inferred": False, "program_attached": False}
     r = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2,
                                        extra_body={"continuum": {"program_id": "t1", "is_last_step": True}})
     assert r.usage.model_dump()["continuum"]["pin_decision"] == "last_step"
+    # a plain request is a recognised program (a new one) that called no tool
     r = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
-    assert "continuum" not in r.usage.model_dump()           # plain requests: plain usage
+    plain = r.usage.model_dump()["continuum"]
+    assert plain["pin_decision"] == "no_tool_call" and plain["program_inferred"] is True
     chunks = list(client.chat.completions.create(
         model=MODEL, messages=USER, tools=TOOLS, max_tokens=200, stream=True,
         stream_options={"include_usage": True}, extra_body={"continuum": {"program_id": "t2"}}))
     assert chunks[-1].usage.model_dump()["continuum"]["pin_decision"] == "cold_start"
     after = {r: _metric(default_server, name.format(r)) for r in before}
-    assert after == {"cold_start": before["cold_start"] + 2, "no_program": before["no_program"] + 1,
+    assert after == {"cold_start": before["cold_start"] + 2, "no_tool_call": before["no_tool_call"] + 1,
                      "last_step": before["last_step"] + 1}
 
 
@@ -143,7 +146,8 @@ def test_completions_usage_carries_the_decision(default_server):
         model=MODEL, prompt="SCRIPT[hermes]", max_tokens=200,
         extra_body={"continuum": {"program_id": "c1"}})
     assert r.usage.model_dump()["continuum"] == {"tool_name": "bash", "pin_decision": "cold_start",
-                                                 "pin_ttl_seconds": 0.0}
+                                                 "pin_ttl_seconds": 0.0, "program_id": "c1",
+                                                 "program_inferred": False, "program_attached": False}
 
 
 def test_serve_bad_chat_template_is_a_one_line_error(tmp_path, capsys):

@@ -53,3 +53,19 @@ def test_every_available_policy_completes(cost):
     for pol in available_policies():
         r = _small(cost, pol, 5.0, n=12)
         assert all(p.finish is not None for p in r.programs), pol
+
+
+def test_hidden_program_ids_are_recognised_from_token_prefixes(cost):
+    """SimConfig.hide_program_ids: the turns go out without ids; the recogniser must give each
+    program one id of its own, and the scheduler then sees the same programs as with ids."""
+    progs = generate("swe", 24, seed=0, scale=0.1)
+    arrivals = poisson_arrivals(24, 2.0, 0)
+    cfg = dict(policy="continuum", num_blocks=600, max_num_batched_tokens=1024, seed=0)
+    hidden = simulate(progs, arrivals, cost, SimConfig(hide_program_ids=True, **cfg))
+    given = simulate(progs, arrivals, cost, SimConfig(**cfg))
+    used = {p.program_id: {t.program_id_used for t in p.turns} for p in hidden.programs}
+    assert all(len(ids) == 1 and None not in ids for ids in used.values())
+    assert len({next(iter(ids)) for ids in used.values()}) == 24          # no merges
+    assert all(t.program_id_used is None for p in given.programs for t in p.turns)
+    # the scheduler saw the same programs: the same schedule
+    assert [p.jct for p in hidden.programs] == pytest.approx([p.jct for p in given.programs], rel=1e-9)

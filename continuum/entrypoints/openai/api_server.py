@@ -23,9 +23,11 @@ from continuum.entrypoints.openai.errors import install_error_handlers
 from continuum.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
 from continuum.entrypoints.openai.middleware import GuardMiddleware
 from continuum.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
+from continuum.entrypoints.openai.recognition import ProgramInference
 from continuum.entrypoints.openai.serving_chat import OpenAIServingChat
 from continuum.entrypoints.openai.serving_completions import OpenAIServingCompletion
 from continuum.errors import ConfigError
+from continuum.kv_ttl.recognizer import ProgramRecognizer
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,19 @@ def _integrity(engine) -> dict:
     return {"ok": ok, "error": err, "stats": engine.stats()}
 
 
+def program_inference(engine: AsyncLLMEngine) -> ProgramInference | None:
+    """The app's program recogniser (None: ``--no-program-inference``), hashing with the
+    engine's block size. Its signatures live for the recogniser's windows (an hour after a
+    tool call, 30 minutes after an answer) and are capped like the program table."""
+    args = engine.args
+    if not args.program_inference:
+        return None
+    return ProgramInference(ProgramRecognizer(block_size=args.block_size), engine.clock)
+
+
 def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     metrics = ServerMetrics()
+    inference = program_inference(engine)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -65,8 +78,8 @@ def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, metrics=metrics, api_key=opts.api_key,
                        max_body_bytes=opts.max_body_bytes)
-    completions = OpenAIServingCompletion(engine, opts.model_name, metrics)
-    chat = OpenAIServingChat(engine, opts.model_name, metrics, opts.chat_template)
+    completions = OpenAIServingCompletion(engine, opts.model_name, metrics, inference)
+    chat = OpenAIServingChat(engine, opts.model_name, metrics, opts.chat_template, inference)
     created = int(time.time())
 
     @app.post("/v1/completions")
@@ -97,7 +110,8 @@ def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     async def prometheus_metrics():
         stats = await engine.call(lambda e: e.stats()) if engine.is_running else {}
         metrics.in_flight.set(engine.num_in_flight)
-        return Response(metrics.render(stats), media_type=CONTENT_TYPE)
+        front = inference.snapshot() if inference is not None else {}
+        return Response(metrics.render(stats, front), media_type=CONTENT_TYPE)
 
     if opts.debug_endpoints:
         @app.get("/debug/kv")

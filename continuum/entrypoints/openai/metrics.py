@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: HTTP-side series plus every key of ``engine.stats()``.
+"""Prometheus metrics of one server: HTTP-side series, every key of ``engine.stats()``, and the
+server's own flat stats (program recognition) as ``continuum_<key>``.
 
 Engine stats are exported generically so counters other engineers add (pins, TTLs, swaps,
 queueing delay...) appear without code here: key ``k`` becomes ``continuum_engine_k``; keys
@@ -19,21 +20,22 @@ _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
-class _EngineStatsCollector:
-    """Turns the latest ``stats()`` snapshot into metric families."""
+class _StatsCollector:
+    """Turns the latest snapshot of flat stats into metric families named ``prefix + key``."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str, what: str) -> None:
+        self.prefix, self.what = prefix, what
         self.snapshot: dict[str, float] = {}
 
     def collect(self):
         for key, value in sorted(self.snapshot.items()):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            name = "continuum_engine_" + _BAD_CHARS.sub("_", key)
+            name = self.prefix + _BAD_CHARS.sub("_", key)
             if name.endswith("_total"):
-                yield CounterMetricFamily(name[:-len("_total")], f"engine stat {key}", value=value)
+                yield CounterMetricFamily(name[:-len("_total")], f"{self.what} {key}", value=value)
             else:
-                yield GaugeMetricFamily(name, f"engine stat {key}", value=value)
+                yield GaugeMetricFamily(name, f"{self.what} {key}", value=value)
 
 
 class ServerMetrics:
@@ -61,9 +63,13 @@ class ServerMetrics:
                                registry=r)
         self.in_flight = Gauge("continuum_requests_in_flight", "requests streaming or queued",
                                registry=r)
-        self._engine = _EngineStatsCollector()
+        self._engine = _StatsCollector("continuum_engine_", "engine stat")
         r.register(self._engine)
+        # the server's own flat stats (program recognition: ``continuum_turns_attached_total``...)
+        self._front = _StatsCollector("continuum_", "server stat")
+        r.register(self._front)
 
-    def render(self, engine_stats: dict[str, float]) -> bytes:
+    def render(self, engine_stats: dict[str, float], front_stats: dict[str, float] | None = None) -> bytes:
         self._engine.snapshot = dict(engine_stats)
+        self._front.snapshot = dict(front_stats or {})
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from continuum.entrypoints.openai.agent import agent_info
 from continuum.entrypoints.openai.errors import OpenAIError, bad_request, to_openai_error
 from continuum.entrypoints.openai.metrics import ServerMetrics
 from continuum.entrypoints.openai.protocol import SamplingRequest
+from continuum.entrypoints.openai.recognition import ProgramInference, ProgramTurn
 from continuum.errors import PromptTooLongError
 from continuum.outputs import CompletionOutput, RequestOutput
 from continuum.request import AgentInfo
@@ -32,16 +33,17 @@ SSE_DONE = "data: [DONE]\n\n"
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int,
-          final: RequestOutput | None = None) -> dict:
+          final: RequestOutput | None = None, turn: ProgramTurn | None = None) -> dict:
     """OpenAI's usage object; for a turn of an agent program (``final`` decided a pin other
-    than ``no_program``) plus ``continuum``: the tool the scheduler saw the turn call and why
-    its KV was or was not pinned (docs/agent-api.md)."""
+    than ``no_program``) plus ``continuum``: the tool the scheduler saw the turn call, why its
+    KV was or was not pinned, and the program it ran in (given or recognised; docs/agent-api.md)."""
     d = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
          "total_tokens": prompt_tokens + completion_tokens,
          "prompt_tokens_details": {"cached_tokens": cached_tokens}}
     if final is not None and final.pin_decision not in (None, NO_PROGRAM):
         d["continuum"] = {"tool_name": final.tool_name, "pin_decision": final.pin_decision,
-                          "pin_ttl_seconds": final.pin_ttl}
+                          "pin_ttl_seconds": final.pin_ttl,
+                          **(turn.usage_fields() if turn is not None else {})}
     return d
 
 
@@ -79,8 +81,10 @@ class Tracker:
 
 
 class OpenAIServing:
-    def __init__(self, engine: AsyncLLMEngine, model_name: str, metrics: ServerMetrics):
+    def __init__(self, engine: AsyncLLMEngine, model_name: str, metrics: ServerMetrics,
+                 inference: ProgramInference | None = None):
         self.engine, self.model_name, self.metrics = engine, model_name, metrics
+        self.inference = inference        # None: id-less requests stay programs of one turn
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.model_name:
@@ -161,9 +165,11 @@ async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Reques
 CLIENT_CLOSED = 499          # nginx's code: nobody reads it, it only shows in logs/metrics
 
 
-async def until_disconnect(raw: Request, work: Awaitable[dict]) -> Response:
-    """Run ``work`` and answer its JSON; if the client goes away first, cancel it (its streams
-    close, so the engine aborts the request and frees its KV) and answer 499 to nobody."""
+async def until_disconnect(raw: Request, work: Awaitable[dict],
+                           headers: dict[str, str] | None = None) -> Response:
+    """Run ``work`` and answer its JSON (with ``headers``); if the client goes away first,
+    cancel it (its streams close, so the engine aborts the request and frees its KV) and
+    answer 499 to nobody."""
     task = asyncio.ensure_future(work)
 
     async def listen() -> None:
@@ -179,7 +185,7 @@ async def until_disconnect(raw: Request, work: Awaitable[dict]) -> Response:
     if not task.done():
         task.cancel()
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(task.result())
+    return JSONResponse(task.result(), headers=headers)
 
 
 async def sse_stream(chunks: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -24,6 +24,8 @@ from continuum.entrypoints.chat_utils import ChatRenderer
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import (MAX_JSON_DEPTH, ChatCompletionRequest,
                                                    ChatMessage, nested_deeper_than)
+from continuum.entrypoints.openai.recognition import (ChatContinuation, ProgramTurn, assign,
+                                                     chat_answer_key)
 from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, chat_logprobs, sse,
                                                   sse_stream, until_disconnect, usage)
 from continuum.errors import check_text
@@ -77,8 +79,9 @@ def _message(m: ChatMessage, template_knows_tool_calls: bool) -> dict:
 
 
 class OpenAIServingChat(OpenAIServing):
-    def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None):
-        super().__init__(engine, model_name, metrics)
+    def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None,
+                 inference=None):
+        super().__init__(engine, model_name, metrics, inference)
         self._template_override = chat_template
         self._renderer: ChatRenderer | None = None
 
@@ -111,15 +114,28 @@ class OpenAIServingChat(OpenAIServing):
         params = req.sampling_params(self.max_tokens(len(prompt), req.requested_max_tokens),
                                      req.num_logprobs)
         rid = self.new_id("chatcmpl")
-        stream = await self.submit(prompt, params, rid, agent, req.cache_salt)
+        agent, turn = assign(self.inference, agent, prompt, ChatContinuation(req.messages),
+                             req.cache_salt)
+        try:
+            stream = await self.submit(prompt, params, rid, agent, req.cache_salt)
+        except BaseException:
+            turn.close()
+            raise
         created = int(time.time())
         if req.stream:
-            return StreamingResponse(sse_stream(self._stream(req, rid, created, stream)),
-                                     media_type="text/event-stream")
-        return await until_disconnect(raw, self._full(req, rid, created, stream))
+            return StreamingResponse(sse_stream(self._stream(req, rid, created, stream, turn)),
+                                     media_type="text/event-stream", headers=turn.headers())
+        return await until_disconnect(raw, self._full(req, rid, created, stream, turn),
+                                      turn.headers())
+
+    def _answered(self, req: ChatCompletionRequest, turn: ProgramTurn, content: str | None,
+                  calls: list[dict], final) -> None:
+        """The turn completed: recognition remembers the answer the client will send back."""
+        turn.complete((len(req.messages),), chat_answer_key(content, calls),
+                      bool(calls) or final.tool_name is not None)
 
     async def _full(self, req: ChatCompletionRequest, rid: str, created: int,
-                    stream: RequestStream) -> dict:
+                    stream: RequestStream, turn: ProgramTurn) -> dict:
         tracker, final = Tracker(self.metrics, "chat"), None
         try:
             async for out in stream:
@@ -128,6 +144,8 @@ class OpenAIServingChat(OpenAIServing):
         finally:
             stream.close()
             tracker.close()
+            if final is None or not final.finished:
+                turn.close()
         c = final.outputs[0]
         content, calls = parse_tool_calls(c.text) if req.parse_tools else (c.text, [])
         message: dict = {"role": "assistant", "content": content}
@@ -138,13 +156,14 @@ class OpenAIServingChat(OpenAIServing):
         choice = {"index": 0, "message": message, "finish_reason": finish,
                   "stop_reason": c.stop_reason,
                   "logprobs": chat_logprobs(c, 0, req.top_logprobs or 0) if req.logprobs else None}
+        self._answered(req, turn, content, message.get("tool_calls", []), final)
         return {"id": rid, "object": "chat.completion", "created": created,
                 "model": self.model_name, "choices": [choice],
                 "usage": usage(len(final.prompt_token_ids), len(c.token_ids), final.num_cached_tokens,
-                               final)}
+                               final, turn)}
 
     async def _stream(self, req: ChatCompletionRequest, rid: str, created: int,
-                      stream: RequestStream) -> AsyncIterator[str]:
+                      stream: RequestStream, turn: ProgramTurn) -> AsyncIterator[str]:
         head = {"id": rid, "object": "chat.completion.chunk", "created": created,
                 "model": self.model_name}
 
@@ -161,6 +180,7 @@ class OpenAIServingChat(OpenAIServing):
 
         parser = StreamingToolParser() if req.parse_tools else None
         tracker, sent, n_calls = Tracker(self.metrics, "chat"), 0, [0]
+        content, all_calls = "", []          # the whole answer, as the client reassembles it
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for out in stream:
@@ -173,6 +193,8 @@ class OpenAIServingChat(OpenAIServing):
                 lp = chat_logprobs(c, sent, req.top_logprobs or 0) if req.logprobs else None
                 sent = len(c.token_ids)
                 delta: dict = {}
+                content += text
+                all_calls += [tc.to_openai() for tc in calls]
                 if text:
                     delta["content"] = text
                 if calls:
@@ -182,11 +204,15 @@ class OpenAIServingChat(OpenAIServing):
                     finish = c.finish_reason
                     if n_calls[0] and finish == "stop":
                         finish = "tool_calls"
+                if out.finished:
+                    self._answered(req, turn, content, all_calls, out)
                 if delta or finish or lp:
                     yield chunk(delta, finish, lp)
                 if out.finished and req.include_usage:
                     yield sse({**head, "choices": [], "usage": usage(
-                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens, out)})
+                        len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens, out,
+                        turn)})
         finally:
             stream.close()
             tracker.close()
+            turn.close()

@@ -9,6 +9,8 @@ from fastapi.responses import StreamingResponse
 
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import CompletionRequest
+from continuum.entrypoints.openai.recognition import (ProgramTurn, TextContinuation, assign,
+                                                     text_answer_key)
 from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, completion_logprobs,
                                                   merge, sse, sse_stream, until_disconnect,
                                                   usage)
@@ -45,6 +47,9 @@ class OpenAIServingCompletion(OpenAIServing):
         plans = [(ids, self.max_tokens(len(ids), req.max_tokens, DEFAULT_MAX_TOKENS)) for ids in encoded]
         params = [req.sampling_params(mt, req.logprobs) for _, mt in plans]   # validate all first
         rid = self.new_id("cmpl")
+        # Recognition needs one answer to follow: a batch of prompts is not one program's turn.
+        agent, turn = assign(self.inference if len(plans) == 1 else None, agent, encoded[0],
+                             TextContinuation(encoded[0], tok.decode), req.cache_salt)
         streams: list[RequestStream] = []
         try:
             for i, ((ids, _), sp) in enumerate(zip(plans, params)):
@@ -53,19 +58,28 @@ class OpenAIServingCompletion(OpenAIServing):
         except BaseException:
             for s in streams:
                 s.close()
+            turn.close()
             raise
         created = int(time.time())
         if req.stream:
-            return StreamingResponse(sse_stream(self._stream(req, rid, created, streams)),
-                                     media_type="text/event-stream")
-        return await until_disconnect(raw, self._full(req, rid, created, streams))
+            return StreamingResponse(sse_stream(self._stream(req, rid, created, streams, turn)),
+                                     media_type="text/event-stream", headers=turn.headers())
+        return await until_disconnect(raw, self._full(req, rid, created, streams, turn),
+                                      turn.headers())
+
+    @staticmethod
+    def _answered(turn: ProgramTurn, out: RequestOutput) -> None:
+        """Choice 0 completed: recognition remembers its text, which a client appends."""
+        c = out.outputs[0]
+        turn.complete((len(c.token_ids), len(c.text)), text_answer_key(c.text),
+                      out.tool_name is not None)
 
     def _choice_logprobs(self, req: CompletionRequest, out: RequestOutput, start: int, off: int):
         if req.logprobs is None:
             return None
         return completion_logprobs(out.outputs[0], start, req.logprobs, off)
 
-    async def _full(self, req, rid, created, streams) -> dict:
+    async def _full(self, req, rid, created, streams, turn: ProgramTurn) -> dict:
         finals: dict[int, RequestOutput] = {}
         trackers = [Tracker(self.metrics, "completions") for _ in streams]
         try:
@@ -73,9 +87,12 @@ class OpenAIServingCompletion(OpenAIServing):
                 trackers[i].on_output(out)
                 if out.finished:
                     finals[i] = out
+                    if i == 0:
+                        self._answered(turn, out)
         finally:
             for t in trackers:
                 t.close()
+            turn.close()
         choices, n_prompt, n_out, n_cached = [], 0, 0, 0
         for i in range(len(streams)):
             out = finals[i]
@@ -89,9 +106,9 @@ class OpenAIServingCompletion(OpenAIServing):
             n_out += len(c.token_ids)
             n_cached += out.num_cached_tokens
         return {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
-                "choices": choices, "usage": usage(n_prompt, n_out, n_cached, finals[0])}
+                "choices": choices, "usage": usage(n_prompt, n_out, n_cached, finals[0], turn)}
 
-    async def _stream(self, req, rid, created, streams) -> AsyncIterator[str]:
+    async def _stream(self, req, rid, created, streams, turn: ProgramTurn) -> AsyncIterator[str]:
         head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
         seen = [0] * len(streams)          # tokens already sent, per choice
         offs = [0] * len(streams)          # text already sent, per choice (logprob offsets)
@@ -117,11 +134,14 @@ class OpenAIServingCompletion(OpenAIServing):
                 yield sse({**head, "choices": [choice]})
                 if out.finished:
                     first_final = out if i == 0 else first_final
+                    if i == 0:
+                        self._answered(turn, out)
                     totals[0] += len(out.prompt_token_ids)
                     totals[1] += len(c.token_ids)
                     totals[2] += out.num_cached_tokens
         finally:
             for t in trackers:
                 t.close()
+            turn.close()
         if req.include_usage:
-            yield sse({**head, "choices": [], "usage": usage(*totals, first_final)})
+            yield sse({**head, "choices": [], "usage": usage(*totals, first_final, turn)})
