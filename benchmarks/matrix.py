@@ -2,6 +2,8 @@
 
     python benchmarks/matrix.py --out benchmarks/results/matrix            # the full matrix
     python benchmarks/matrix.py --workload chat --seeds 0 --policies vllm,continuum   # a slice
+    python benchmarks/matrix.py --reuse benchmarks/results/matrix/results.json --fresh continuum+ \
+        --policies vllm,continuum,continuum+,infercept --out DIR     # rerun only what changed
 
 Workloads (seeded generators; no copied data): ``swe`` and ``bfcl`` (METHOD table 2,
 ``continuum/bench/generators.py``), ``coding-agent``, ``short-agent``, ``chat`` and ``mix``
@@ -324,6 +326,17 @@ def plots(aggs: list[dict], out: Path) -> list[str]:
     return files
 
 
+def reused_rows(path: str, fresh: list[str], jobs: list[tuple], profile: str, sched_kw: dict) -> list[dict]:
+    """Rows of an earlier run for the jobs planned here whose policy is not in ``fresh``."""
+    prev = json.loads(Path(path).read_text())
+    if prev["profile"] != profile or prev["scheduler"] != sched_kw:
+        sys.exit(f"--reuse {path}: made with profile {prev['profile']} and knobs {prev['scheduler']}, "
+                 f"not {profile} and {sched_kw}")
+    have = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]): r for r in prev["rows"]}
+    want = {(j[0], j[1], j[2], j[3], j[4]) for j in jobs if j[3] not in fresh}
+    return [have[k] for k in sorted(want, key=str) if k in have]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", action="append", choices=sorted(GRID),
@@ -340,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="a SchedulerConfig field or policy knob for every run, e.g. --set admission_target=1.25")
     ap.add_argument("--no-unbounded", action="store_true", help="skip the unbounded-KV ceiling")
+    ap.add_argument("--reuse", default=None, metavar="RESULTS_JSON",
+                    help="take the rows of policies not listed in --fresh from this earlier "
+                         "results.json (same profile and knobs) instead of running them: the "
+                         "simulator is deterministic, so a change to one policy reruns only it")
+    ap.add_argument("--fresh", default="", help="with --reuse: comma-separated policies to rerun")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None, help="folder for results.json, report.md, plots")
     a = ap.parse_args(argv)
@@ -368,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not a.no_unbounded:
                     jobs.append((wl, 0, jps, UNBOUNDED, seed, n, a.profile, sched_kw))
                 jobs += [(wl, gb, jps, pol, seed, n, a.profile, sched_kw) for gb in gbs for pol in policies]
+    rows, t0 = reused_rows(a.reuse, a.fresh.split(","), jobs, a.profile, sched_kw) if a.reuse else [], time.time()
+    done = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]) for r in rows}
+    jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
     # Longest jobs first (chat and mix have the most programs), so the pool ends together.
     jobs.sort(key=lambda j: (-j[5], -j[2]))
-    rows, t0 = [], time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
         for i, row in enumerate(ex.map(run_point, jobs), 1):
             rows.append(row)

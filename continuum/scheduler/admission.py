@@ -154,26 +154,30 @@ class AdmissionControl:
             self.num_faults += 1
 
     def _horizon(self, tool: str | None, now: float) -> float:
-        """The ``horizon_quantile`` of the tool's durations, counting the calls still in flight.
+        """The ``horizon_quantile`` of the tool's durations; while few have been recorded,
+        counting the calls still in flight.
 
-        A duration is recorded only when its call returns, so early on, and whenever a tool has
-        long calls, the recorded ones are the short ones: a P90 taken over them alone says a
-        person who thinks for minutes "returns within 30 s" (censoring bias). The calls in
-        flight are lower bounds (each has lasted ``now - since`` so far), so the quantile is
-        read from the Kaplan-Meier estimate of the survival function over both; if the
-        survival never falls below ``1 - q`` (too many calls outlast every return seen), the
-        quantile is unknown and taken as infinite. Without calls in flight this is exactly the
-        empirical quantile of the recorded durations. Before any call returned it is the cold
-        prior's P90, or infinite once a call in flight has outlasted that."""
+        A duration is recorded only when its call returns, so the first returns of a tool are
+        its short calls: on its first few returns a person who thinks for minutes "returns
+        within 30 s" (censoring bias). While fewer than the predictor's ``k`` durations back
+        the estimate, the calls in flight are counted as lower bounds (each has lasted
+        ``now - since`` so far) and the quantile is read from the Kaplan-Meier estimate over
+        both; if the survival never falls below ``1 - q`` (too many calls outlast every return
+        seen) it is unknown and taken as infinite. From ``k`` durations on, the recorded ones
+        are trusted as the predictor trusts them, so calls that never return (a client that
+        stopped after a tool call) cannot hold the estimate hostage. Before any call returned:
+        the cold prior's P90."""
         pred = self.ctx.predictor
         level = pred.level(tool)
         s = pred.samples(tool)
         if s is None:
             s = pred.pooled.sorted()
+        if not s:
+            return COLD_HORIZON_S
+        if len(s) >= pred.k:
+            return s[min(int(self.horizon_quantile * len(s)), len(s) - 1)]
         same = (lambda b: True) if level != TOOL else (lambda b: b.tool == tool)
         censored = sorted(now - b.since for b in self.between.values() if same(b))
-        if not s:           # no call returned yet: the prior's P90, unless a call outlasted it
-            return COLD_HORIZON_S if not censored or censored[-1] <= COLD_HORIZON_S else math.inf
         return km_quantile(s, censored, self.horizon_quantile)
 
     # -- sizes --------------------------------------------------------------------------------

@@ -57,6 +57,16 @@ def default_server():
 
 
 @pytest.fixture(scope="module")
+def decision_server():
+    """A server whose every program call comes back: a call left in flight counts as a long
+    one while few have returned (``scheduler/admission.py``), which would change the
+    decisions these tests read."""
+    s = Server().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
 def custom_server(custom_file):
     s = Server(chat_template=load_chat_template(str(custom_file))).start()
     yield s
@@ -114,10 +124,10 @@ def test_chat_template_file_is_used_and_one_that_renders_tools_is_left_alone(cus
     assert prompts[-1] == "TOOLS:bash;|[user] list the files\n[assistant] "   # no tool section
 
 
-def test_pin_decision_in_usage_and_on_metrics(default_server):
-    client = _client(default_server)
+def test_pin_decision_in_usage_and_on_metrics(decision_server):
+    client = _client(decision_server)
     name = "continuum_engine_pin_decisions_{}_total"
-    before = {r: _metric(default_server, name.format(r)) for r in ("cold_start", "no_tool_call", "last_step")}
+    before = {r: _metric(decision_server, name.format(r)) for r in ("cold_start", "no_tool_call", "last_step")}
     # a cold engine: no tool durations seen yet, and this tiny model's reload costs next to
     # nothing, so the cold-start TTL is 0 and nothing is pinned: the response says why
     r = client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, max_tokens=200,
@@ -136,13 +146,15 @@ def test_pin_decision_in_usage_and_on_metrics(default_server):
         model=MODEL, messages=USER, tools=TOOLS, max_tokens=200, stream=True,
         stream_options={"include_usage": True}, extra_body={"continuum": {"program_id": "t2"}}))
     assert chunks[-1].usage.model_dump()["continuum"]["pin_decision"] == "cold_start"
-    after = {r: _metric(default_server, name.format(r)) for r in before}
+    client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2,
+                                   extra_body={"continuum": {"program_id": "t2", "is_last_step": True}})
+    after = {r: _metric(decision_server, name.format(r)) for r in before}
     assert after == {"cold_start": before["cold_start"] + 2, "no_tool_call": before["no_tool_call"] + 1,
-                     "last_step": before["last_step"] + 1}
+                     "last_step": before["last_step"] + 2}
 
 
-def test_completions_usage_carries_the_decision(default_server):
-    r = _client(default_server).completions.create(
+def test_completions_usage_carries_the_decision(decision_server):
+    r = _client(decision_server).completions.create(
         model=MODEL, prompt="SCRIPT[hermes]", max_tokens=200,
         extra_body={"continuum": {"program_id": "c1"}})
     assert r.usage.model_dump()["continuum"] == {"tool_name": "bash", "pin_decision": "cold_start",
