@@ -35,6 +35,7 @@ from continuum.scheduler.policy import (FREE, LAST_STEP, NO_PROGRAM, NO_TOOL_CAL
                                        OVER_BUDGET, PINNED, POLICY_NEVER_PINS, SWAPPED, Policy,
                                        PolicyContext)
 from continuum.scheduler.stats import SchedulerStats
+from continuum.snapshot import compose
 
 
 def _default_tool_parser(text: str) -> str | None:
@@ -60,6 +61,15 @@ class AgentState:
         # Text of a finished request's output, for tool-name parsing (set by the engine).
         self.output_text: Callable[[Request], str] | None = None
         self.parse_tool_name: Callable[[str], str | None] = _default_tool_parser
+
+    def snapshot(self) -> dict[str, float]:
+        """The agent state's gauges (``continuum.snapshot``): the pin table's, the program
+        table's, the predictor's, and the TTL inputs T and eta of METHOD 2.2. (Its pin
+        counters live in the scheduler's ``SchedulerStats``, reported by the scheduler.)"""
+        return compose(self.pins.snapshot(), {
+            "pin_ttl_queue_delay_seconds": self.ctx.queue_delay.value,
+            "pin_ttl_eta": self.ctx.eta.value,
+        }, self.ctx.predictor.snapshot(), self.programs.snapshot())
 
     # -- arrivals and admission ----------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:

@@ -14,7 +14,8 @@ The scheduler core asks a policy:
   request is skipped and keeps its place; requests after it are still considered, so a
   policy that holds one request must keep its own order among those it holds
   (``continuum+``'s program admission control);
-- ``stats()``: the policy's own counters, merged into ``LLMEngine.stats()``.
+- ``snapshot()``: the policy's own counters (``continuum.snapshot``), composed into the
+  scheduler's and so into ``LLMEngine.stats()``.
 
 The policy reads shared state through ``self.ctx`` (a ``PolicyContext``: programs, pins,
 predictor, T and eta windows, cost models, running/waiting queues). It never mutates KV or
@@ -159,8 +160,8 @@ class Policy:
     def on_admit(self, req: Request, now: float) -> None:
         """A waiting request was admitted (its prefix hit is in ``num_cached_tokens``)."""
 
-    def stats(self) -> dict[str, float]:
-        """Policy-specific counters for ``LLMEngine.stats()`` and /metrics."""
+    def snapshot(self) -> dict[str, float]:
+        """Policy-specific counters (``continuum.snapshot``): keys no other layer reports."""
         return {}
 
 

@@ -31,6 +31,7 @@ from continuum.scheduler.agent_state import AgentState
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.policy import Policy, make_policy
 from continuum.scheduler.stats import SchedulerStats
+from continuum.snapshot import compose
 
 __all__ = ["Scheduler", "SchedulerStats"]
 
@@ -60,6 +61,20 @@ class Scheduler:
             self.agents.ctx.prefill_cost = prefill
         if offload is not None:
             self.agents.ctx.offload_cost = offload
+
+    def snapshot(self) -> dict[str, float]:
+        """Everything the scheduler and the layers below it count (``continuum.snapshot``):
+        queue lengths, the KV manager's, its own counters, the agent state's, the policy's."""
+        return compose({"num_requests_running": len(self.running),
+                        "num_requests_waiting": len(self.waiting)},
+                       self.kv.snapshot(), self.stats.snapshot(), self.agents.snapshot(),
+                       self.policy.snapshot())
+
+    def pin_expiry(self, program_id: str) -> float | None:
+        """When ``program_id``'s KV pin expires (on the ``now`` clock), or None: not pinned.
+        What a router hears so that it sends the program's next turn where its KV is."""
+        pin = self.agents.pins.get(program_id)
+        return None if pin is None else pin.expires_at
 
     # -- queue management --------------------------------------------------------------------
     def add_request(self, req: Request) -> None:
