@@ -135,10 +135,10 @@ class LLMEngine:
                                        attention=self.runner.attention)
             graphs.capture()
             self.runner.model = GraphedModel(model, graphs)
-        self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)
-        # Tool names parsed from the output text when the client gave none (METHOD 2.3);
+        # Tool names are parsed from the decoded output when the client gave none (METHOD 2.3);
         # host reloads cost this model's KV bytes per token.
-        self.scheduler.agents.output_text = self._output_text
+        self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks,
+                                   output_text=self._output_text)
         self.scheduler.set_reload_cost(offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
         self.schedule_timer = CallTimer("scheduler_time")     # wall seconds inside schedule()
         self._states: dict[str, _RequestState] = {}

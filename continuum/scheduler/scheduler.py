@@ -27,7 +27,7 @@ from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv.kv_manager import KVCacheManager
 from continuum.kv_ttl.reload_cost import ReloadCostModel
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.agent_state import AgentState
+from continuum.scheduler.agent_state import AgentState, OutputText
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.policy import Policy, make_policy
 from continuum.scheduler.stats import SchedulerStats
@@ -37,9 +37,14 @@ __all__ = ["Scheduler", "SchedulerStats"]
 
 
 class Scheduler:
+    """See the module docstring. ``policy``: an instance to use instead of the config's
+    (tests); ``output_text``: how the owner reads a finished request's output as text, for
+    parsing the tool it calls when the client named none (``AgentState``); the engine passes
+    its tokenizer's decode, the simulator none."""
+
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  num_blocks: int, max_model_len: int, policy: Policy | None = None,
-                 num_host_blocks: int = 0):
+                 num_host_blocks: int = 0, output_text: OutputText | None = None):
         self.config = scheduler_config
         self.block_size = cache_config.block_size
         self.max_model_len = max_model_len
@@ -52,7 +57,7 @@ class Scheduler:
         self._finished_ids: list[str] = []
         self.stats = SchedulerStats()
         self.agents = AgentState(scheduler_config, self.kv, self.policy, self.stats,
-                                 self.running, self.waiting)
+                                 self.running, self.waiting, output_text)
 
     def set_reload_cost(self, prefill: ReloadCostModel | None = None,
                         offload: ReloadCostModel | None = None) -> None:
