@@ -34,7 +34,7 @@ from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.policy import (FREE, LAST_STEP, NO_PROGRAM, NO_TOOL_CALL, NOTHING_TO_PIN,
                                        OVER_BUDGET, PINNED, POLICY_NEVER_PINS, SWAPPED, Policy,
-                                       PolicyContext)
+                                       PolicyContext, QueueView)
 from continuum.scheduler.stats import SchedulerStats
 from continuum.snapshot import compose
 
@@ -57,7 +57,7 @@ class AgentState:
         self.pins = PinTable(int(config.pin_budget_fraction * kv.pool.num_blocks))
         self.ctx = PolicyContext(config, kv, self.programs, self.pins, DurationPredictor(),
                                  SlidingMean(), EtaEstimator(), PrefillCost(), OffloadCost(),
-                                 running, waiting, EvictionHorizon())
+                                 QueueView(running), QueueView(waiting), EvictionHorizon())
         policy.bind(self.ctx)
         self.output_text = output_text
 

@@ -23,6 +23,8 @@ is given), so the next step can already schedule the following chunk.
 """
 from __future__ import annotations
 
+import itertools
+
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv.kv_manager import KVCacheManager
 from continuum.kv_ttl.reload_cost import ReloadCostModel
@@ -52,9 +54,12 @@ class Scheduler:
                                  cache_config.enable_prefix_caching, num_host_blocks)
         self.policy = policy or make_policy(scheduler_config.policy, scheduler_config)
         self.requests: dict[str, Request] = {}
+        # Changed in place only, never rebound: the policy reads them through live read-only
+        # views (``PolicyContext.running`` / ``waiting``).
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self._finished_ids: list[str] = []
+        self._seq = itertools.count()           # Request.seq_no: arrival order here
         self.stats = SchedulerStats()
         self.agents = AgentState(scheduler_config, self.kv, self.policy, self.stats,
                                  self.running, self.waiting, output_text)
@@ -86,6 +91,7 @@ class Scheduler:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.requests[req.request_id] = req
+        req.seq_no = next(self._seq)
         req.status = RequestStatus.WAITING
         req.last_enqueue_time = req.arrival_time
         self.waiting.append(req)
