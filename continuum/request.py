@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import enum
-import itertools
 from dataclasses import dataclass, field
 
 from continuum.sampling_params import SamplingParams
@@ -44,9 +43,6 @@ class RequestStatus(enum.IntEnum):
                 RequestStatus.FINISHED_ERROR: "error"}.get(self)
 
 
-_SEQ = itertools.count()
-
-
 class Request:
     """One generation request.
 
@@ -72,7 +68,10 @@ class Request:
         self.program_arrival: float = arrival_time
         self.program_record = None              # the scheduler's ProgramRecord (hot-path lookups)
         self.max_model_len = max_model_len
-        self.seq_no = next(_SEQ)                # tie-breaker in orderings
+        # Tie-breaker in the policies' orderings: the order in which the request reached its
+        # scheduler (``Scheduler.add_request`` numbers them; -1 until then). Per scheduler,
+        # not process-wide, so engines in one process do not share a counter.
+        self.seq_no = -1
         self.status = RequestStatus.WAITING
         self.output_token_ids: list[int] = []
         self.all_token_ids: list[int] = list(self.prompt_token_ids)

@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <vector>
 
 #include "cache_kernels.h"
@@ -15,6 +16,8 @@
 namespace {
 
 using continuum::DType;
+
+constexpr int kMaxCachedDevices = 64;   // device indices whose SM count is cached
 
 void check_cuda(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "continuum_C.", what, ": ", cudaGetErrorString(err));
@@ -86,14 +89,18 @@ void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tens
   p.out_stride_h = out.stride(1);
   p.bt_stride = block_tables.stride(0);
   p.scale_log2 = (float)(scale * 1.4426950408889634);
-  static int sms_of[64] = {0};   // per device; a race only recomputes the same value
+  // The split plan needs the device's SM count; querying it is a driver call, so it is cached
+  // per device index (a process may drive GPUs of different kinds; a device's count never
+  // changes while the process runs). Atomics because several engines' threads may launch at
+  // once: two racing launches at worst both query and store the same value. Indices past the
+  // table are queried every call.
+  static std::atomic<int> sms_of[kMaxCachedDevices];   // static storage: zero (not yet known)
   const int dev = q.device().index();
-  if (dev >= 64 || sms_of[dev] == 0) {
-    int n = 0;
-    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "multiprocessor count");
-    if (dev < 64) sms_of[dev] = n;
+  int sms = dev < kMaxCachedDevices ? sms_of[dev].load(std::memory_order_relaxed) : 0;
+  if (sms == 0) {
+    check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "multiprocessor count");
+    if (dev < kMaxCachedDevices) sms_of[dev].store(sms, std::memory_order_relaxed);
   }
-  const int sms = dev < 64 ? sms_of[dev] : 132;
   continuum::paged_decode_plan(p, (int)max_seq_len, sms);
   TORCH_CHECK(p.num_splits <= 65535, "paged_attention_decode: max_seq_len too long (grid.z)");
   at::Tensor tmp_out, tmp_ml;

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1] / "continuum"
 
 # Layers, lowest first; a module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "sampling_params", "request", "outputs", "config", "knobs", "cache_dir", "progress", "threads"},
+    {"errors", "sampling_params", "request", "outputs", "config", "knobs", "cache_dir", "progress", "threads",
+     "snapshot"},
     {"kv"},
     {"kv_ttl"},
     {"scheduler"},

@@ -74,7 +74,8 @@ def run(backend: str, model, config, args) -> dict:
             wall = time.perf_counter() - t2
             n_out = sum(len(o.outputs[0].token_ids) for o in outs)
             steps = llm.engine.step_times
-            replays = getattr(llm.engine.runner.model, "num_replays", 0)
+            run_model = llm.engine.runner.model
+            replays = run_model.num_replays if isinstance(run_model, GraphedModel) else 0
             # Every reference to this engine goes (the runner holds its KV cache and the
             # graphs their memory pool), or the next backend sizes its cache from what is left.
             del llm
@@ -83,9 +84,8 @@ def run(backend: str, model, config, args) -> dict:
         engine_mod.load_model = orig
         # The shared model's attention layers still point at this run's KV tensors: drop them
         # so the next engine sizes its cache from truly free memory.
-        for m in model.modules():
-            if hasattr(m, "k_cache"):
-                m.k_cache = m.v_cache = None
+        for a in model.attention_layers():
+            a.k_cache = a.v_cache = None
         gc.collect()
         empty_cache()
     row = {"backend": backend, "prompts": args.num_prompts, "prompt_len": args.prompt_len,

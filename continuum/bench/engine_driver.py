@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from continuum.bench.replay import check_fits, ideal_jct
-from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
+from continuum.bench.replayer import TurnDone, TurnSend, replay, timeline_sample
 from continuum.config import EngineArgs
 from continuum.engine.cache_engine import bytes_per_block
 from continuum.engine.engine import LLMEngine
@@ -54,7 +54,7 @@ class EngineExecutor:
         return done
 
     def gauges(self) -> dict[str, float]:
-        return scheduler_gauges(self.engine.scheduler)
+        return timeline_sample(self.engine.stats())
 
 
 def run_engine(programs, arrivals: list[float], engine_kwargs: dict[str, Any], policy: str,

@@ -96,10 +96,11 @@ class Replayed:
     end: float = 0.0                              # the executor's clock when the last turn ended
 
 
-def scheduler_gauges(sched) -> dict[str, float]:
-    """The KV timeline's sample of one ``Scheduler``."""
-    return {"kv_usage": sched.kv.usage, "running": len(sched.running), "waiting": len(sched.waiting),
-            "pinned_blocks": float(sched.agents.pins.pinned_blocks)}
+def timeline_sample(stats: dict[str, float]) -> dict[str, float]:
+    """The KV timeline's sample, read from an engine's or a replica's stats snapshot
+    (``continuum.snapshot``)."""
+    return {"kv_usage": stats["kv_usage"], "running": stats["num_requests_running"],
+            "waiting": stats["num_requests_waiting"], "pinned_blocks": float(stats["pinned_blocks"])}
 
 
 def turn_send(st: ProgramState, submit: float) -> TurnSend:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 def _pin_ttl(engine: LLMEngine, program_id: str) -> float | None:
     """Seconds left on ``program_id``'s pin (read on the engine thread, between steps)."""
-    pin = engine.scheduler.agents.pins.get(program_id)
-    return None if pin is None else max(pin.expires_at - engine.clock(), 0.0)
+    expiry = engine.scheduler.pin_expiry(program_id)
+    return None if expiry is None else max(expiry - engine.clock(), 0.0)
 
 
 class EngineReplica:

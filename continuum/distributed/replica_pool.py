@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class ReplicaUnavailableError(EngineOverloadedError):
     """An engine replica died or is unreachable (HTTP 503: retry, another replica serves)."""
 
-    code = "replica_unavailable"     # for the error body once errors.py reads ``exc.code``
+    code = "replica_unavailable"     # the OpenAI error body's code (``EngineOverloadedError.code``)
 
 
 @dataclass

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from continuum.bench.replay import ideal_jct
-from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
+from continuum.bench.replayer import TurnDone, TurnSend, replay, timeline_sample
 from continuum.distributed.merge import merge_stats
 from continuum.distributed.router import Router
-from continuum.scheduler.stats import scheduler_stats
 from continuum.sim.cost_model import CostModel
 from continuum.sim.simulator import SIM_VOCAB, SimConfig
 from continuum.sim.stepper import SimReplica, make_scheduler, sim_capacity, sim_request, turn_done
@@ -93,14 +92,13 @@ class RoutedExecutor:
             if s.request.first_token_time is not None:
                 self.router.on_start(s.request.request_id)     # idempotent
         for req in finished:
-            pin = rep.sched.agents.pins.get(req.program_id)
             self.router.on_finish(req.request_id, self.now, output_tokens=req.num_output_tokens,
-                                  pin_until=None if pin is None else pin.expires_at,
+                                  pin_until=rep.sched.pin_expiry(req.program_id),
                                   last_step=req.agent.is_last_step)
         return [turn_done(req, self.now) for req in finished]
 
     def gauges(self) -> dict[str, float]:
-        per = [scheduler_gauges(rep.sched) for rep in self.replicas]
+        per = [timeline_sample(rep.snapshot()) for rep in self.replicas]
         out = {k: sum(g[k] for g in per) for k in per[0]}
         out["kv_usage"] /= len(per)               # the mean replica's usage
         return out
@@ -119,7 +117,7 @@ def simulate_replicas(programs, arrivals: list[float], cost: CostModel, cfg: Sim
     r = replay(programs, arrivals, RoutedExecutor(reps, router, max_len), seed=cfg.seed, vocab=SIM_VOCAB,
                ideal=lambda t: ideal_jct(t, cost, cfg.max_num_batched_tokens, cfg.block_size),
                progress=progress, sample_interval=cfg.sample_interval)
-    per = [scheduler_stats(rep.sched, *rep.sched_time) for rep in reps]
+    per = [rep.snapshot() for rep in reps]
     for rep in reps:
         rep.sched.check_integrity()
     snap = router.snapshot()

@@ -53,7 +53,10 @@ def freeze_gc_heap() -> None:
 
 
 class EngineOverloadedError(ContinuumError):
-    """The waiting queue is full or the server is shutting down (HTTP 503, retry later)."""
+    """The waiting queue is full or the server is shutting down (HTTP 503, retry later).
+    ``code`` is the OpenAI error body's ``code`` (subclasses name their own cause)."""
+
+    code: str = "overloaded"
 
 
 class EngineDeadError(ContinuumError):

@@ -27,9 +27,9 @@ from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, Request
 from continuum.progress import Phases
 from continuum.request import AgentInfo, Request, RequestStatus
 from continuum.sampling_params import SamplingParams
+from continuum.snapshot import CallTimer, compose
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
-from continuum.scheduler.stats import scheduler_stats
 from continuum.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -135,13 +135,12 @@ class LLMEngine:
                                        attention=self.runner.attention)
             graphs.capture()
             self.runner.model = GraphedModel(model, graphs)
-        self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks)
-        # Tool names parsed from the output text when the client gave none (METHOD 2.3);
+        # Tool names are parsed from the decoded output when the client gave none (METHOD 2.3);
         # host reloads cost this model's KV bytes per token.
-        self.scheduler.agents.output_text = self._output_text
+        self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks,
+                                   output_text=self._output_text)
         self.scheduler.set_reload_cost(offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
-        self.scheduler_time_total = 0.0          # perf_counter seconds inside schedule()
-        self.scheduler_time_max = 0.0
+        self.schedule_timer = CallTimer("scheduler_time")     # wall seconds inside schedule()
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
         self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
@@ -240,11 +239,8 @@ class LLMEngine:
         A failure of the batch is narrowed to the requests that cause it (each one re-run
         alone); those finish with an error and the others go on. Only a failure that is not
         any one request's (every request of a batch of several fails alone) propagates."""
-        t_sched = time.perf_counter()
-        sched = self.scheduler.schedule(self.clock())
-        t_sched = time.perf_counter() - t_sched
-        self.scheduler_time_total += t_sched
-        self.scheduler_time_max = max(self.scheduler_time_max, t_sched)
+        with self.schedule_timer.timed():
+            sched = self.scheduler.schedule(self.clock())
         if sched.swap_out or sched.swap_in:
             self.cache_engine.swap(sched.swap_out, sched.swap_in)
         if sched.is_empty:
@@ -349,8 +345,10 @@ class LLMEngine:
         return out
 
     def stats(self) -> dict[str, float]:
-        """Flat counters and gauges for reports and /metrics (``scheduler_stats``)."""
-        return scheduler_stats(self.scheduler, self.scheduler_time_total, self.scheduler_time_max)
+        """The engine's snapshot (``continuum.snapshot``), what /metrics, bench reports and the
+        Ray client read: the scheduler's (and so every layer's below it) plus the wall time
+        spent in ``schedule``. O(1) in the KV pool's size."""
+        return compose(self.scheduler.snapshot(), self.schedule_timer.snapshot())
 
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()

@@ -233,6 +233,13 @@ class BlockPool:
         return {"free": in_queue - cached, "cached": cached, "in_use": self.num_blocks - in_queue,
                 "total": self.num_blocks}
 
+    def snapshot(self) -> dict[str, float]:
+        """The pool's stats (``continuum.snapshot``), O(1): blocks per state, usage, evictions."""
+        c = self.counts()
+        return {"kv_blocks_total": c["total"], "kv_blocks_in_use": c["in_use"],
+                "kv_blocks_cached": c["cached"], "kv_usage": self.usage,
+                "kv_evictions_total": self.num_evictions}
+
     def walk_counts(self) -> dict[str, int]:
         """``counts()`` recomputed by walking the free queue and every block (for checks)."""
         in_queue = list(self.free_queue)

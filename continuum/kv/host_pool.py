@@ -23,6 +23,10 @@ class HostBlockPool:
         self.locked: set[int] = set()
         self.num_evictions = 0
 
+    def snapshot(self) -> dict[str, float]:
+        """The host tier's stats (``continuum.snapshot``): its size and the blocks holding KV."""
+        return {"host_kv_blocks_total": self.num_blocks, "host_kv_blocks_used": len(self.lru)}
+
     def __contains__(self, block_hash: BlockHash) -> bool:
         return block_hash in self.lru
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from continuum.kv.block_pool import BlockHash, BlockPool, KVBlock, hash_block, root_hash
 from continuum.kv.host_pool import HostBlockPool
 from continuum.request import Request
+from continuum.snapshot import compose
 
 
 @dataclass
@@ -203,6 +204,19 @@ class KVCacheManager:
                     n += 1
         self.stats.swap_out_blocks += n
         return n
+
+    def snapshot(self) -> dict[str, float]:
+        """The KV layer's stats (``continuum.snapshot``): the block pool's, the prefix-cache
+        and swap counters, and the host tier's (zeros without one)."""
+        st = self.stats
+        host = self.host if self.host is not None else HostBlockPool(0)    # no tier: all zeros
+        return compose(self.pool.snapshot(), {
+            "prefix_cache_queries_total": st.queries,
+            "prefix_cache_hits_total": st.hits,
+            "prefix_cache_host_hits_total": st.host_hits,
+            "swap_in_blocks_total": st.swap_in_blocks,
+            "swap_out_blocks_total": st.swap_out_blocks,
+        }, host.snapshot())
 
     def take_block_ops(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """This step's (swap_out, swap_in) copies; resets the queues and the host locks."""

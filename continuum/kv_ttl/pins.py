@@ -63,6 +63,10 @@ class PinTable:
     def get(self, program_id: str) -> Pin | None:
         return self.pins.get(program_id)
 
+    def snapshot(self) -> dict[str, float]:
+        """The pin table's gauges (``continuum.snapshot``): programs and blocks pinned now."""
+        return {"pinned_programs": len(self.pins), "pinned_blocks": self.pinned_blocks}
+
     def fits(self, num_blocks: int) -> bool:
         return self.pinned_blocks + num_blocks <= self.budget
 

@@ -80,6 +80,12 @@ class DurationPredictor:
     def total_seen(self) -> int:
         return self.pooled.total
 
+    def snapshot(self) -> dict[str, float]:
+        """The predictor's stats (``continuum.snapshot``): durations seen, tools tracked now
+        and tools forgotten to stay under ``max_tools``."""
+        return {"tool_durations_seen_total": self.total_seen, "tools_tracked": len(self.per_tool),
+                "tools_evicted_total": self.num_tools_evicted}
+
     def level(self, tool: str | None) -> str:
         if self.pooled.total < self.k:
             return COLD

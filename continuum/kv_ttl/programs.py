@@ -78,6 +78,10 @@ class ProgramTable:
     def __len__(self) -> int:
         return len(self._records)
 
+    def snapshot(self) -> dict[str, float]:
+        """The table's stats (``continuum.snapshot``): programs tracked now, forgotten ever."""
+        return {"programs_tracked": len(self._records), "programs_forgotten_total": self.num_forgotten}
+
     def __contains__(self, program_id: str) -> bool:
         return program_id in self._records
 

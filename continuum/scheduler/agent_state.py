@@ -29,25 +29,27 @@ from continuum.kv_ttl.eviction import EvictionHorizon
 from continuum.kv_ttl.predictor import DurationPredictor
 from continuum.kv_ttl.programs import ProgramTable
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
+from continuum.kv_ttl.tool_parser import extract_tool_name
 from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.policy import (FREE, LAST_STEP, NO_PROGRAM, NO_TOOL_CALL, NOTHING_TO_PIN,
                                        OVER_BUDGET, PINNED, POLICY_NEVER_PINS, SWAPPED, Policy,
-                                       PolicyContext)
+                                       PolicyContext, QueueView)
 from continuum.scheduler.stats import SchedulerStats
+from continuum.snapshot import compose
 
 
-def _default_tool_parser(text: str) -> str | None:
-    try:   # written by the server work; without it only client-given tool names count
-        from continuum.kv_ttl.tool_parser import extract_tool_name
-    except ImportError:
-        return None
-    return extract_tool_name(text)
+# The text of a finished request's output (the engine decodes it with its tokenizer).
+OutputText = Callable[[Request], str]
 
 
 class AgentState:
+    """See the module docstring. ``output_text``: how to read a finished request's output as
+    text, for the tool-name parser when the client named no tool (METHOD 2.3); None (a
+    scheduler without a tokenizer: the simulator, unit tests) counts client-given names only."""
+
     def __init__(self, config, kv: KVCacheManager, policy: Policy, stats: SchedulerStats,
-                 running: list[Request], waiting: list[Request]):
+                 running: list[Request], waiting: list[Request], output_text: OutputText | None = None):
         self.kv = kv
         self.policy = policy
         self.stats = stats
@@ -55,11 +57,18 @@ class AgentState:
         self.pins = PinTable(int(config.pin_budget_fraction * kv.pool.num_blocks))
         self.ctx = PolicyContext(config, kv, self.programs, self.pins, DurationPredictor(),
                                  SlidingMean(), EtaEstimator(), PrefillCost(), OffloadCost(),
-                                 running, waiting, EvictionHorizon())
+                                 QueueView(running), QueueView(waiting), EvictionHorizon())
         policy.bind(self.ctx)
-        # Text of a finished request's output, for tool-name parsing (set by the engine).
-        self.output_text: Callable[[Request], str] | None = None
-        self.parse_tool_name: Callable[[str], str | None] = _default_tool_parser
+        self.output_text = output_text
+
+    def snapshot(self) -> dict[str, float]:
+        """The agent state's gauges (``continuum.snapshot``): the pin table's, the program
+        table's, the predictor's, and the TTL inputs T and eta of METHOD 2.2. (Its pin
+        counters live in the scheduler's ``SchedulerStats``, reported by the scheduler.)"""
+        return compose(self.pins.snapshot(), {
+            "pin_ttl_queue_delay_seconds": self.ctx.queue_delay.value,
+            "pin_ttl_eta": self.ctx.eta.value,
+        }, self.ctx.predictor.snapshot(), self.programs.snapshot())
 
     # -- arrivals and admission ----------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
@@ -136,7 +145,7 @@ class AgentState:
             return req.agent.tool_name
         if self.output_text is None:
             return None
-        return self.parse_tool_name(self.output_text(req))
+        return extract_tool_name(self.output_text(req))
 
     def on_finish(self, req: Request, status: RequestStatus, was_waiting: bool, now: float) -> None:
         """Decide what happens to the finished request's blocks (it still holds them)."""

@@ -14,11 +14,12 @@ The scheduler core asks a policy:
   request is skipped and keeps its place; requests after it are still considered, so a
   policy that holds one request must keep its own order among those it holds
   (``continuum+``'s program admission control);
-- ``stats()``: the policy's own counters, merged into ``LLMEngine.stats()``.
+- ``snapshot()``: the policy's own counters (``continuum.snapshot``), composed into the
+  scheduler's and so into ``LLMEngine.stats()``.
 
 The policy reads shared state through ``self.ctx`` (a ``PolicyContext``: programs, pins,
-predictor, T and eta windows, cost models, running/waiting queues). It never mutates KV or
-queues itself: the core executes its decisions, so every lifecycle rule lives in one place.
+predictor, T and eta windows, cost models, read-only views of the running/waiting queues). It
+never mutates KV or queues itself (the queue views have no mutators): the core executes its decisions, so every lifecycle rule lives in one place.
 A policy with knobs declares them once, as a frozen dataclass of knobs (``config_cls``; field
 names are the ``EngineArgs`` keywords and CLI flags) that its constructor takes. Adding a
 policy is one file in ``policies/`` plus a line in ``policies/__init__.py`` (docs/scheduling.md).
@@ -26,6 +27,7 @@ policy is one file in ``policies/`` plus a line in ``policies/__init__.py`` (doc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from continuum.request import Request, RequestStatus
@@ -97,6 +99,30 @@ def free_because(reason: str) -> FinishAction:
     return FinishAction("free", 0.0, reason)
 
 
+class QueueView(Sequence[Request]):
+    """A read-only view of one of the scheduler's queues (``running``, ``waiting``): a policy
+    reads them (length, iteration, indexing) but cannot reorder or change them; only the
+    scheduler core moves requests. Live: it shows the list as it is now (the scheduler changes
+    its queues in place and never rebinds them)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Request]):
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]            # a slice is a copy: the queue itself stays untouched
+
+    def __iter__(self) -> Iterator[Request]:
+        return iter(self._items)
+
+    def __contains__(self, req: object) -> bool:
+        return req in self._items
+
+
 @dataclass
 class PolicyContext:
     config: "SchedulerConfig"
@@ -108,8 +134,8 @@ class PolicyContext:
     eta: "EtaEstimator"
     prefill_cost: "ReloadCostModel"     # recompute time of n tokens
     offload_cost: "ReloadCostModel"     # host -> device reload time of n tokens
-    running: list[Request]
-    waiting: list[Request]
+    running: QueueView                  # the scheduler's queues, read-only
+    waiting: QueueView
     eviction: "EvictionHorizon"         # how long a block freed now stays cached
     step_no: int = 0                    # schedule() calls so far (the current one included)
 
@@ -159,8 +185,8 @@ class Policy:
     def on_admit(self, req: Request, now: float) -> None:
         """A waiting request was admitted (its prefix hit is in ``num_cached_tokens``)."""
 
-    def stats(self) -> dict[str, float]:
-        """Policy-specific counters for ``LLMEngine.stats()`` and /metrics."""
+    def snapshot(self) -> dict[str, float]:
+        """Policy-specific counters (``continuum.snapshot``): keys no other layer reports."""
         return {}
 
 

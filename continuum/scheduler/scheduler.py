@@ -23,22 +23,30 @@ is given), so the next step can already schedule the following chunk.
 """
 from __future__ import annotations
 
+import itertools
+
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv.kv_manager import KVCacheManager
 from continuum.kv_ttl.reload_cost import ReloadCostModel
 from continuum.request import Request, RequestStatus
-from continuum.scheduler.agent_state import AgentState
+from continuum.scheduler.agent_state import AgentState, OutputText
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 from continuum.scheduler.policy import Policy, make_policy
 from continuum.scheduler.stats import SchedulerStats
+from continuum.snapshot import compose
 
 __all__ = ["Scheduler", "SchedulerStats"]
 
 
 class Scheduler:
+    """See the module docstring. ``policy``: an instance to use instead of the config's
+    (tests); ``output_text``: how the owner reads a finished request's output as text, for
+    parsing the tool it calls when the client named none (``AgentState``); the engine passes
+    its tokenizer's decode, the simulator none."""
+
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  num_blocks: int, max_model_len: int, policy: Policy | None = None,
-                 num_host_blocks: int = 0):
+                 num_host_blocks: int = 0, output_text: OutputText | None = None):
         self.config = scheduler_config
         self.block_size = cache_config.block_size
         self.max_model_len = max_model_len
@@ -46,12 +54,15 @@ class Scheduler:
                                  cache_config.enable_prefix_caching, num_host_blocks)
         self.policy = policy or make_policy(scheduler_config.policy, scheduler_config)
         self.requests: dict[str, Request] = {}
+        # Changed in place only, never rebound: the policy reads them through live read-only
+        # views (``PolicyContext.running`` / ``waiting``).
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self._finished_ids: list[str] = []
+        self._seq = itertools.count()           # Request.seq_no: arrival order here
         self.stats = SchedulerStats()
         self.agents = AgentState(scheduler_config, self.kv, self.policy, self.stats,
-                                 self.running, self.waiting)
+                                 self.running, self.waiting, output_text)
 
     def set_reload_cost(self, prefill: ReloadCostModel | None = None,
                         offload: ReloadCostModel | None = None) -> None:
@@ -61,11 +72,26 @@ class Scheduler:
         if offload is not None:
             self.agents.ctx.offload_cost = offload
 
+    def snapshot(self) -> dict[str, float]:
+        """Everything the scheduler and the layers below it count (``continuum.snapshot``):
+        queue lengths, the KV manager's, its own counters, the agent state's, the policy's."""
+        return compose({"num_requests_running": len(self.running),
+                        "num_requests_waiting": len(self.waiting)},
+                       self.kv.snapshot(), self.stats.snapshot(), self.agents.snapshot(),
+                       self.policy.snapshot())
+
+    def pin_expiry(self, program_id: str) -> float | None:
+        """When ``program_id``'s KV pin expires (on the ``now`` clock), or None: not pinned.
+        What a router hears so that it sends the program's next turn where its KV is."""
+        pin = self.agents.pins.get(program_id)
+        return None if pin is None else pin.expires_at
+
     # -- queue management --------------------------------------------------------------------
     def add_request(self, req: Request) -> None:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.requests[req.request_id] = req
+        req.seq_no = next(self._seq)
         req.status = RequestStatus.WAITING
         req.last_enqueue_time = req.arrival_time
         self.waiting.append(req)

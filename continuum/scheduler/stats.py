@@ -1,14 +1,15 @@
-"""Scheduler counters and gauges (plain numbers), and ``scheduler_stats``: their flat dict."""
+"""The scheduler layer's own counters (plain numbers), reported by ``SchedulerStats.snapshot``.
+
+``Scheduler`` counts steps, admissions, preemptions and finishes here; ``AgentState`` (the
+same layer) counts pins and pin decisions. Gauges and the lower layers' counters are not
+here: each layer reports its own (``continuum.snapshot``)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from continuum.scheduler.policy import PIN_DECISIONS
-
-if TYPE_CHECKING:
-    from continuum.scheduler.scheduler import Scheduler
+from continuum.snapshot import compose
 
 # Upper bounds (ms) of the TTL histogram buckets; the last one is +inf.
 TTL_BUCKETS_MS = (0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, math.inf)
@@ -44,6 +45,24 @@ class SchedulerStats:
         if math.isfinite(ttl):
             self.ttl_sum += ttl
 
+    def snapshot(self) -> dict[str, float]:
+        """These counters under their stats names (``continuum.snapshot``); ``_total``: monotonic."""
+        return compose({
+            "preemptions_total": self.num_preemptions,
+            "requests_finished_total": self.num_finished,
+            "queueing_delay_seconds_total": self.total_queueing_delay,
+            "admissions_total": self.num_admissions,
+            "steps_total": self.num_steps,
+            "pins_made_total": self.pins_made,
+            "pins_hit_total": self.pins_hit,
+            "pins_expired_total": self.pins_expired,
+            "pins_force_released_total": self.pins_force_released,
+            "pins_rejected_total": self.pins_rejected,
+            "pins_released_by_policy_total": self.pins_released_by_policy,
+            "pins_dropped_program_end_total": self.pins_dropped_program_end,
+            "pin_ttl_seconds_sum": self.ttl_sum,
+        }, self.ttl_histogram(), self.pin_decision_counts())
+
     def pin_decision_counts(self) -> dict[str, int]:
         """``pin_decisions_<reason>_total`` for every reason (``PIN_DECISIONS``)."""
         return {f"pin_decisions_{r}_total": n for r, n in self.pin_decisions.items()}
@@ -55,55 +74,3 @@ class SchedulerStats:
             acc += c
             out[f"pin_ttl_ms_le_{'inf' if math.isinf(b) else int(b)}"] = acc
         return out
-
-
-def scheduler_stats(sch: "Scheduler", time_total: float = 0.0, time_max: float = 0.0) -> dict[str, float]:
-    """The flat stats of one ``Scheduler`` (``LLMEngine.stats``, /metrics, bench reports, the
-    simulators): names are stable, snake_case; ``_total`` suffix = monotonic counter.
-    ``time_total``/``time_max``: wall seconds its caller spent in ``schedule``."""
-    kv = sch.kv
-    st = sch.stats
-    c = kv.pool.counts()
-    return {
-        "num_requests_running": len(sch.running),
-        "num_requests_waiting": len(sch.waiting),
-        "kv_blocks_total": c["total"],
-        "kv_blocks_in_use": c["in_use"],
-        "kv_blocks_cached": c["cached"],
-        "kv_usage": kv.usage,
-        "prefix_cache_queries_total": kv.stats.queries,
-        "prefix_cache_hits_total": kv.stats.hits,
-        "kv_evictions_total": kv.pool.num_evictions,
-        "preemptions_total": st.num_preemptions,
-        "requests_finished_total": st.num_finished,
-        "queueing_delay_seconds_total": st.total_queueing_delay,
-        "admissions_total": st.num_admissions,
-        "steps_total": st.num_steps,
-        "prefix_cache_host_hits_total": kv.stats.host_hits,
-        "swap_in_blocks_total": kv.stats.swap_in_blocks,
-        "swap_out_blocks_total": kv.stats.swap_out_blocks,
-        "host_kv_blocks_total": kv.host.num_blocks if kv.host is not None else 0,
-        "host_kv_blocks_used": len(kv.host.lru) if kv.host is not None else 0,
-        "pins_made_total": st.pins_made,
-        "pins_hit_total": st.pins_hit,
-        "pins_expired_total": st.pins_expired,
-        "pins_force_released_total": st.pins_force_released,
-        "pins_rejected_total": st.pins_rejected,
-        "pins_released_by_policy_total": st.pins_released_by_policy,
-        "pinned_programs": len(sch.agents.pins),
-        "pinned_blocks": sch.agents.pins.pinned_blocks,
-        "pins_dropped_program_end_total": st.pins_dropped_program_end,
-        "pin_ttl_seconds_sum": st.ttl_sum,
-        "pin_ttl_queue_delay_seconds": sch.agents.ctx.queue_delay.value,   # T of METHOD 2.2
-        "pin_ttl_eta": sch.agents.ctx.eta.value,
-        "tool_durations_seen_total": sch.agents.ctx.predictor.total_seen,
-        **st.ttl_histogram(),
-        **st.pin_decision_counts(),
-        "programs_tracked": len(sch.agents.programs),
-        "programs_forgotten_total": sch.agents.programs.num_forgotten,
-        "tools_tracked": len(sch.agents.ctx.predictor.per_tool),
-        "tools_evicted_total": sch.agents.ctx.predictor.num_tools_evicted,
-        **sch.policy.stats(),
-        "scheduler_time_seconds_total": time_total,
-        "scheduler_time_seconds_max": time_max,
-    }

@@ -33,11 +33,12 @@ def measure_profile(engine_kwargs: dict[str, Any], prefill_new: list[int], prefi
                     decode_batch: list[int], decode_ctx: list[int], reps: int = 3,
                     name: str = "cpu") -> dict[str, Any]:
     from continuum.config import EngineArgs
+    from continuum.engine.cache_engine import bytes_per_block
     from continuum.engine.engine import LLMEngine
 
     engine = LLMEngine(EngineArgs.from_kwargs(**engine_kwargs))
     runner, bs = engine.runner, engine.args.block_size
-    nblocks = engine.scheduler.kv.pool.num_blocks
+    nblocks = int(engine.stats()["kv_blocks_total"])
     params = SamplingParams(max_tokens=1, temperature=0.0)
 
     def seq(rid: str, length: int, first_block: int) -> tuple[Request, list[int]]:
@@ -95,11 +96,11 @@ def measure_profile(engine_kwargs: dict[str, Any], prefill_new: list[int], prefi
         n += 1
     wall = time.perf_counter() - t
     overhead = max((wall - sum(engine.step_times)) / max(n, 1), 0.0)
-    cfg = engine.loaded.model.config
-    kv_heads = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    dtype_bytes = engine.dtype.itemsize if hasattr(engine.dtype, "itemsize") else 4
-    cap = nblocks * bs * 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    model = engine.loaded.model
+    cfg = model.config
+    attn = model.attention_layers()[0]            # every layer's KV has the same shape
+    kv_heads, head_dim, dtype_bytes = attn.num_kv_heads, attn.head_size, engine.dtype.itemsize
+    cap = nblocks * bytes_per_block(model, bs, engine.dtype)
     from continuum.models.loader import num_params
     return {"name": name, "device": str(engine.device), "source": f"continuum profile {engine_kwargs}",
             "model": {"layers": cfg.num_hidden_layers, "kv_heads": kv_heads, "head_dim": head_dim,

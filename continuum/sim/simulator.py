@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 
 from continuum.bench.replay import ideal_jct
-from continuum.bench.replayer import TurnDone, TurnSend, replay, scheduler_gauges
+from continuum.bench.replayer import TurnDone, TurnSend, replay, timeline_sample
 from continuum.config import SchedulerConfig
 from continuum.kv_ttl.recognizer import ProgramRecognizer
-from continuum.scheduler.stats import scheduler_stats
 from continuum.sim.cost_model import CostModel
 from continuum.sim.stepper import SimReplica, make_scheduler, sim_capacity, sim_request, turn_done
 
@@ -90,7 +89,7 @@ class SimExecutor:
         return [turn_done(req, end) for req in self.replica.end_step(end)[1]]
 
     def gauges(self) -> dict[str, float]:
-        return scheduler_gauges(self.replica.sched)
+        return timeline_sample(self.replica.snapshot())
 
 
 def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
@@ -104,6 +103,6 @@ def simulate(programs, arrivals: list[float], cost: CostModel, cfg: SimConfig,
                ideal=lambda t: ideal_jct(t, cost, cfg.max_num_batched_tokens, cfg.block_size),
                progress=progress, sample_interval=cfg.sample_interval,
                recognizer=ProgramRecognizer(block_size=cfg.block_size) if cfg.hide_program_ids else None)
-    stats = scheduler_stats(replica.sched, *replica.sched_time)
+    stats = replica.snapshot()
     replica.sched.check_integrity()
     return SimResult(r.programs, stats, r.timeline, time.perf_counter() - wall0, r.end, num_blocks)

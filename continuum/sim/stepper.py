@@ -13,7 +13,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import TYPE_CHECKING
 
 from continuum.bench.replay import check_fits
@@ -24,6 +23,7 @@ from continuum.request import Request
 from continuum.scheduler.output import SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
 from continuum.sim.cost_model import CostModel
+from continuum.snapshot import CallTimer, compose
 
 if TYPE_CHECKING:
     from continuum.sim.simulator import SimConfig
@@ -78,13 +78,17 @@ def turn_done(req: Request, now: float) -> TurnDone:
 
 class SimReplica:
     """One scheduler stepping on the cost model. ``out`` is the step in progress (None: idle);
-    ``sched_time`` is (total, max) wall seconds spent in ``schedule``."""
+    ``schedule_timer`` holds the wall seconds spent in ``schedule``."""
 
     def __init__(self, sched: Scheduler, cost: CostModel, block_size: int):
         self.sched, self.cost, self.block_size = sched, cost, block_size
         self.out: SchedulerOutput | None = None
         self.pending: list[Request] = []
-        self.sched_time = (0.0, 0.0)
+        self.schedule_timer = CallTimer("scheduler_time")
+
+    def snapshot(self) -> dict[str, float]:
+        """The replica's stats (``continuum.snapshot``): the same keys as ``LLMEngine.stats()``."""
+        return compose(self.sched.snapshot(), self.schedule_timer.snapshot())
 
     @property
     def stepping(self) -> bool:
@@ -110,10 +114,8 @@ class SimReplica:
         self.pending.clear()
         if not self.sched.has_unfinished():
             return None
-        ts = time.perf_counter()
-        out = self.sched.schedule(now)
-        ts = time.perf_counter() - ts
-        self.sched_time = (self.sched_time[0] + ts, max(self.sched_time[1], ts))
+        with self.schedule_timer.timed():
+            out = self.sched.schedule(now)
         sin, sout = len(out.swap_in) * self.block_size, len(out.swap_out) * self.block_size
         if out.is_empty and not (sin or sout):
             return None

@@ -19,12 +19,12 @@ class ConstTTL(ContinuumPolicy):
 
 
 def make_sched(policy="continuum", num_blocks=16, block_size=4, budget=64, max_seqs=8, max_len=64,
-               host_blocks=0, **cfg):
+               host_blocks=0, output_text=None, **cfg):
     pol = policy if not isinstance(policy, str) else None
     sc = SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs,
                          policy=policy if isinstance(policy, str) else "continuum", **cfg)
     return Scheduler(sc, CacheConfig(block_size=block_size), num_blocks, max_len, policy=pol,
-                     num_host_blocks=host_blocks)
+                     num_host_blocks=host_blocks, output_text=output_text)
 
 
 def areq(rid, tokens, t, program=None, last=False, tool="ls", max_tokens=2):

@@ -212,7 +212,7 @@ def test_config_and_stats():
     with pytest.raises(ConfigError, match="door_max_wait"):
         SchedulerConfig(policy_options={"door_max_wait": 0.0})
     s = door_sched()
-    assert s.policy.stats() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
+    assert s.policy.snapshot() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
                                 "admission_faults_total": 0, "admission_returns_total": 0,
                                 "admission_timeouts_total": 0, "admission_door_engaged": 0.0,
                                 "kv_eviction_horizon_seconds": 0.5}

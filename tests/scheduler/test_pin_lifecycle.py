@@ -86,8 +86,7 @@ def test_program_end_never_pins():
 
 
 def test_tool_name_parsed_from_the_output_when_the_client_gives_none():
-    s = make_sched(ConstTTL(2.0))
-    s.agents.output_text = lambda r: "I will look.\n```bash\nls -la src\n```"
+    s = make_sched(ConstTTL(2.0), output_text=lambda r: "I will look.\n```bash\nls -la src\n```")
     finish_turn1(s, tool=None)
     assert "p" in s.agents.pins
     s.add_request(areq("t2", TURN2, 2.5, "p"))

@@ -152,3 +152,33 @@ def test_abort_waiting_and_running():
     assert not s.has_unfinished()
     s.check_integrity()
     assert s.schedule(4.0).finished_ids == ["a", "b"]
+
+
+def test_ties_go_by_arrival_at_this_scheduler_and_schedulers_number_apart():
+    """``Request.seq_no`` is the order a request reached its scheduler (no process-wide
+    counter): equal arrival times are admitted in add order, whatever order the requests
+    were built in, and another scheduler in the process numbers its own from 0."""
+    s, other = make_sched(max_seqs=1), make_sched()
+    b, a = req("b", 4, 0.0), req("a", 4, 0.0)           # built b first
+    other.add_request(req("x", 4, 0.0))
+    s.add_request(a)
+    s.add_request(b)
+    assert (a.seq_no, b.seq_no, other.requests["x"].seq_no) == (0, 1, 0)
+    out, _ = step(s, 0.0)
+    assert [x.request.request_id for x in out.scheduled] == ["a"]
+
+
+def test_the_policy_sees_the_queues_read_only_and_live():
+    s = make_sched(max_seqs=1)
+    ctx = s.agents.ctx
+    s.add_request(req("a", 4, 0.0))
+    s.add_request(req("b", 4, 0.0))
+    step(s, 0.0)
+    assert [r.request_id for r in ctx.running] == ["a"] and [r.request_id for r in ctx.waiting] == ["b"]
+    assert len(ctx.waiting) == 1 and ctx.waiting[0] is s.waiting[0] and s.waiting[0] in ctx.waiting
+    for mutate in (lambda q: q.append(None), lambda q: q.sort(), lambda q: q.remove(q[0]),
+                   lambda q: q.__setitem__(0, None), lambda q: q.__delitem__(0)):
+        with pytest.raises((AttributeError, TypeError)):
+            mutate(ctx.running)
+    ctx.waiting[:].clear()                               # a slice is a copy
+    assert [r.request_id for r in s.waiting] == ["b"]

@@ -51,7 +51,7 @@ def to_openai_error(exc: BaseException) -> OpenAIError:
     if isinstance(exc, InvalidRequestError):      # includes PromptTooLongError
         return OpenAIError(400, str(exc))
     if isinstance(exc, EngineOverloadedError):
-        return OpenAIError(503, str(exc), type="server_overloaded", code=getattr(exc, "code", None) or "overloaded",
+        return OpenAIError(503, str(exc), type="server_overloaded", code=exc.code,
                            headers={"Retry-After": RETRY_AFTER_S})
     if isinstance(exc, RequestFailedError):
         return OpenAIError(500, str(exc), type="server_error", code="request_failed")

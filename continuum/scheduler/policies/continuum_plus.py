@@ -72,7 +72,7 @@ class ContinuumPlusPolicy(ContinuumPolicy):
     def on_admit(self, req: Request, now: float) -> None:
         self.door.on_admit(req)
 
-    def stats(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, float]:
         d = self.door
         return {"admission_held_steps_total": d.num_held,
                 "admission_working_set_blocks": d.last_working_set,
