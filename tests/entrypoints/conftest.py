@@ -7,6 +7,7 @@ next byte of the scripted reply (the byte tokenizer maps byte b to id b), then e
 """
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -98,6 +99,19 @@ class Server:
         assert not self.thread.is_alive(), "server did not stop"
         self.sock.close()
 
+    def openai_client(self):
+        """The official client against this server (no retries: a failure shows at once)."""
+        import openai
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0,
+                             timeout=HANG_GUARD_S)
+
+    def metric(self, name: str) -> float:
+        """One sample of /metrics by its full name."""
+        text = httpx.get(self.url + "/metrics", timeout=HANG_GUARD_S).text
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert m, f"{name} not on /metrics"
+        return float(m.group(1))
+
     def debug_kv(self, headers: dict | None = None) -> dict:
         r = httpx.get(self.url + "/debug/kv", headers=headers, timeout=HANG_GUARD_S)
         r.raise_for_status()
@@ -125,6 +139,4 @@ def server():
 
 @pytest.fixture()
 def client(server):
-    import openai
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
-                         timeout=HANG_GUARD_S)
+    return server.openai_client()

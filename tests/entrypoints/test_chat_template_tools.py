@@ -8,15 +8,12 @@ tool's description makes "the model calls the tool" depend on the tool schema re
 prompt, end to end through the real server and the official client.
 """
 import json
-import re
 
-import httpx
 import pytest
 
 from continuum.cli import main
 from continuum.entrypoints.chat_utils import TOOL_PROMPT_HEADER, load_chat_template
 from tests.entrypoints.conftest import MODEL, Server
-from tests.polling import HANG_GUARD_S
 
 TOOLS = [{"type": "function", "function": {
     "name": "bash", "description": "run a shell command SCRIPT[hermes]",
@@ -73,22 +70,10 @@ def custom_server(custom_file):
     s.stop()
 
 
-def _client(server: Server):
-    import openai
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
-                         timeout=HANG_GUARD_S)
-
-
-def _metric(server: Server, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=HANG_GUARD_S).text
-    m = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert m, f"{name} not on /metrics"
-    return float(m.group(1))
-
 
 def test_template_that_ignores_tools_gets_them_and_the_call_comes_back(default_server):
     prompts = _spy_prompts(default_server)
-    client = _client(default_server)
+    client = default_server.openai_client()
     r = client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, max_tokens=200)
     prompt = prompts[-1]
     assert TOOL_PROMPT_HEADER in prompt
@@ -107,7 +92,7 @@ def test_template_that_ignores_tools_gets_them_and_the_call_comes_back(default_s
 def test_tool_section_joins_an_existing_system_message(default_server):
     prompts = _spy_prompts(default_server)
     msgs = [{"role": "system", "content": "You fix bugs."}, *USER]
-    r = _client(default_server).chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS,
+    r = default_server.openai_client().chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS,
                                                          max_tokens=200, stream=True)
     names = [tc.function.name for ch in r for tc in (ch.choices[0].delta.tool_calls or [])]
     assert names == ["bash"]
@@ -117,7 +102,7 @@ def test_tool_section_joins_an_existing_system_message(default_server):
 
 def test_chat_template_file_is_used_and_one_that_renders_tools_is_left_alone(custom_server):
     prompts = _spy_prompts(custom_server)
-    client = _client(custom_server)
+    client = custom_server.openai_client()
     client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
     assert prompts[-1] == "[user] list the files\n[assistant] "
     client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, max_tokens=2)
@@ -125,9 +110,9 @@ def test_chat_template_file_is_used_and_one_that_renders_tools_is_left_alone(cus
 
 
 def test_pin_decision_in_usage_and_on_metrics(decision_server):
-    client = _client(decision_server)
+    client = decision_server.openai_client()
     name = "continuum_engine_pin_decisions_{}_total"
-    before = {r: _metric(decision_server, name.format(r)) for r in ("cold_start", "no_tool_call", "last_step")}
+    before = {r: decision_server.metric(name.format(r)) for r in ("cold_start", "no_tool_call", "last_step")}
     # a cold engine: no tool durations seen yet, and this tiny model's reload costs next to
     # nothing, so the cold-start TTL is 0 and nothing is pinned: the response says why
     r = client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, max_tokens=200,
@@ -148,13 +133,13 @@ def test_pin_decision_in_usage_and_on_metrics(decision_server):
     assert chunks[-1].usage.model_dump()["continuum"]["pin_decision"] == "cold_start"
     client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2,
                                    extra_body={"continuum": {"program_id": "t2", "is_last_step": True}})
-    after = {r: _metric(decision_server, name.format(r)) for r in before}
+    after = {r: decision_server.metric(name.format(r)) for r in before}
     assert after == {"cold_start": before["cold_start"] + 2, "no_tool_call": before["no_tool_call"] + 1,
                      "last_step": before["last_step"] + 2}
 
 
 def test_completions_usage_carries_the_decision(decision_server):
-    r = _client(decision_server).completions.create(
+    r = decision_server.openai_client().completions.create(
         model=MODEL, prompt="SCRIPT[hermes]", max_tokens=200,
         extra_body={"continuum": {"program_id": "c1"}})
     assert r.usage.model_dump()["continuum"] == {"tool_name": "bash", "pin_decision": "cold_start",

@@ -2,7 +2,6 @@
 that send no program id are recognised as programs when they continue an earlier turn."""
 from __future__ import annotations
 
-import re
 
 import httpx
 import openai
@@ -15,17 +14,6 @@ from tests.polling import HANG_GUARD_S
 
 SYSTEM = "You are a helpful agent. " * 8          # shared by every user below
 
-
-def _client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
-                         timeout=HANG_GUARD_S)
-
-
-def _metric(server: Server, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=HANG_GUARD_S).text
-    m = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert m, f"{name} not on /metrics"
-    return float(m.group(1))
 
 
 def _program(r) -> dict:
@@ -46,8 +34,8 @@ def _chat_turn(client, messages, **kw):
 
 
 def test_conversations_sharing_a_system_prompt_are_separate_programs(server):
-    client = _client(server)
-    before = {k: _metric(server, f"continuum_{k}_total") for k in ("programs_inferred", "turns_attached")}
+    client = server.openai_client()
+    before = {k: server.metric(f"continuum_{k}_total") for k in ("programs_inferred", "turns_attached")}
     convs = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"user {u} asks"}]
              for u in range(3)]
     seen: dict[int, list[dict]] = {u: [] for u in range(3)}
@@ -61,12 +49,12 @@ def test_conversations_sharing_a_system_prompt_are_separate_programs(server):
         assert [p["program_attached"] for p in seen[u]] == [False, True, True]
         assert all(p["program_inferred"] for p in seen[u])
     assert len({seen[u][0]["program_id"] for u in range(3)}) == 3
-    assert _metric(server, "continuum_programs_inferred_total") == before["programs_inferred"] + 3
-    assert _metric(server, "continuum_turns_attached_total") == before["turns_attached"] + 6
+    assert server.metric("continuum_programs_inferred_total") == before["programs_inferred"] + 3
+    assert server.metric("continuum_turns_attached_total") == before["turns_attached"] + 6
 
 
 def test_explicit_ids_win_and_the_header_names_the_program(server):
-    client = _client(server)
+    client = server.openai_client()
     msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "explicit"}]
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=msgs, max_tokens=4)
     first = raw.parse()
@@ -84,7 +72,7 @@ def test_explicit_ids_win_and_the_header_names_the_program(server):
 
 
 def test_streamed_turns_and_tool_calls_are_recognised(server):
-    client = _client(server)
+    client = server.openai_client()
     tools = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
     msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "SCRIPT[hermes] go"}]
     chunks = list(client.chat.completions.create(
@@ -104,7 +92,7 @@ def test_streamed_turns_and_tool_calls_are_recognised(server):
 
 
 def test_completions_continue_by_text(server):
-    client = _client(server)
+    client = server.openai_client()
     prompt = SYSTEM + "Q: list files\nA:"
     r1 = client.completions.create(model=MODEL, prompt=prompt, max_tokens=5)
     r2 = client.completions.create(model=MODEL, prompt=prompt + r1.choices[0].text + "\nQ: and?\nA:",
@@ -125,7 +113,7 @@ def test_assign_leaves_explicit_ids_alone_and_off_means_one_turn_programs():
 def test_the_flag_turns_recognition_off():
     s = Server(engine_kw={"program_inference": False}).start()
     try:
-        r = _client(s).chat.completions.with_raw_response.create(
+        r = s.openai_client().chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         assert "continuum" not in r.parse().usage.model_dump()
         assert "x-program-id" not in r.headers
