@@ -29,6 +29,7 @@ class SchedulerStats:
     pins_rejected: int = 0            # a pin would have exceeded the budget
     pins_released_by_policy: int = 0  # e.g. InferCept chose discard or swap
     pins_dropped_program_end: int = 0
+    pins_retimed: int = 0             # TTL re-decided after a shift of the tool's durations
     # why each completed turn was or was not pinned: {PIN_DECISIONS key: count}, every key
     # present from the start so that /metrics lists them all
     pin_decisions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PIN_DECISIONS, 0))
@@ -103,6 +104,8 @@ def scheduler_stats(sch: "Scheduler", time_total: float = 0.0, time_max: float =
         "programs_forgotten_total": sch.agents.programs.num_forgotten,
         "tools_tracked": len(sch.agents.ctx.predictor.per_tool),
         "tools_evicted_total": sch.agents.ctx.predictor.num_tools_evicted,
+        "tool_drift_detections_total": sch.agents.ctx.predictor.num_drift_detections,
+        "pins_retimed_after_drift_total": st.pins_retimed,
         **sch.policy.stats(),
         "scheduler_time_seconds_total": time_total,
         "scheduler_time_seconds_max": time_max,
