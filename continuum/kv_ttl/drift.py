@@ -38,9 +38,10 @@ The two constants (no knob):
 - ``ALPHA = 1e-6``: the false-alarm budget above.
 - ``WINDOW = 32``: a shift moving the CDF by ``D`` somewhere is seen once about
   ``WINDOW * threshold / D`` of the window is new, and cannot be seen at all unless the window's
-  term ``sqrt(ln(4e6) / (2 WINDOW))`` is below ``D``. A 4x scale shift of the generators'
-  lognormal tools moves the CDF by 0.7-0.9; 32 is the smallest power of two whose window term
-  (0.49) leaves room under that, and a shift is then found after about 20-25 new durations.
+  term ``sqrt(ln(4e6) / (2 WINDOW))`` is below ``D``. A 4x scale shift of a lognormal tool
+  with sigma <= 0.6 moves the CDF by >= 0.75; 32 is the smallest power of two whose window
+  term (0.49) leaves room under that, and such a shift is found after about 20-26 new
+  durations. Wider tools (sigma 0.8 plus a slow tail: D ~0.6) sit at the threshold.
   A longer window is more sensitive to small shifts but slower on large ones (the latency grows
   like ``sqrt(WINDOW)``); small drifts are left to the bounded FIFO history.
 
