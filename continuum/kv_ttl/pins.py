@@ -8,6 +8,8 @@ Invariants:
 - ``pinned_blocks == sum(len(p.block_ids) for p in pins)`` and it never exceeds ``budget``
   (a pin that would is not made: ``fits``). A block shared by two pins counts twice, which
   only makes the budget conservative.
+- A pin's expiry is ``created + ttl``; ``retime`` changes the TTL (after a detected shift of
+  its tool's durations) and the heap entry of the old expiry is then skipped as stale.
 - Victim order under memory pressure: latest program arrival first (the newest program has
   the least invested and, under program FCFS, the furthest-away turn).
 """
@@ -27,6 +29,9 @@ class Pin:
     ttl: float                   # math.inf: held until released by a rule (InferCept preserve)
     program_arrival: float       # program's first arrival: the victim order
     seq: int                     # tie-breaker: creation order
+    tool: str | None = None      # the tool the program is waiting on (drift re-times its pins)
+    context_tokens: int = 0      # the turn's computed tokens (what the TTL was priced on)
+    retimed: bool = False        # its TTL was re-decided after a drift (it may then be 0)
 
     @property
     def expires_at(self) -> float:
@@ -71,11 +76,12 @@ class PinTable:
         return self.pinned_blocks + num_blocks <= self.budget
 
     def add(self, program_id: str, request_id: str, block_ids: list[int], now: float, ttl: float,
-            program_arrival: float) -> Pin:
+            program_arrival: float, tool: str | None = None, context_tokens: int = 0) -> Pin:
         assert program_id not in self.pins, f"program {program_id} is already pinned"
         assert self.fits(len(block_ids)), "pin budget exceeded"
         self._seq += 1
-        pin = Pin(program_id, request_id, list(block_ids), now, ttl, program_arrival, self._seq)
+        pin = Pin(program_id, request_id, list(block_ids), now, ttl, program_arrival, self._seq,
+                  tool, context_tokens)
         self.pins[program_id] = pin
         self.pinned_blocks += len(block_ids)
         if math.isfinite(ttl):
@@ -88,14 +94,25 @@ class PinTable:
         self._due.pop(program_id, None)
         return pin
 
+    def retime(self, program_id: str, ttl: float) -> Pin:
+        """Give a pin a new TTL, counted from its creation (what it would have been given had
+        the new duration distribution been known then): a shorter one can make it due at once."""
+        assert ttl >= 0 and not math.isnan(ttl), f"bad ttl {ttl}"
+        pin = self.pins[program_id]
+        pin.ttl, pin.retimed = ttl, True
+        self._due.pop(program_id, None)
+        if math.isfinite(ttl):
+            heapq.heappush(self._heap, (pin.expires_at, pin.seq, program_id))
+        return pin
+
     def expired(self, now: float) -> list[Pin]:
         """Pins whose TTL has run out at ``now``, in expiry order (the caller keeps those whose
         follow-up waits; they are returned again at every call until removed)."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, seq, pid = heapq.heappop(heap)
+            exp, seq, pid = heapq.heappop(heap)
             p = self.pins.get(pid)
-            if p is not None and p.seq == seq:
+            if p is not None and p.seq == seq and p.expires_at == exp:   # else stale (retimed)
                 self._due[pid] = None
         return [self.pins[pid] for pid in self._due]
 

@@ -13,11 +13,21 @@ Cold start has three levels, decided by ``level(tool)``:
               under an exponential prior (``ttl.cold_start_ttl``).
 - ``POOLED``: K seen in total but fewer than K for this tool: the pooled CDF.
 - ``TOOL``:   the tool's own CDF.
+
+Drift (``kv_ttl/drift.py``): after each duration the tool's last ``WINDOW`` durations are
+tested against the rest of its history (two-sample KS at a distribution-free threshold). On a
+detected shift the history is *reset* to the durations after the estimated change point, and
+the tool's older durations leave the pooled history too, so the next TTL is the one the new
+regime alone gives (``observe`` returns True; ``num_drift_detections`` and the tool's
+``drifts`` count them). A tool keeps its level: ``level`` counts every duration ever seen.
 """
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import OrderedDict, deque
+
+from continuum.kv_ttl import drift
 
 COLD, POOLED, TOOL = "cold", "pooled", "tool"
 MAX_TOOL_NAME_CHARS = 128
@@ -25,31 +35,52 @@ MAX_TOOLS = 256
 
 
 class _History:
-    """A bounded FIFO of durations with a lazily re-sorted copy (sorted on first use after a
-    change: at most once per turn finish, O(n log n) with n <= 4096)."""
+    """A bounded FIFO of durations and the same durations kept sorted (insert and evict by
+    bisection: O(log n) search plus a memmove, so the change-point test can run on every
+    observation). Entries carry a tag ``(tool, observation number)``: the same tag in the tool's
+    history and in the pooled one, so that a tool's stale durations can be dropped from both."""
 
-    __slots__ = ("values", "_sorted", "total")
+    __slots__ = ("values", "tags", "_sorted", "total", "maxlen", "drifts")
 
     def __init__(self, maxlen: int):
-        self.values: deque[float] = deque(maxlen=maxlen)
-        self._sorted: list[float] | None = []
-        self.total = 0
+        self.maxlen = maxlen
+        self.values: deque[float] = deque()
+        self.tags: deque[tuple[str, int] | None] = deque()
+        self._sorted: list[float] = []
+        self.total = 0              # durations ever added (a reset does not lower it)
+        self.drifts = 0             # shifts detected (per-tool histories)
 
-    def add(self, d: float) -> None:
+    def add(self, d: float, tag: tuple[str, int] | None = None) -> None:
+        if len(self.values) == self.maxlen:
+            old = self.values.popleft()
+            self.tags.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
         self.values.append(d)
+        self.tags.append(tag)
+        bisect.insort(self._sorted, d)
         self.total += 1
-        self._sorted = None
 
     def sorted(self) -> list[float]:
-        if self._sorted is None:
-            self._sorted = sorted(self.values)
+        """The durations in ascending order (the caller must not mutate it)."""
         return self._sorted
+
+    def keep(self, keep: list[bool]) -> None:
+        """Keep the entries whose flag (in FIFO order) is True."""
+        pairs = [(v, t) for v, t, k in zip(self.values, self.tags, keep) if k]
+        self.values = deque(v for v, _ in pairs)
+        self.tags = deque(t for _, t in pairs)
+        self._sorted = sorted(self.values)
+
+    def window(self, n: int) -> list[float]:
+        """The last ``n`` durations, oldest first."""
+        return list(itertools.islice(reversed(self.values), n))[::-1]
 
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
 
-def _key(tool: str | None) -> str | None:
+def tool_key(tool: str | None) -> str | None:
+    """The name a tool's history is kept under (cut to ``MAX_TOOL_NAME_CHARS``)."""
     return None if tool is None else tool[:MAX_TOOL_NAME_CHARS]
 
 
@@ -61,10 +92,14 @@ class DurationPredictor:
         self.pooled = _History(history)
         self.per_tool: OrderedDict[str, _History] = OrderedDict()   # least recently observed first
         self.num_tools_evicted = 0
+        self.num_drift_detections = 0      # over all tools, evicted ones included
+        self._seq = 0                      # observations numbered, for the history tags
 
-    def observe(self, tool: str, duration: float) -> None:
+    def observe(self, tool: str, duration: float) -> bool:
+        """Record a duration; True if it revealed a shift of the tool's distribution (the
+        tool's history then holds only the durations after the estimated change point)."""
         d = max(0.0, float(duration))
-        tool = _key(tool)
+        tool = tool_key(tool)
         h = self.per_tool.get(tool)
         if h is None:
             h = self.per_tool[tool] = _History(self.history)
@@ -73,8 +108,29 @@ class DurationPredictor:
                 self.num_tools_evicted += 1
         else:
             self.per_tool.move_to_end(tool)
-        h.add(d)
-        self.pooled.add(d)
+        self._seq += 1
+        h.add(d, (tool, self._seq))
+        self.pooled.add(d, (tool, self._seq))
+        return self._check_drift(tool, h)
+
+    def _check_drift(self, tool: str, h: _History) -> bool:
+        if len(h.values) < 2 * drift.WINDOW:      # a reference at least as long as the window
+            return False
+        window = h.window(drift.WINDOW)
+        if not drift.shifted(h.sorted(), window):
+            return False
+        keep_last = drift.change_point(h.sorted(), window)
+        n = len(h.values)
+        first_new = h.tags[n - keep_last][1]      # observation number of the change point
+        h.keep([i >= n - keep_last for i in range(n)])
+        self.pooled.keep([t is None or t[0] != tool or t[1] >= first_new for t in self.pooled.tags])
+        h.drifts += 1
+        self.num_drift_detections += 1
+        return True
+
+    def drift_counts(self) -> dict[str, int]:
+        """Shifts detected per tool still tracked (tools with none are left out)."""
+        return {t: h.drifts for t, h in self.per_tool.items() if h.drifts}
 
     @property
     def total_seen(self) -> int:
@@ -82,14 +138,15 @@ class DurationPredictor:
 
     def snapshot(self) -> dict[str, float]:
         """The predictor's stats (``continuum.snapshot``): durations seen, tools tracked now
-        and tools forgotten to stay under ``max_tools``."""
+        tools forgotten to stay under ``max_tools``, and shifts detected (``kv_ttl/drift.py``)."""
         return {"tool_durations_seen_total": self.total_seen, "tools_tracked": len(self.per_tool),
-                "tools_evicted_total": self.num_tools_evicted}
+                "tools_evicted_total": self.num_tools_evicted,
+                "tool_drift_detections_total": self.num_drift_detections}
 
     def level(self, tool: str | None) -> str:
         if self.pooled.total < self.k:
             return COLD
-        h = self.per_tool.get(_key(tool)) if tool is not None else None
+        h = self.per_tool.get(tool_key(tool)) if tool is not None else None
         if h is None or h.total < self.k:
             return POOLED
         return TOOL
@@ -99,7 +156,7 @@ class DurationPredictor:
         lvl = self.level(tool)
         if lvl == COLD:
             return None
-        return (self.pooled if lvl == POOLED else self.per_tool[_key(tool)]).sorted()
+        return (self.pooled if lvl == POOLED else self.per_tool[tool_key(tool)]).sorted()
 
     def cdf(self, tool: str | None, tau: float) -> float:
         s = self.samples(tool)
@@ -107,7 +164,7 @@ class DurationPredictor:
 
     def mean(self, tool: str | None) -> float | None:
         """Mean of the tool's history, else of the pooled one, else None."""
-        h = self.per_tool.get(_key(tool)) if tool is not None else None
+        h = self.per_tool.get(tool_key(tool)) if tool is not None else None
         if h is not None and h.values:
             return h.mean()
         return self.pooled.mean()

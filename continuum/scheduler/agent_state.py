@@ -3,9 +3,13 @@
 The scheduler core calls these hooks; every rule about programs and pins lives here:
 
 - ``on_arrival(req)``: program record; measure the previous tool's duration (this arrival
-  minus the previous turn's finish, METHOD 2.3) and feed the predictor.
-- ``begin_step(now)``: forget idle programs; apply the policy's per-step decisions; lazy
-  expiry: a pin whose TTL has run out is released unless its program has a request waiting
+  minus the previous turn's finish, METHOD 2.3) and feed the predictor. If that duration
+  revealed a shift of the tool's distribution (``kv_ttl/drift.py``), the tool's pins are
+  re-timed at the top of the next step.
+- ``begin_step(now)``: forget idle programs; apply the policy's per-step decisions; re-time
+  the pins of tools whose history was reset (``policy.ttl_after_drift``: the TTL a new pin
+  would get from the new history, counted from the pin's creation, so a stale pin that the new
+  distribution does not pay for becomes due at once); lazy expiry: a pin whose TTL has run out is released unless its program has a request waiting
   (that request's admission releases it).
 - ``force_release(exclude)``: under memory pressure release one pin, latest program arrival
   first (never the program being admitted). Returns False when none is left, so the caller
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from continuum.kv.kv_manager import KVCacheManager
 from continuum.kv_ttl.pins import Pin, PinTable
 from continuum.kv_ttl.eviction import EvictionHorizon
-from continuum.kv_ttl.predictor import DurationPredictor
+from continuum.kv_ttl.predictor import DurationPredictor, tool_key
 from continuum.kv_ttl.programs import ProgramTable
 from continuum.kv_ttl.reload_cost import OffloadCost, PrefillCost
 from continuum.kv_ttl.tool_parser import extract_tool_name
@@ -60,6 +64,7 @@ class AgentState:
                                  QueueView(running), QueueView(waiting), EvictionHorizon())
         policy.bind(self.ctx)
         self.output_text = output_text
+        self._drifted: set[str] = set()      # tools whose history was reset since the last step
 
     def snapshot(self) -> dict[str, float]:
         """The agent state's gauges (``continuum.snapshot``): the pin table's, the program
@@ -79,7 +84,8 @@ class AgentState:
         if rec.turns_arrived == 1:
             rec.first_prompt_tokens = req.num_prompt_tokens
         if rec.last_finish_time is not None and rec.last_tool is not None:
-            self.ctx.predictor.observe(rec.last_tool, req.arrival_time - rec.last_finish_time)
+            if self.ctx.predictor.observe(rec.last_tool, req.arrival_time - rec.last_finish_time):
+                self._drifted.add(tool_key(rec.last_tool))
         rec.last_finish_time = None
 
     def on_requeue(self, req: Request) -> None:
@@ -115,12 +121,25 @@ class AgentState:
                     self.kv.swap_out(self.kv.pinned_block_list(self.pins.get(program_id).key))
                 self._release(program_id)
                 self.stats.pins_released_by_policy += 1
+        if self._drifted:
+            self._retime_after_drift()
         if len(self.pins):
             for p in self.pins.expired(now):
                 rec = self.programs.get(p.program_id)
                 if rec is None or rec.num_waiting == 0:
                     self._release(p.program_id)
                     self.stats.pins_expired += 1
+
+    def _retime_after_drift(self) -> None:
+        """Re-decide the TTL of every finite pin on a tool whose history was just reset."""
+        tools, self._drifted = self._drifted, set()
+        for p in list(self.pins.pins.values()):
+            if p.tool is None or tool_key(p.tool) not in tools or math.isinf(p.ttl):
+                continue
+            ttl = self.policy.ttl_after_drift(p.tool, p.context_tokens)
+            if ttl is not None and ttl != p.ttl:
+                self.pins.retime(p.program_id, ttl)
+                self.stats.pins_retimed += 1
 
     def force_release(self, exclude: str | None = None) -> bool:
         if not len(self.pins):
@@ -211,7 +230,8 @@ class AgentState:
             return OVER_BUDGET if n > 0 else NOTHING_TO_PIN
         block_ids = self.kv.pin_blocks(req, Pin.key_of(pid))
         self.pins.add(pid, req.request_id, block_ids, now, ttl,
-                      rec.first_arrival if rec is not None else req.arrival_time)
+                      rec.first_arrival if rec is not None else req.arrival_time,
+                      req.tool_name, req.num_computed_tokens)
         if rec is not None:
             rec.pinned = True
         self.stats.pins_made += 1
@@ -237,4 +257,4 @@ class AgentState:
         assert set(self.kv.pinned) == {p.key for p in self.pins.pins.values()}, "pins and holders disagree"
         for p in self.pins.pins.values():
             assert [b.block_id for b in self.kv.pinned[p.key]] == p.block_ids
-            assert math.isinf(p.ttl) or p.ttl > 0
+            assert math.isinf(p.ttl) or p.ttl > 0 or p.retimed

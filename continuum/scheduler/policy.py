@@ -14,6 +14,8 @@ The scheduler core asks a policy:
   request is skipped and keeps its place; requests after it are still considered, so a
   policy that holds one request must keep its own order among those it holds
   (``continuum+``'s program admission control);
+- ``ttl_after_drift(tool, context_tokens)``: the TTL for a pin already held on ``tool`` once
+  that tool's duration history was reset after a detected shift (default None: unchanged);
 - ``snapshot()``: the policy's own counters (``continuum.snapshot``), composed into the
   scheduler's and so into ``LLMEngine.stats()``.
 
@@ -184,6 +186,12 @@ class Policy:
 
     def on_admit(self, req: Request, now: float) -> None:
         """A waiting request was admitted (its prefix hit is in ``num_cached_tokens``)."""
+
+    def ttl_after_drift(self, tool: str, context_tokens: int) -> float | None:
+        """The TTL a pin held for a call of ``tool`` should have now that the tool's history
+        was reset after a detected shift; None: keep the pin's TTL (policies whose TTL does not
+        come from the duration CDF)."""
+        return None
 
     def snapshot(self) -> dict[str, float]:
         """Policy-specific counters (``continuum.snapshot``): keys no other layer reports."""

@@ -30,6 +30,7 @@ class SchedulerStats:
     pins_rejected: int = 0            # a pin would have exceeded the budget
     pins_released_by_policy: int = 0  # e.g. InferCept chose discard or swap
     pins_dropped_program_end: int = 0
+    pins_retimed: int = 0             # TTL re-decided after a shift of the tool's durations
     # why each completed turn was or was not pinned: {PIN_DECISIONS key: count}, every key
     # present from the start so that /metrics lists them all
     pin_decisions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PIN_DECISIONS, 0))
@@ -61,6 +62,7 @@ class SchedulerStats:
             "pins_released_by_policy_total": self.pins_released_by_policy,
             "pins_dropped_program_end_total": self.pins_dropped_program_end,
             "pin_ttl_seconds_sum": self.ttl_sum,
+            "pins_retimed_after_drift_total": self.pins_retimed,
         }, self.ttl_histogram(), self.pin_decision_counts())
 
     def pin_decision_counts(self) -> dict[str, int]:

@@ -53,20 +53,22 @@ def test_cold_start_closed_form():
 
 def test_predictor_three_levels_with_k_100():
     p = DurationPredictor(k=100)
-    for i in range(60):
-        p.observe("ls", 0.1)
+    ls = [0.1, 0.2, 0.1, 0.2, 0.1] * 20         # stationary: 3 of every 5 calls take 0.1 s
+    for d in ls[:60]:
+        p.observe("ls", d)
     for i in range(39):
         p.observe("git", 1.0)
     assert p.total_seen == 99 and p.level("ls") == COLD and p.samples("ls") is None
     p.observe("git", 2.0)                      # 100 in total, each tool under 100
     assert p.level("ls") == POOLED and p.level("git") == POOLED and p.level(None) == POOLED
-    assert len(p.samples("git")) == 100 and p.cdf("ls", 0.1) == 0.6
-    for i in range(40):
-        p.observe("ls", 0.2)                   # ls reaches 100
+    assert len(p.samples("git")) == 100 and p.cdf("ls", 0.1) == 0.36
+    for d in ls[60:]:
+        p.observe("ls", d)                     # ls reaches 100
     assert p.level("ls") == TOOL and p.level("git") == POOLED and p.level("pytest") == POOLED
     assert p.cdf("ls", 0.1) == 0.6 and p.cdf("ls", 0.2) == 1.0
     assert p.mean("ls") == pytest.approx((60 * 0.1 + 40 * 0.2) / 100)
     assert p.mean("pytest") == pytest.approx(p.pooled.mean())
+    assert p.num_drift_detections == 0
 
 
 def test_predictor_history_is_bounded_and_negative_durations_clip():

@@ -88,12 +88,14 @@ def test_continuum_ttl_cold_start_then_pooled_then_per_tool():
     assert pol.choose_ttl("ls", 100) == pytest.approx(math.log(3.0))   # cold: ln(T + reload)
     for _ in range(60):
         ctx.predictor.observe("ls", 0.5)
-    for _ in range(40):
-        ctx.predictor.observe("git", 4.0)
-    # pooled: B = T*eta + reload = 3; tau 0.5: 0.6*3-0.5 = 1.3; tau 4: 3-4 < 0
+    git = [4.0, 2.5, 2.5, 4.0, 2.5] * 20        # stationary: 2 of every 5 calls take 4 s
+    for d in git[:40]:
+        ctx.predictor.observe("git", d)
+    # pooled: B = T*eta + reload = 3; tau 0.5: 0.6*3-0.5 = 1.3; tau 2.5: 0.84*3-2.5; tau 4: 3-4 < 0
     assert pol.choose_ttl("git", 100) == 0.5
-    for _ in range(60):
-        ctx.predictor.observe("git", 2.5)
+    for d in git[40:]:
+        ctx.predictor.observe("git", d)
+    assert ctx.predictor.num_drift_detections == 0
     # git has 100: 40 of 4.0 and 60 of 2.5: tau 2.5: 0.6*3-2.5 < 0 -> no pin
     assert pol.choose_ttl("git", 100) == 0.0
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 5.0))       # B = 6: tau 4: 6-4=2 > 0.6*6-2.5

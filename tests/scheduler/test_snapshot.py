@@ -20,6 +20,7 @@ BASE_KEYS = {
     "pins_dropped_program_end_total", "pin_ttl_seconds_sum", "pin_ttl_queue_delay_seconds",
     "pin_ttl_eta", "tool_durations_seen_total", "programs_tracked", "programs_forgotten_total",
     "tools_tracked", "tools_evicted_total",
+    "tool_drift_detections_total", "pins_retimed_after_drift_total",          # kv_ttl/drift.py
     *(f"pin_ttl_ms_le_{'inf' if b == float('inf') else int(b)}" for b in TTL_BUCKETS_MS),
     *(f"pin_decisions_{r}_total" for r in PIN_DECISIONS),
 }

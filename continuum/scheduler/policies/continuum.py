@@ -41,6 +41,10 @@ class ContinuumPolicy(Policy):
             return cold_start_ttl(t, reload)
         return solve_ttl(samples, t * ctx.eta.value + reload)
 
+    def ttl_after_drift(self, tool: str, context_tokens: int) -> float:
+        """The TTL a new pin would get from the reset history (a stale one must not hold)."""
+        return self.choose_ttl(tool, context_tokens)
+
     def on_finish(self, req: Request, now: float) -> FinishAction:
         ttl = self.choose_ttl(req.tool_name, req.num_computed_tokens)
         return pin(ttl) if ttl > 0 else free_because(self.why_no_ttl(req.tool_name, req.num_computed_tokens))
