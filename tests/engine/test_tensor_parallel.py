@@ -12,7 +12,7 @@ import torch
 
 from continuum.errors import TensorParallelError
 from continuum.llm import LLM
-from tests.conftest import make_hf_checkpoint
+from tests.conftest import make_hf_checkpoint, requires_smollm2
 from tests.engine.test_generate_vs_hf import hf_greedy, prompts_of, run
 
 # (arch, checkpoint overrides, random biases?): the shapes the issue names.
@@ -105,3 +105,30 @@ def test_shutdown_stops_the_ranks():
     procs = list(llm.engine.tp_workers.procs)
     llm.engine.shutdown()
     assert [p.exitcode for p in procs] == [0]
+
+
+def test_integrity_check_sees_replicated_kv_that_differs():
+    """One KV head, two ranks: both hold it, and the check compares their bytes."""
+    llm = LLM("random:tiny", dtype="float32", kv_cache_memory="4MiB", tensor_parallel_size=2,
+              random_config={"num_key_value_heads": 1})
+    try:
+        run(llm, prompts_of([20]), 3)                 # checks: equal on both ranks
+        llm.engine.cache_engine.k_caches[0][0, 0, 0, 0] += 1.0     # rank 0's copy only
+        with pytest.raises(AssertionError, match="rank 1's KV differs from rank 0's"):
+            llm.engine.check_integrity()
+    finally:
+        llm.engine.shutdown()
+
+
+@requires_smollm2
+def test_gguf_default_model_tp3_equals_tp1():
+    """The embedded SmolLM2 GGUF (9 heads, 3 KV heads) over three ranks: each rank
+    dequantises one tensor at a time and keeps its slice; tokens equal one rank's."""
+    prompts = [[1, 28, 90, 311, 42, 7], list(range(100, 140))]
+    kw = dict(dtype="float32", kv_cache_memory="16MiB")
+    want = run(LLM(None, **kw), prompts, 6)
+    three = LLM(None, tensor_parallel_size=3, **kw)
+    try:
+        assert run(three, prompts, 6) == want
+    finally:
+        three.engine.shutdown()
