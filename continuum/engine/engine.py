@@ -103,9 +103,13 @@ class LLMEngine:
             from continuum.engine.tp_executor import TPWorkers
             with phases.phase(f"start {mc.tensor_parallel_size - 1} tensor-parallel rank(s)"):
                 self.tp_workers = TPWorkers.start(args, self.device, self.dtype, mc.tensor_parallel_size)
-        self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
-                                 random_config=mc.random_config,
-                                 group=self.tp_workers.group if self.tp_workers else None)
+        try:
+            self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
+                                     random_config=mc.random_config,
+                                     group=self.tp_workers.group if self.tp_workers else None)
+        except BaseException:
+            self.shutdown()                 # the other ranks failed the same way, or would wait
+            raise
         self.tokenizer = self.loaded.tokenizer
         self.eos_token_ids = list(self.loaded.eos_token_ids)
         model = self.loaded.model

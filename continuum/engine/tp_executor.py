@@ -82,22 +82,25 @@ class TPWorkers:
         # Joining blocks until every rank joined: do it beside a watch on the ranks, so a
         # rank that dies while importing fails the start now, not at the store's timeout.
         box: dict = {}
+        joined, done = mp.Pipe(duplex=False)
 
         def join() -> None:
             try:
                 box["group"] = TPGroup.connect(0, size, store.port, device, timeout_s, store=store)
             except BaseException as e:      # noqa: BLE001 - re-raised in the caller
                 box["error"] = e
+            done.send(None)
+            done.close()
 
-        t = threading.Thread(target=join, name="continuum-tp-join", daemon=True)
-        t.start()
-        pending = [p.sentinel for p in procs]
-        while t.is_alive():
-            if wait(pending, timeout=1.0):      # a rank exited before the group formed
-                _stop(procs, conns)
-                raise TensorParallelError(cls._describe(procs, conns, "while joining the group"))
+        threading.Thread(target=join, name="continuum-tp-join", daemon=True).start()
+        ready = wait([joined] + [p.sentinel for p in procs])    # whichever comes first
+        joined.close()
+        if joined not in ready:                 # a rank exited before the group formed
+            err = TensorParallelError(cls._describe(procs, conns, "while joining the group"))
+            _stop(procs, conns, timeout_s=0.0)
+            raise err
         if "error" in box:
-            _stop(procs, conns)
+            _stop(procs, conns, timeout_s=0.0)
             raise box["error"]
         return cls(size, procs, conns, box["group"], timeout_s)
 

@@ -4,13 +4,14 @@ transformers' on the shapes that exercise the sharding rules, every rank's block
 error instead of a hang."""
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 
 import pytest
 import torch
 
-from continuum.errors import TensorParallelError
+from continuum.errors import ConfigError, TensorParallelError
 from continuum.llm import LLM
 from tests.conftest import make_hf_checkpoint, requires_smollm2
 from tests.engine.test_generate_vs_hf import hf_greedy, prompts_of, run
@@ -132,3 +133,9 @@ def test_gguf_default_model_tp3_equals_tp1():
         assert run(three, prompts, 6) == want
     finally:
         three.engine.shutdown()
+
+
+def test_a_size_the_model_cannot_split_is_a_config_error_and_leaves_no_rank():
+    with pytest.raises(ConfigError, match="tensor_parallel_size 3 does not divide"):
+        LLM("random:tiny", dtype="float32", kv_cache_memory="4MiB", tensor_parallel_size=3)
+    assert not [p for p in mp.active_children() if p.name.startswith("continuum-tp-rank")]
