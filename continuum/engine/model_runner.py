@@ -106,10 +106,10 @@ class ModelRunner:
         self.release(out.finished_ids)
         return self.run(out)
 
-    @torch.inference_mode()
     def forward(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[int], list[int]]:
         """The model over the step's tokens: (hidden [T, hidden], logit rows, order) with
-        ``prepare``'s rows and order. A tensor-parallel rank other than 0 runs only this and
+        ``prepare``'s rows and order. Call it under ``torch.inference_mode()`` (``run`` does;
+        one context per step). A tensor-parallel rank other than 0 runs only this and
         ``compute_logits`` on the rows (it samples nothing)."""
         try:
             ids, pos, meta, rows, order = self.prepare(out)
