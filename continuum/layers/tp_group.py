@@ -2,8 +2,9 @@
 
 The group is a private ``torch.distributed`` process group (gloo on CPU, NCCL on CUDA) built
 from an explicit ``TCPStore``, never the global default group, so several engines (and
-tests) can live in one process. Every collective has a timeout, and a failed collective (a
-peer that died closes its sockets, a peer that hangs trips the timeout) raises
+tests) can live in one process. A gloo collective has a timeout (``COLLECTIVE_TIMEOUT_S``),
+and a failed collective (a peer that died closes its sockets, a peer that hangs trips the
+timeout) raises
 :class:`~continuum.errors.TensorParallelError` and marks the group broken: all later calls
 raise at once instead of waiting on peers that will never answer.
 
@@ -20,7 +21,11 @@ import torch.distributed as dist
 
 from continuum.errors import TensorParallelError
 
-DEFAULT_TIMEOUT_S = 300.0     # a collective waits this long on a live but silent peer
+DEFAULT_TIMEOUT_S = 300.0     # joining the group waits this long for every rank
+# A gloo collective waits this long on a live but silent peer (read when a group is made).
+# NCCL collectives are not waited on by the host (that would stall the GPU pipeline): a hung
+# NCCL peer is found by NCCL's own watchdog, after the group's DEFAULT_TIMEOUT_S.
+COLLECTIVE_TIMEOUT_S = 300.0
 
 
 def master_store(timeout_s: float = DEFAULT_TIMEOUT_S) -> dist.TCPStore:
@@ -32,17 +37,22 @@ def master_store(timeout_s: float = DEFAULT_TIMEOUT_S) -> dist.TCPStore:
 class TPGroup:
     """``rank`` of ``size``; ``all_reduce`` (sum, in place) and ``all_gather`` along a dim."""
 
-    def __init__(self, rank: int, size: int, pg, timeout_s: float, store=None):
+    def __init__(self, rank: int, size: int, pg, timeout_s: float, store=None,
+                 collective_timeout_s: float | None = None):
         self.rank, self.size, self.timeout_s = rank, size, timeout_s
         self._pg = pg
         self._store = store          # the master store must outlive the group
         self.broken: str | None = None
+        self._wait = () if collective_timeout_s is None else (
+            datetime.timedelta(seconds=collective_timeout_s),)
 
     @classmethod
     def connect(cls, rank: int, size: int, port: int, device: torch.device,
-                timeout_s: float = DEFAULT_TIMEOUT_S, store: dist.TCPStore | None = None) -> "TPGroup":
+                timeout_s: float = DEFAULT_TIMEOUT_S, store: dist.TCPStore | None = None,
+                collective_timeout_s: float | None = None) -> "TPGroup":
         """Join the group (blocks until all ``size`` ranks joined or ``timeout_s`` passed).
-        Rank 0 passes the ``master_store`` it made; the others connect to ``port``."""
+        Rank 0 passes the ``master_store`` it made; the others connect to ``port``. A gloo
+        collective raises after ``collective_timeout_s`` (default ``COLLECTIVE_TIMEOUT_S``)."""
         timeout = datetime.timedelta(seconds=timeout_s)
         if store is None:
             store = dist.TCPStore("127.0.0.1", port, None, is_master=False, timeout=timeout)
@@ -59,7 +69,9 @@ class TPGroup:
                 pg = dist.ProcessGroupGloo(store, rank, size, opts)
         except RuntimeError as e:
             raise TensorParallelError(f"rank {rank} of {size} could not join the group: {e}") from e
-        return cls(rank, size, pg, timeout_s, store)
+        wait = None if device.type == "cuda" else (
+            COLLECTIVE_TIMEOUT_S if collective_timeout_s is None else collective_timeout_s)
+        return cls(rank, size, pg, timeout_s, store, wait)
 
     def _check(self) -> None:
         if self.broken is not None:
@@ -73,7 +85,7 @@ class TPGroup:
         """Sum ``x`` over the ranks, in place; returns ``x``."""
         self._check()
         try:
-            self._pg.allreduce([x]).wait()
+            self._pg.allreduce([x]).wait(*self._wait)
         except RuntimeError as e:
             raise self._fail("all_reduce", e) from e
         return x
@@ -84,7 +96,7 @@ class TPGroup:
         x = x.contiguous()
         outs = [torch.empty_like(x) for _ in range(self.size)]
         try:
-            self._pg.allgather([outs], [x]).wait()
+            self._pg.allgather([outs], [x]).wait(*self._wait)
         except RuntimeError as e:
             raise self._fail("all_gather", e) from e
         return torch.cat(outs, dim=dim)

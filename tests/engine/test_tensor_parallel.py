@@ -139,3 +139,21 @@ def test_a_size_the_model_cannot_split_is_a_config_error_and_leaves_no_rank():
     with pytest.raises(ConfigError, match="tensor_parallel_size 3 does not divide"):
         LLM("random:tiny", dtype="float32", kv_cache_memory="4MiB", tensor_parallel_size=3)
     assert not [p for p in mp.active_children() if p.name.startswith("continuum-tp-rank")]
+
+
+def test_a_hung_rank_fails_the_step_at_the_collective_timeout(monkeypatch):
+    """Rank 1 stopped (SIGSTOP) before the step: the driver's first all-reduce raises when
+    its timeout (shortened here; the wait is the test's length, not a pass/fail threshold)
+    runs out, and the stopped rank is killed."""
+    from continuum.layers import tp_group
+    monkeypatch.setattr(tp_group, "COLLECTIVE_TIMEOUT_S", 10.0)
+    llm = _tp_engine()
+    proc = llm.engine.tp_workers.procs[0]
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TensorParallelError, match="timed out"):
+            run(llm, prompts_of([5]), 2)
+        assert not proc.is_alive()
+    finally:
+        if proc.is_alive():
+            proc.kill()
