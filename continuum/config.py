@@ -38,8 +38,11 @@ class ModelConfig:
     seed: int = 0
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     random_config: dict | None = None
+    tensor_parallel_size: int = 1     # processes (devices) the model is split across
 
     def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.max_model_len is not None and self.max_model_len < 2:
@@ -138,6 +141,10 @@ class EngineArgs:
                                            "context length")
     random_config: dict | None = knob(None, "random-weight model: config overrides (Python API only)",
                                       cli=False)
+    tensor_parallel_size: int = knob(ModelConfig.tensor_parallel_size,
+                                     "split the model across N processes/devices (Megatron-style "
+                                     "tensor parallelism: gloo on CPU, NCCL on CUDA devices "
+                                     "cuda:0..N-1; docs/architecture.md)")
     kv_cache_memory: int | str | None = knob(
         None, "KV cache size, e.g. 2GiB; default: on CUDA what is left of 90% of the GPU's memory "
               "after the weights, 2GiB on CPU")
@@ -181,7 +188,8 @@ class EngineArgs:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(model=self.model, dtype=self.dtype, seed=self.seed,
-                           max_model_len=self.max_model_len, random_config=self.random_config)
+                           max_model_len=self.max_model_len, random_config=self.random_config,
+                           tensor_parallel_size=self.tensor_parallel_size)
 
     def cache_config(self) -> CacheConfig:
         mem = parse_bytes(self.kv_cache_memory) if self.kv_cache_memory is not None else None

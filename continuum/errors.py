@@ -41,3 +41,8 @@ def check_text(text: str, what: str = "text") -> str:
         raise InvalidRequestError(f"invalid Unicode in {what}: a lone UTF-16 surrogate at character "
                                   f"{e.start}") from None
     return text
+
+
+class TensorParallelError(ContinuumError, RuntimeError):
+    """A tensor-parallel rank died, hung past the collective timeout, or failed a step: the
+    engine's ranks no longer agree, so the engine is broken (every later step raises this)."""

@@ -56,7 +56,10 @@ class ReplicaPool:
         if not ray.is_initialized():
             raise RuntimeError("call ray.init() before creating replicas")
         res = ray.cluster_resources()
-        gpus = num_gpus_per_replica if num_gpus_per_replica is not None else (1.0 if res.get("GPU") else 0.0)
+        # A tensor-parallel replica needs one device per rank: Ray gives the actor N GPUs,
+        # visible to it as cuda:0..N-1, which is where its ranks run.
+        tp = int(engine_kwargs.get("tensor_parallel_size") or 1)
+        gpus = num_gpus_per_replica if num_gpus_per_replica is not None else (float(tp) if res.get("GPU") else 0.0)
         self.engine_kwargs = dict(engine_kwargs)
         self.max_waiting_requests = max_waiting_requests
         self.num_gpus, self.num_cpus = gpus, num_cpus_per_replica

@@ -19,7 +19,8 @@ from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_bloc
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.model_runner import ModelRunner
 from continuum.layers.attention_backend import select_backend
-from continuum.errors import ConfigError, InvalidRequestError, PromptTooLongError, check_text
+from continuum.errors import (ConfigError, InvalidRequestError, PromptTooLongError,
+                              TensorParallelError, check_text)
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
 from continuum.models.loader import load_model
@@ -96,8 +97,19 @@ class LLMEngine:
         self.device = resolve_device(args.device)
         self.dtype = resolve_dtype(mc.dtype, self.device)
         phases = Phases(logger, "engine start-up")     # one INFO line per phase, with its time
-        self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
-                                 random_config=mc.random_config)
+        # Tensor parallelism: ranks 1..N-1 start (and load their shards) beside this one, rank 0.
+        self.tp_workers = None
+        if mc.tensor_parallel_size > 1:
+            from continuum.engine.tp_executor import TPWorkers
+            with phases.phase(f"start {mc.tensor_parallel_size - 1} tensor-parallel rank(s)"):
+                self.tp_workers = TPWorkers.start(args, self.device, self.dtype, mc.tensor_parallel_size)
+        try:
+            self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
+                                     random_config=mc.random_config,
+                                     group=self.tp_workers.group if self.tp_workers else None)
+        except BaseException:
+            self.shutdown()                 # the other ranks failed the same way, or would wait
+            raise
         self.tokenizer = self.loaded.tokenizer
         self.eos_token_ids = list(self.loaded.eos_token_ids)
         model = self.loaded.model
@@ -125,9 +137,19 @@ class LLMEngine:
             max_len = capacity
         self.max_model_len = max_len
         self.vocab_size = int(model.config.vocab_size)
-        self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len, attention)
+        if self.tp_workers is None:
+            self.runner = ModelRunner(model, cc.block_size, self.device, sc.max_num_seqs, max_len, attention)
+        else:
+            from continuum.engine.tp_executor import TPModelRunner
+            with phases.phase("wait for the tensor-parallel ranks"):
+                self.tp_workers.wait_loaded()
+                self.tp_workers.init(num_blocks=num_blocks, block_size=cc.block_size,
+                                     num_host_blocks=num_host_blocks, max_model_len=max_len,
+                                     max_num_seqs=sc.max_num_seqs)
+            self.runner = TPModelRunner(self.tp_workers, model, cc.block_size, self.device,
+                                        sc.max_num_seqs, max_len, attention)
         self.attention_backend = self.runner.attention.name      # "cpu-kernel", "torch" or "cuda"
-        if self.attention_backend == "cuda" and not args.enforce_eager:
+        if self.attention_backend == "cuda" and not args.enforce_eager and self.tp_workers is None:
             # Decode steps replay CUDA graphs (one per batch x context bucket); after the KV
             # cache is bound, since graphs capture its addresses.
             from continuum.engine.cuda_graph import DecodeGraphRunner, GraphedModel
@@ -242,6 +264,8 @@ class LLMEngine:
         with self.schedule_timer.timed():
             sched = self.scheduler.schedule(self.clock())
         if sched.swap_out or sched.swap_in:
+            if self.tp_workers is not None:
+                self.tp_workers.swap(sched.swap_out, sched.swap_in)
             self.cache_engine.swap(sched.swap_out, sched.swap_in)
         if sched.is_empty:
             self.runner.release(sched.finished_ids)
@@ -274,6 +298,8 @@ class LLMEngine:
         failed: dict[int, BaseException] = {}
         try:
             tokens, logprobs = self.runner.execute(sched)
+        except TensorParallelError:
+            raise                            # a rank died or the ranks are out of step
         except Exception as batch_error:     # noqa: BLE001 - narrowed below, or re-raised
             n = len(sched.scheduled)
             tokens, logprobs = [None] * n, [None] * n
@@ -351,4 +377,14 @@ class LLMEngine:
         return compose(self.scheduler.snapshot(), self.schedule_timer.snapshot())
 
     def check_integrity(self) -> None:
+        """The block pool's invariants; with tensor parallelism also every rank's block
+        tables and pool size against rank 0's, and replicated KV heads' bytes across ranks."""
         self.scheduler.check_integrity()
+        if self.tp_workers is not None:
+            lay = self.runner.model.tp_layout
+            self.tp_workers.check(self.runner, self.cache_engine, lay.num_kv_heads < lay.size)
+
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel ranks, if any (also done when the engine is collected)."""
+        if self.tp_workers is not None:
+            self.tp_workers.shutdown()

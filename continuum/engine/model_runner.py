@@ -100,13 +100,17 @@ class ModelRunner:
             query_start_loc=qsl, seq_lens_list=seq_lens, query_lens_list=qlens, block_size=bs)
         return ids, pos, meta, logit_rows, order
 
-    @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> tuple[list[int | None], list]:
         """Run one step. Returns sampled token ids and logprobs aligned with ``out.scheduled``
         (None for chunks that do not sample)."""
         self.release(out.finished_ids)
-        if out.is_empty:
-            return [], []
+        return self.run(out)
+
+    def forward(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[int], list[int]]:
+        """The model over the step's tokens: (hidden [T, hidden], logit rows, order) with
+        ``prepare``'s rows and order. Call it under ``torch.inference_mode()`` (``run`` does;
+        one context per step). A tensor-parallel rank other than 0 runs only this and
+        ``compute_logits`` on the rows (it samples nothing)."""
         try:
             ids, pos, meta, rows, order = self.prepare(out)
             with self.attention.step(meta):           # plan once; every layer reads it
@@ -114,6 +118,14 @@ class ModelRunner:
         except BaseException:
             self.batch.clear()       # a half-applied update must not survive; rebuilt next step
             raise
+        return hidden, rows, order
+
+    @torch.inference_mode()
+    def run(self, out: SchedulerOutput) -> tuple[list[int | None], list]:
+        """``execute`` without releasing ``out.finished_ids`` first."""
+        if out.is_empty:
+            return [], []
+        hidden, rows, order = self.forward(out)
         n = len(out.scheduled)
         sampling = [out.scheduled[i] for i in order if out.scheduled[i].samples]
         if not sampling:

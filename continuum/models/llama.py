@@ -13,6 +13,12 @@ For speed (vLLM/nano-vllm style) q/k/v are one ``qkv_proj`` matmul and gate/up o
 The batch has no batch dimension: the runner concatenates the new tokens of every sequence
 and the paged :class:`~continuum.layers.attention.Attention` reads the batch layout from the
 forward context.
+
+Tensor parallelism (``group``: this rank's :class:`~continuum.layers.tp_group.TPGroup`):
+the layers are built at the rank's shard shapes (``models/tp_shard.py`` says which heads,
+rows and columns), o_proj and down_proj are each followed by one all-reduce, and the
+embedding and LM head are vocabulary-parallel (``layers/linear_parallel.py``). Without a
+group the model is exactly the single-device one.
 """
 from __future__ import annotations
 
@@ -27,7 +33,11 @@ from continuum.errors import ModelLoadError, UnsupportedArchitectureError
 from continuum.layers.activation import SiluAndMul
 from continuum.layers.attention import Attention
 from continuum.layers.layernorm import RMSNorm
+from continuum.layers.linear_parallel import ParallelLMHead, VocabParallelEmbedding
 from continuum.layers.rotary import RotaryEmbedding, rope_type_of
+from continuum.layers.tp_group import TPGroup
+from continuum.models import tp_shard
+from continuum.models.tp_shard import TPLayout
 
 # HF architecture name -> model_type; the config's ``architectures[0]`` wins over model_type.
 SUPPORTED_ARCHITECTURES = {
@@ -82,12 +92,17 @@ def _linear(n_in: int, n_out: int, bias: bool, dtype: torch.dtype | None = None)
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None,
+                 tp: tuple[TPLayout, TPGroup] | None = None):
         super().__init__()
         hidden = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
+        # tensor parallel: this rank's heads; o_proj's partial sums are all-reduced
+        self.reduce = None if tp is None else tp[1].all_reduce
+        if tp is not None:
+            self.num_heads, self.num_kv_heads = tp[0].heads, tp[0].kv_heads
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         attention_bias = bool(getattr(config, "attention_bias", False))
@@ -107,26 +122,32 @@ class LlamaAttention(nn.Module):
             q = self.q_norm(q.reshape(T, self.num_heads, self.head_dim)).view(T, -1)
             k = self.k_norm(k.reshape(T, self.num_kv_heads, self.head_dim)).view(T, -1)
         q, k = rotary.rotate(q, cs), rotary.rotate(k, cs)
-        return self.o_proj(self.attn(q, k, v))
+        out = self.o_proj(self.attn(q, k, v))
+        return out if self.reduce is None else self.reduce(out)
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config, dtype: torch.dtype | None = None):
+    def __init__(self, config, dtype: torch.dtype | None = None,
+                 tp: tuple[TPLayout, TPGroup] | None = None):
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
-        self.gate_up_proj = _linear(config.hidden_size, 2 * config.intermediate_size, bias, dtype)
-        self.down_proj = _linear(config.intermediate_size, config.hidden_size, bias, dtype)
+        self.intermediate = config.intermediate_size if tp is None else tp[0].intermediate
+        self.gate_up_proj = _linear(config.hidden_size, 2 * self.intermediate, bias, dtype)
+        self.down_proj = _linear(self.intermediate, config.hidden_size, bias, dtype)
         self.act_fn = SiluAndMul()
+        self.reduce = None if tp is None else tp[1].all_reduce
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        out = self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        return out if self.reduce is None else self.reduce(out)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None,
+                 tp: tuple[TPLayout, TPGroup] | None = None):
         super().__init__()
-        self.self_attn = LlamaAttention(config, model_type, dtype)
-        self.mlp = LlamaMLP(config, dtype)
+        self.self_attn = LlamaAttention(config, model_type, dtype, tp)
+        self.mlp = LlamaMLP(config, dtype, tp)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
 
@@ -142,11 +163,15 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None):
+    def __init__(self, config, model_type: str, dtype: torch.dtype | None = None,
+                 tp: tuple[TPLayout, TPGroup] | None = None):
         super().__init__()
-        self.embed_tokens = skip_init(nn.Embedding, config.vocab_size, config.hidden_size, dtype=dtype)
+        if tp is None:
+            self.embed_tokens = skip_init(nn.Embedding, config.vocab_size, config.hidden_size, dtype=dtype)
+        else:
+            self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp[1], dtype)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, model_type, dtype) for _ in range(config.num_hidden_layers))
+            LlamaDecoderLayer(config, model_type, dtype, tp) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         attn = self.layers[0].self_attn
         theta, scaling = rope_config(config)
@@ -181,15 +206,20 @@ class LlamaForCausalLM(nn.Module):
     with a tied config ``lm_head.weight`` *is* ``model.embed_tokens.weight``.
     Attributes for the runner: ``config``, ``num_layers``, ``num_kv_heads``, ``head_dim``,
     ``hidden_size``, ``vocab_size`` and ``attention_layers()`` (where to bind KV caches).
+    With a tensor-parallel ``group`` the parameters and ``num_heads``/``num_kv_heads`` are
+    this rank's (``tp_layout``), ``load_weights`` takes tensors already cut by
+    ``tp_shard.shard``, and ``forward``/``compute_logits`` must run on every rank together.
     """
 
-    def __init__(self, config, dtype: torch.dtype | None = None):
+    def __init__(self, config, dtype: torch.dtype | None = None, group: TPGroup | None = None):
         super().__init__()
         self.model_type = resolve_model_type(config)
         if getattr(config, "hidden_act", "silu") != "silu":
             raise UnsupportedArchitectureError(f"hidden_act {config.hidden_act!r} is not supported (only silu)")
         self.config = config
-        self.model = LlamaModel(config, self.model_type, dtype)
+        self.tp_layout = None if group is None else TPLayout.of(config, group.rank, group.size)
+        tp = None if group is None else (self.tp_layout, group)
+        self.model = LlamaModel(config, self.model_type, dtype, tp)
         attn = self.model.layers[0].self_attn
         self.num_layers = config.num_hidden_layers
         self.num_heads = attn.num_heads
@@ -198,7 +228,10 @@ class LlamaForCausalLM(nn.Module):
         self.hidden_size = config.hidden_size
         self.vocab_size = config.vocab_size
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype)
+        if group is None:
+            self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype)
+        else:
+            self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, group, dtype)
         if self.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -222,16 +255,21 @@ class LlamaForCausalLM(nn.Module):
     def init_random_weights(self, seed: int = 0) -> None:
         """HF-style init, reproducible for a seed whatever the device/dtype: Linear/Embedding
         weights ~ N(0, initializer_range), biases 0, norm weights 1. Drawn on the CPU in fp32
-        from a private generator (the global RNG is untouched)."""
+        from a private generator (the global RNG is untouched). A tensor-parallel rank draws
+        the full tensors in the same order and keeps its slices: the same weights at any size."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
         std = float(getattr(self.config, "initializer_range", 0.02))
+        lay = self.tp_layout
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
             elif name.endswith(".bias"):
                 p.zero_()
-            else:
+            elif lay is None:
                 p.copy_(torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=gen))
+            else:
+                full = torch.empty(tp_shard.full_shape(name, tuple(p.shape), lay), dtype=torch.float32)
+                p.copy_(tp_shard.shard(name, full.normal_(0.0, std, generator=gen), lay))
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -286,5 +324,5 @@ class LlamaForCausalLM(nn.Module):
             attn = self.model.layers[0].self_attn
             return {"q": (0, attn.q_size), "k": (attn.q_size, attn.kv_size),
                     "v": (attn.q_size + attn.kv_size, attn.kv_size)}[shard]
-        inter = self.config.intermediate_size
+        inter = self.model.layers[0].mlp.intermediate
         return (shard * inter, inter)

@@ -9,6 +9,11 @@ Specs accepted by :func:`load_model`:
 - a ``*.gguf`` file.
 - ``"random"`` / ``"random:<preset>"`` (see :data:`RANDOM_PRESETS`) and/or a ``random_config``
   dict of config overrides: a seeded random model with the offline byte tokenizer.
+
+With a tensor-parallel ``group`` each rank builds only its shard (``models/tp_shard.py``):
+safetensors are read slice by slice (``get_slice``: only the rank's bytes), GGUF tensors are
+dequantised one at a time and cut, random models draw the full tensors one at a time and
+keep the rank's slices. No rank ever holds the whole model.
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ import torch
 from continuum.errors import ModelLoadError, UnsupportedArchitectureError
 from continuum.models import gguf_loader
 from continuum.models.byte_tokenizer import BYTE_VOCAB_SIZE, make_byte_tokenizer
+from continuum.layers.tp_group import TPGroup
 from continuum.models.llama import LlamaForCausalLM, resolve_model_type, sliding_window_of
+from continuum.models.tp_shard import shard
 from continuum.progress import Phases
 from continuum.threads import torch_threads
 
@@ -104,8 +111,9 @@ def num_params(config) -> int:
 
 def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu", seed: int = 0,
-               random_config: dict | None = None) -> LoadedModel:
-    """Load ``model`` (see the module docstring for accepted specs).
+               random_config: dict | None = None, group: TPGroup | None = None) -> LoadedModel:
+    """Load ``model`` (see the module docstring for accepted specs); with ``group``, this
+    tensor-parallel rank's shard of it.
 
     Raises ModelLoadError (missing path, bad files, missing default package) or its subclass
     UnsupportedArchitectureError. ``seed`` only affects random models: same seed and config,
@@ -115,11 +123,11 @@ def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
     spec = "default" if model is None and overrides is None else model
     if spec is None or spec == "random" or spec.startswith("random:"):
         preset = spec.split(":", 1)[1] if spec and ":" in spec else "tiny"
-        return _load_random(preset, overrides, dtype, device, seed)
+        return _load_random(preset, overrides, dtype, device, seed, group)
     if overrides is not None:
         raise ModelLoadError(f"random_config applies to random models only, not {spec!r}")
     if spec == "default":
-        return _load_gguf(default_model_path(), dtype, device, name="SmolLM2-135M-Instruct")
+        return _load_gguf(default_model_path(), dtype, device, name="SmolLM2-135M-Instruct", group=group)
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelLoadError(
@@ -128,13 +136,13 @@ def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelLoadError(f"{path} is a file but not a .gguf; give a model directory instead")
-        return _load_gguf(path, dtype, device)
+        return _load_gguf(path, dtype, device, group=group)
     if not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return _load_gguf(ggufs[0], dtype, device)
+            return _load_gguf(ggufs[0], dtype, device, group=group)
         raise ModelLoadError(f"{path} has no config.json (and not exactly one .gguf file)")
-    return _load_safetensors_dir(path, dtype, device)
+    return _load_safetensors_dir(path, dtype, device, group)
 
 
 def default_model_path() -> Path:
@@ -158,14 +166,15 @@ def _finish(model: LlamaForCausalLM, config, tokenizer, eos: list[int], name: st
                        eos_token_ids=eos, max_model_len=max_len, name=name)
 
 
-def _new_model(config, dtype: torch.dtype, device) -> LlamaForCausalLM:
-    """An uninitialised model with its parameters allocated in ``dtype`` (no fp32 pass)."""
-    return LlamaForCausalLM(config, dtype=dtype).to(device=device, dtype=dtype)
+def _new_model(config, dtype: torch.dtype, device, group: TPGroup | None = None) -> LlamaForCausalLM:
+    """An uninitialised model (this rank's shard with ``group``) with its parameters
+    allocated in ``dtype`` (no fp32 pass)."""
+    return LlamaForCausalLM(config, dtype=dtype, group=group).to(device=device, dtype=dtype)
 
 
-def _load_random(preset, overrides, dtype, device, seed) -> LoadedModel:
+def _load_random(preset, overrides, dtype, device, seed, group=None) -> LoadedModel:
     config = random_config(preset, overrides)
-    model = _new_model(config, dtype, device)
+    model = _new_model(config, dtype, device, group)
     model.init_random_weights(seed)
     tokenizer = make_byte_tokenizer()
     return _finish(model, config, tokenizer, [tokenizer.eos_token_id], f"random:{preset}")
@@ -180,7 +189,17 @@ def _iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                 yield key, st.get_tensor(key)
 
 
-def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
+def _iter_safetensors_shard(files: list[Path], model: LlamaForCausalLM) -> Iterator[tuple[str, torch.Tensor]]:
+    """This rank's slice of every tensor, read through ``get_slice`` (only its bytes)."""
+    from safetensors import safe_open
+
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as st:
+            for key in st.keys():
+                yield key, shard(key, st.get_slice(key), model.tp_layout)
+
+
+def _load_safetensors_dir(path: Path, dtype, device, group: TPGroup | None = None) -> LoadedModel:
     """Logs one INFO line per phase (weights, tokenizer) and the total, config included."""
     phases = Phases(logger, f"loading {path.name}")
     from transformers import AutoConfig, AutoTokenizer
@@ -195,8 +214,9 @@ def _load_safetensors_dir(path: Path, dtype, device) -> LoadedModel:
         raise ModelLoadError(f"no *.safetensors files in {path} (other weight formats are not supported)")
     with (phases.phase(f"load {len(files)} safetensors file(s) into {str(dtype).removeprefix('torch.')}"),
           torch_threads(1)):
-        model = _new_model(config, dtype, device)
-        model.load_weights(_iter_safetensors(files))
+        model = _new_model(config, dtype, device, group)
+        model.load_weights(_iter_safetensors(files) if group is None
+                           else _iter_safetensors_shard(files, model))
     with phases.phase("tokenizer"):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
@@ -221,7 +241,8 @@ def _eos_ids(path: Path, config, tokenizer) -> list[int]:
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
-def _load_gguf(path: Path, dtype, device, name: str | None = None) -> LoadedModel:
+def _load_gguf(path: Path, dtype, device, name: str | None = None,
+               group: TPGroup | None = None) -> LoadedModel:
     """The file is parsed once (:func:`gguf_loader.open_gguf`); config, tokenizer and weights
     all come from that parse. Logs one INFO line per phase with its time."""
     phases = Phases(logger, f"loading {name or path.name}")
@@ -232,15 +253,15 @@ def _load_gguf(path: Path, dtype, device, name: str | None = None) -> LoadedMode
         tokenizer = gguf_loader.gguf_tokenizer(path, reader)
     with (phases.phase(f"dequantise {len(reader.tensors)} tensors into {str(dtype).removeprefix('torch.')}"),
           torch_threads(1)):
-        model = _new_model(config, dtype, device)
+        model = _new_model(config, dtype, device, group)
         freq_factors = []
 
         def weights():
             for key, tensor in gguf_loader.iter_gguf_weights(reader, config):
                 if key == gguf_loader.ROPE_FREQS:
                     freq_factors.append(tensor)
-                else:
-                    yield key, tensor
+                else:   # a rank dequantises one whole tensor at a time and keeps its slice
+                    yield key, tensor if group is None else shard(key, tensor, model.tp_layout)
 
         model.load_weights(weights())
         if freq_factors:

@@ -24,7 +24,7 @@ FLAGS = ["--model", "--dtype", "--device", "--seed", "--max-model-len", "--kv-ca
          "--no-prefix-caching", "--host-kv-cache-memory", "--pin-budget-fraction",
          "--program-idle-timeout", "--fixed-ttl", "--autellix-num-queues", "--autellix-base-quantum",
          "--autellix-beta", "--admission-target", "--door-max-wait",
-         "--enforce-eager", "--swap-budget-tokens"]
+         "--enforce-eager", "--swap-budget-tokens", "--tensor-parallel-size"]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -20,11 +20,12 @@ def tokens(n, seed):
     return torch.randint(3, 250, (n,), generator=g).tolist()
 
 
-def run_program(policy, host_kv_cache_memory=None):
+def run_program(policy, host_kv_cache_memory=None, tensor_parallel_size=1):
     now = [0.0]
     eng = LLMEngine(EngineArgs(model="random:tiny", dtype="float32", num_blocks_override=16,
                                max_model_len=256, scheduling_policy=policy, device="cpu",
-                               host_kv_cache_memory=host_kv_cache_memory),
+                               host_kv_cache_memory=host_kv_cache_memory,
+                               tensor_parallel_size=tensor_parallel_size),
                     clock=lambda: now[0])
     # Rebuilding a context "costs" 3 s, so continuum's cold-start TTL is ln 3 = 1.1 s.
     eng.scheduler.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 3.0))
@@ -56,6 +57,7 @@ def run_program(policy, host_kv_cache_memory=None):
             traffic(2 * turn)               # the tool runs while other programs' traffic flows
             traffic(2 * turn + 1)
             prompt = prompt + got[-1] + tokens(16, 50 + turn)   # + the tool's result
+    eng.shutdown()
     return got, cached, eng.stats()
 
 
@@ -84,6 +86,16 @@ def test_host_tier_swaps_evicted_prefix_back_with_identical_tokens(vllm_run):
     assert cached == [0, 32, 64]            # reloaded from host memory instead of recomputed
     assert st["swap_in_blocks_total"] == 6 and st["swap_out_blocks_total"] > 0
     assert st["prefix_cache_host_hits_total"] == 96
+
+
+def test_host_tier_swaps_run_on_every_tensor_parallel_rank(vllm_run):
+    """Two ranks, each swapping its own KV head: the same swaps as one rank and the same
+    tokens. The budget is per rank and a rank's block is half of one rank's block, so half
+    the bytes give the one-rank test's 64 host blocks."""
+    got, cached, st = run_program("vllm", host_kv_cache_memory="256KiB", tensor_parallel_size=2)
+    assert got == vllm_run[0]
+    assert cached == [0, 32, 64]
+    assert st["swap_in_blocks_total"] == 6 and st["prefix_cache_host_hits_total"] == 96
 
 
 @pytest.mark.parametrize("policy", ["program-fcfs", "fixed-ttl", "continuum+", "autellix", "infercept"])
