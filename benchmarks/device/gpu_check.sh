@@ -15,44 +15,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 MODE=${1:-full}
-PY=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
-export CONTINUUM_OPS_CACHE=${CONTINUUM_OPS_CACHE:-/tmp/continuum_ops_cache}
 export MAX_JOBS=${MAX_JOBS:-16}
 DEADLINE=${GPU_CHECK_DEADLINE:-570}
-T0=$(date +%s)
-CARD=$("$PY" -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'no-gpu')" 2>/dev/null || echo no-torch)
-SAFE=$(echo "$CARD" | tr -c 'A-Za-z0-9._-' '-' | sed 's/-*$//')
-RES=benchmarks/results/gpu-$SAFE
-mkdir -p "$RES"
-LOG=$RES/gpu_check.log
-SUMMARY=$RES/summary.md
-: > "$LOG"
-{
-  echo "# GPU check on $CARD ($(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE)"
-  echo
-  echo "| step | status | seconds |"
-  echo "|---|---|---|"
-} > "$SUMMARY"
-FAILED=0
-
-step() {   # step NAME LIMIT_S CMD...
-  local name=$1 limit=$2; shift 2
-  local left=$(( DEADLINE - ($(date +%s) - T0) - 5 ))
-  if [ "$left" -lt 20 ]; then
-    echo "| $name | SKIPPED (no time left) | 0 |" >> "$SUMMARY"; FAILED=1; return
-  fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  echo "=== $name (limit ${limit}s) ===" | tee -a "$LOG"
-  local s=$(date +%s)
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  local dt=$(( $(date +%s) - s ))
-  local st=ok
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then st="TIMEOUT"; FAILED=1
-  elif [ "$rc" -ne 0 ]; then st="FAILED (rc $rc)"; FAILED=1; fi
-  echo "| $name | $st | $dt |" >> "$SUMMARY"
-}
+. benchmarks/device/check_lib.sh
+check_begin "benchmarks/results/gpu-$SAFE" gpu_check.log "GPU check on $CARD ($(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE)"
 
 step env 30 bash -c "nvidia-smi -L; nvcc --version | tail -1; $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processor_count, \"SMs\")'"
 if [ "$CARD" = no-gpu ] || [ "$CARD" = no-torch ]; then   # nothing below means anything here

@@ -18,44 +18,10 @@
 #      tensors (the figure the simulator's 0.85 TP efficiency assumes, docs/benchmarks.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
-export CONTINUUM_OPS_CACHE=${CONTINUUM_OPS_CACHE:-/tmp/continuum_ops_cache}
 DEADLINE=${TP_CHECK_DEADLINE:-570}
-T0=$(date +%s)
+. benchmarks/device/check_lib.sh
 NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
-CARD=$("$PY" -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'no-gpu')" 2>/dev/null || echo no-torch)
-SAFE=$(echo "$CARD" | tr -c 'A-Za-z0-9._-' '-' | sed 's/-*$//')
-RES=benchmarks/results/tp-gpu-$SAFE
-mkdir -p "$RES"
-LOG=$RES/tp_check.log
-SUMMARY=$RES/summary.md
-: > "$LOG"
-{
-  echo "# Tensor-parallel check on ${NGPU}x $CARD ($(date -u '+%Y-%m-%d %H:%M UTC'))"
-  echo
-  echo "| step | status | seconds |"
-  echo "|---|---|---|"
-} > "$SUMMARY"
-FAILED=0
-
-step() {   # step NAME LIMIT_S CMD...
-  local name=$1 limit=$2; shift 2
-  local left=$(( DEADLINE - ($(date +%s) - T0) - 5 ))
-  if [ "$left" -lt 20 ]; then
-    echo "| $name | SKIPPED (no time left) | 0 |" >> "$SUMMARY"; FAILED=1; return
-  fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  echo "=== $name (limit ${limit}s) ===" | tee -a "$LOG"
-  local s=$(date +%s)
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  local dt=$(( $(date +%s) - s ))
-  local st=ok
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then st="TIMEOUT"; FAILED=1
-  elif [ "$rc" -ne 0 ]; then st="FAILED (rc $rc)"; FAILED=1; fi
-  echo "| $name | $st | $dt |" >> "$SUMMARY"
-}
+check_begin "benchmarks/results/tp-gpu-$SAFE" tp_check.log "Tensor-parallel check on ${NGPU}x $CARD ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 
 step env 30 bash -c "nvidia-smi -L; $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"nccl\", torch.cuda.nccl.version(), torch.cuda.device_count(), \"GPUs\")'"
 if [ "$NGPU" -lt 2 ]; then
