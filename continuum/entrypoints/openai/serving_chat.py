@@ -24,7 +24,7 @@ from continuum.entrypoints.chat_utils import ChatRenderer
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import (MAX_JSON_DEPTH, ChatCompletionRequest,
                                                    ChatMessage, nested_deeper_than)
-from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, chat_logprobs, sse,
+from continuum.entrypoints.openai.serving import (OpenAIServing, chat_logprobs, sse,
                                                   sse_stream, until_disconnect, usage)
 from continuum.errors import check_text
 from continuum.kv_ttl.tool_parser import StreamingToolParser, ToolCall, parse_tool_calls
@@ -77,8 +77,9 @@ def _message(m: ChatMessage, template_knows_tool_calls: bool) -> dict:
 
 
 class OpenAIServingChat(OpenAIServing):
-    def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None):
-        super().__init__(engine, model_name, metrics)
+    def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None,
+                 recorder=None):
+        super().__init__(engine, model_name, metrics, recorder)
         self._template_override = chat_template
         self._renderer: ChatRenderer | None = None
 
@@ -111,7 +112,8 @@ class OpenAIServingChat(OpenAIServing):
         params = req.sampling_params(self.max_tokens(len(prompt), req.requested_max_tokens),
                                      req.num_logprobs)
         rid = self.new_id("chatcmpl")
-        stream = await self.submit(prompt, params, rid, agent, req.cache_salt)
+        text = [m.model_dump(exclude_none=True) for m in req.messages] if self.record_text else None
+        stream = await self.submit(prompt, params, rid, agent, req.cache_salt, text)
         created = int(time.time())
         if req.stream:
             return StreamingResponse(sse_stream(self._stream(req, rid, created, stream)),
@@ -120,7 +122,7 @@ class OpenAIServingChat(OpenAIServing):
 
     async def _full(self, req: ChatCompletionRequest, rid: str, created: int,
                     stream: RequestStream) -> dict:
-        tracker, final = Tracker(self.metrics, "chat"), None
+        tracker, final = self.tracker("chat", stream), None
         try:
             async for out in stream:
                 tracker.on_output(out)
@@ -160,7 +162,7 @@ class OpenAIServingChat(OpenAIServing):
             return out
 
         parser = StreamingToolParser() if req.parse_tools else None
-        tracker, sent, n_calls = Tracker(self.metrics, "chat"), 0, [0]
+        tracker, sent, n_calls = self.tracker("chat", stream), 0, [0]
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for out in stream:

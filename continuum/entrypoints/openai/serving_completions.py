@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import CompletionRequest
-from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, completion_logprobs,
+from continuum.entrypoints.openai.serving import (OpenAIServing, completion_logprobs,
                                                   merge, sse, sse_stream, until_disconnect,
                                                   usage)
 from continuum.engine.async_engine import RequestStream
@@ -49,7 +49,8 @@ class OpenAIServingCompletion(OpenAIServing):
         try:
             for i, ((ids, _), sp) in enumerate(zip(plans, params)):
                 sub = rid if len(plans) == 1 else f"{rid}-{i}"
-                streams.append(await self.submit(ids, sp, sub, agent, req.cache_salt))
+                text = prompts[i] if self.record_text and isinstance(prompts[i], str) else None
+                streams.append(await self.submit(ids, sp, sub, agent, req.cache_salt, text))
         except BaseException:
             for s in streams:
                 s.close()
@@ -67,7 +68,7 @@ class OpenAIServingCompletion(OpenAIServing):
 
     async def _full(self, req, rid, created, streams) -> dict:
         finals: dict[int, RequestOutput] = {}
-        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        trackers = [self.tracker("completions", s) for s in streams]
         try:
             async for i, out in merge(streams):
                 trackers[i].on_output(out)
@@ -98,7 +99,7 @@ class OpenAIServingCompletion(OpenAIServing):
         totals = [0, 0, 0]
         first_final: RequestOutput | None = None    # choice 0's: its pin decision goes in usage
         prompt_sent: set[int] = set()
-        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        trackers = [self.tracker("completions", s) for s in streams]
         try:
             async for i, out in merge(streams):
                 trackers[i].on_output(out)
