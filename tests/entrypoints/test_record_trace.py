@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from continuum.bench.trace import load_trace
-from continuum.entrypoints.openai.record import RecordOptions, TraceRecorder, read_header, segment_path
+from continuum.bench.trace import load_trace, read_record_header as read_header
+from continuum.entrypoints.openai.record import RecordOptions, TraceRecorder, segment_path
 from continuum.errors import ConfigError
 from continuum.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from continuum.request import AgentInfo

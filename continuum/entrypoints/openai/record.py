@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from continuum.bench.trace import RECORD_HEADER_TAG
 from continuum.config import parse_bytes
 from continuum.errors import ConfigError
 from continuum.knobs import knob
@@ -46,7 +47,6 @@ from continuum.request import AgentInfo
 
 logger = logging.getLogger(__name__)
 
-HEADER_TAG = "continuum-record"       # first line of every file: "# continuum-record {json}"
 FORMAT_VERSION = 1
 
 
@@ -95,19 +95,6 @@ class RecordOptions:
 def segment_path(path: Path, index: int) -> Path:
     """File ``index`` of a recording: FILE itself, then FILE.1, FILE.2, ..."""
     return path if index == 0 else path.with_name(f"{path.name}.{index}")
-
-
-def read_header(path: str | Path) -> dict[str, Any] | None:
-    """The ``# continuum-record {json}`` header of a recorded file (None: not a recording)."""
-    with open(path) as f:
-        first = f.readline().strip()
-    prefix = f"# {HEADER_TAG} "
-    if not first.startswith(prefix):
-        return None
-    try:
-        return json.loads(first[len(prefix):])
-    except json.JSONDecodeError:
-        return None
 
 
 @dataclass
@@ -309,7 +296,7 @@ class TraceRecorder:
         self._ids_in_file = set()
         header = {"version": FORMAT_VERSION, "segment": index, "started_utc": self.started_utc,
                   "settings": self.opts.settings, "record_text": self.opts.record_text}
-        head = (f"# {HEADER_TAG} {json.dumps(header, separators=(',', ':'), default=str)}\n"
+        head = (f"# {RECORD_HEADER_TAG} {json.dumps(header, separators=(',', ':'), default=str)}\n"
                 "# times: seconds from the first recorded request; tool_duration: from a turn's "
                 "finish to the program's next request\n").encode()
         self._file.write(head)
