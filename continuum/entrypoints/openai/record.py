@@ -62,7 +62,8 @@ class RecordOptions:
     record_text: bool = knob(False, "with --record-trace: also write each turn's new messages "
                                     "and the reply (text) into the trace")
     record_trace_max_bytes: int | str = knob(
-        "100MB", "with --record-trace: the size at which the trace rotates to the next file")
+        "100MB", "with --record-trace: the size at which the trace rotates to the next file",
+        metavar="SIZE")
     record_program_timeout: float = knob(
         600.0, "seconds without a new turn after which a program is written as ended (an "
                "explicit is_last_step ends it at once); continuum serve sets it to "
