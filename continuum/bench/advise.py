@@ -83,12 +83,13 @@ def recorded_settings(paths: list[str | Path]) -> dict[str, Any]:
 
 
 def scheduler_knobs(settings: dict[str, Any]) -> dict[str, Any]:
-    """The scheduler and policy knobs among ``settings`` (engine keyword names)."""
+    """The scheduler and policy knobs among ``settings`` (engine keyword names) that differ
+    from their defaults (a recording's header lists every knob)."""
     from continuum.config import SchedulerConfig
     from continuum.scheduler.policies import policy_knobs
     names = set(policy_knobs()) | {f.name for f in dataclasses.fields(SchedulerConfig)}
-    return {k: v for k, v in settings.items() if k in names and k not in
-            ("policy", "max_num_seqs", "max_num_batched_tokens") and v is not None}
+    names -= {"policy", "policy_options", "max_num_seqs", "max_num_batched_tokens"}
+    return {k: v for k, v in settings.items() if k in names and v is not None and v != knob_default(k)}
 
 
 def reads_knob(policy: str, knob: str) -> bool:

@@ -88,3 +88,11 @@ def test_advise_over_a_worker_pool_counts_every_simulated_turn(tmp_path):
     assert res["current"] == "continuum+ @ 0.3 GB"                # no header: the default policy
     assert len(res["rows"]) == 3 + len({res["recommendation"]["best_at_current_kv"]["policy"], "continuum+"})
     assert res["turns_simulated"] == turns * len(res["rows"])
+
+
+def test_the_current_knobs_are_the_recorded_ones_that_differ_from_the_defaults():
+    from continuum.bench.advise import scheduler_knobs
+    from continuum.cli import build_parser, engine_kwargs
+    served = engine_kwargs(build_parser().parse_args(["serve", "--pin-budget-fraction", "0.3",
+                                                      "--admission-target", "1.5"]))
+    assert scheduler_knobs(served) == {"pin_budget_fraction": 0.3, "admission_target": 1.5}
