@@ -5,8 +5,8 @@ setting.
 The grid, in two parallel rounds over the cores (``jobs`` worker processes):
 
 1. every policy of ``policies`` at the current KV size, each with the current knobs;
-2. for the best of round 1 (lowest mean JCT) and the current policy: the other KV sizes
-   (``kv_scales`` x the current size), and each main knob of ``MAIN_KNOBS`` that the policy
+2. for the best of round 1 (lowest mean JCT) and the current policy the other KV sizes
+   (``kv_scales`` x the current size); for the best, each main knob of ``MAIN_KNOBS`` that it
    reads, scaled by its factors (one knob at a time).
 
 The *current* setting is the recorded server's (the trace header's ``settings``: policy,
@@ -133,12 +133,13 @@ def knob_variants(s: Setting) -> list[Setting]:
 
 
 def round_two(best: Setting, current: Setting, kv_scales: list[float], knobs: bool) -> list[Setting]:
-    """The other KV sizes, and the main knobs, for the best and the current policies."""
+    """The other KV sizes for the best and the current policies (the recommendation is one of
+    them), and the main knobs of the best one."""
     out: list[Setting] = []
     for s in dict.fromkeys([best, current]):
         out += [dataclasses.replace(s, kv_gb=round(current.kv_gb * f, 3)) for f in kv_scales]
-        if knobs:
-            out += knob_variants(s)
+    if knobs:
+        out += knob_variants(best)
     return list(dict.fromkeys(x for x in out if x not in (best, current)))
 
 

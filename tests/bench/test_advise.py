@@ -28,13 +28,15 @@ def test_the_grid_tries_policies_then_kv_sizes_and_the_knobs_each_policy_reads()
     assert round_one(["vllm", "continuum+"], cur) == [Setting("vllm", 10.0), cur]
     assert round_one(["vllm"], cur) == [cur, Setting("vllm", 10.0)]          # current always runs
     two = round_two(Setting("vllm", 10.0), cur, [0.5, 2.0], knobs=True)
-    labels = [s.label for s in two]
-    # vllm reads none of the main knobs; continuum+ reads the pin budget and its door
-    assert labels == ["vllm @ 5 GB", "vllm @ 20 GB", "continuum+ @ 5 GB", "continuum+ @ 20 GB",
-                      "continuum+ @ 10 GB, pin_budget_fraction=0.25",
-                      "continuum+ @ 10 GB, pin_budget_fraction=0.75",
-                      "continuum+ @ 10 GB, admission_target=0.8",
-                      "continuum+ @ 10 GB, admission_target=1.25"]
+    # the best (vllm) reads none of the main knobs: KV sizes only
+    assert [s.label for s in two] == ["vllm @ 5 GB", "vllm @ 20 GB", "continuum+ @ 5 GB", "continuum+ @ 20 GB"]
+    two = round_two(cur, Setting("vllm", 10.0), [2.0], knobs=True)
+    # continuum+ reads the pin budget and its door
+    assert [s.label for s in two] == ["continuum+ @ 20 GB", "vllm @ 20 GB",
+                                      "continuum+ @ 10 GB, pin_budget_fraction=0.25",
+                                      "continuum+ @ 10 GB, pin_budget_fraction=0.75",
+                                      "continuum+ @ 10 GB, admission_target=0.8",
+                                      "continuum+ @ 10 GB, admission_target=1.25"]
     fixed = round_two(Setting("fixed-ttl", 10.0, (("pin_budget_fraction", 0.8),)), cur, [], knobs=True)
     assert [s.label for s in fixed if s.policy == "fixed-ttl"] == [
         "fixed-ttl @ 10 GB, pin_budget_fraction=0.4", "fixed-ttl @ 10 GB, pin_budget_fraction=1",
@@ -69,13 +71,13 @@ def test_advise_runs_end_to_end_and_names_a_policy(tmp_path, capsys):
     res = json.loads((out / "advise.json").read_text())
     assert (out / "advise.png").stat().st_size > 0
     assert res["current"] == "vllm @ 0.3 GB"                      # from the recording's header
+    best_is_vllm = res["recommendation"]["best_at_current_kv"]["policy"] == "vllm"
     assert [r["label"] for r in res["rows"]] == [
         "vllm @ 0.3 GB", "continuum+ @ 0.3 GB",
-        *([] if res["recommendation"]["best_at_current_kv"]["policy"] == "vllm" else
-          ["continuum+ @ 0.6 GB"] + [f"continuum+ @ 0.3 GB, {k}" for k in (
+        *(["vllm @ 0.6 GB"] if best_is_vllm else
+          ["continuum+ @ 0.6 GB", "vllm @ 0.6 GB"] + [f"continuum+ @ 0.3 GB, {k}" for k in (
               "pin_budget_fraction=0.25", "pin_budget_fraction=0.75", "admission_target=0.8",
-              "admission_target=1.25")]),
-        "vllm @ 0.6 GB"]
+              "admission_target=1.25")])]
     assert all(r["completed"] == 6 for r in res["rows"])
     pick = res["recommendation"]["recommended"]["policy"]
     assert pick in POLICIES and "Recommendation:" in text and pick in text.split("Recommendation:")[1]

@@ -185,7 +185,7 @@ def _record(rec: TraceRecorder, rid: str, agent: AgentInfo, t: float, prompt=10,
 
 def test_rotation_at_a_tiny_size_gives_one_file_per_program(tmp_path):
     path = tmp_path / "r.jsonl"
-    rec = TraceRecorder(RecordOptions(record_trace=str(path), record_trace_max_bytes="1"), lambda: 0.0)
+    rec = TraceRecorder(RecordOptions(record_trace=str(path), record_trace_max_bytes="1"))
     rec.start()
     for i in range(5):
         _record(rec, f"q{i}", AgentInfo(), float(i))
@@ -207,7 +207,7 @@ def test_rotation_at_a_tiny_size_gives_one_file_per_program(tmp_path):
 
 def test_one_file_below_the_limit_and_ids_stay_unique(tmp_path):
     path = tmp_path / "one.jsonl"
-    rec = TraceRecorder(RecordOptions(record_trace=str(path), record_program_timeout=5.0), lambda: 0.0)
+    rec = TraceRecorder(RecordOptions(record_trace=str(path), record_program_timeout=5.0))
     rec.start()
     _record(rec, "a", AgentInfo("job"), 0.0)
     _record(rec, "b", AgentInfo("job", is_last_step=True), 1.0)

@@ -56,7 +56,7 @@ def _integrity(engine) -> dict:
 
 def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     metrics = ServerMetrics()
-    recorder = (TraceRecorder(opts.record, engine.clock)
+    recorder = (TraceRecorder(opts.record)
                 if opts.record is not None and opts.record.record_trace else None)
 
     @asynccontextmanager

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from continuum.bench.trace import RECORD_HEADER_TAG
 from continuum.config import parse_bytes
@@ -112,7 +112,7 @@ class _TurnEvent:
     output_tokens: int
     cached_tokens: int
     tool: str | None
-    messages: list[dict] | None = None         # --record-text: the request's messages/prompt
+    messages: list[dict] | str | None = None   # --record-text: chat messages / completion prompt
     reply: str | None = None
 
 
@@ -132,11 +132,11 @@ class TraceRecorder:
     Event-loop side: ``begin`` at submit, ``finish`` on the final output, ``drop`` for a
     request that ended without one (aborted, failed): a few dict operations and one queue put.
     ``start`` runs the writer thread; ``close`` (idempotent) writes what is open and joins it.
-    ``clock`` is the server's clock (the engine's), the one every time is read from."""
+    Every time handed in is on the server's clock (the engine's, as serving reads it)."""
 
-    def __init__(self, opts: RecordOptions, clock: Callable[[], float]):
+    def __init__(self, opts: RecordOptions):
         opts.check()
-        self.opts, self.clock = opts, clock
+        self.opts = opts
         self.path = Path(opts.record_trace)
         self.max_bytes = opts.max_bytes
         self.origin: float | None = None      # submit time of the first recorded request
