@@ -340,16 +340,20 @@ def advise_figure(rows: list[dict], rec: dict):
     cur_jct = rec["current"]["jct_mean"]
     same = sorted((r for r in rows if r["kv_gb"] == cur_kv and r["jct_mean"] is not None),
                   key=lambda r: r["jct_mean"], reverse=True)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.35 * len(same) + 1.5)))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, max(3.5, 0.35 * len(same) + 1.5)),
+                                 gridspec_kw={"width_ratios": (3, 2)})
     rel = [100 * (_change(r["jct_mean"], cur_jct) or 0.0) for r in same]
     ax.barh(range(len(same)), rel, color=[colors[r["policy"]] for r in same])
     ax.set_yticks(range(len(same)))
     names = []
-    for r in same:
+    for i, r in enumerate(same):
         tag = " [current]" if r["label"] == rec["current"]["label"] else ""
         tag += " [recommended]" if r["label"] == rec["recommended"]["label"] and not rec["keep_current"] else ""
-        names.append(f"{r['label']}{tag}: {r['jct_mean']:.4g} s")
+        names.append(r["label"].split(" @ ")[0] + r["label"].split(" GB")[1] + tag)
+        ax.text(rel[i], i, f" {r['jct_mean']:.4g} s ", va="center", fontsize=7,
+                ha="left" if rel[i] >= 0 else "right")
     ax.set_yticklabels(names, fontsize=7)
+    ax.margins(x=0.25)
     ax.axvline(0, color="black", lw=.8)
     ax.set(xlabel="mean JCT vs current (%)", title=f"settings at {_num(cur_kv)} GB KV")
     ax.grid(axis="x", alpha=.3)
