@@ -174,6 +174,8 @@ class TraceRecorder:
             return
         agent, submit, text = entry
         c = out.outputs[0]
+        # ``inferred``: the program was recognised from the traffic, not sent by the client; an
+        # ``AgentInfo`` without that attribute (ids only come from clients) records false.
         self._q.put(_TurnEvent(
             agent.program_id, bool(getattr(agent, "inferred", False)), agent.is_last_step, submit,
             first_token, now, len(out.prompt_token_ids), len(c.token_ids), out.num_cached_tokens,
