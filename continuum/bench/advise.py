@@ -184,9 +184,9 @@ def run_setting(s: Setting, progress=None) -> dict[str, Any]:
     relay = _Relay(_W["relay"]) if progress is None and _W.get("relay") is not None else None
     blocks = max(int(s.kv_gb * 1e9 // (cost.bytes_per_token * sim["block_size"])), 1)
     t0 = time.perf_counter()
-    r = simulate(_W["programs"], _W["arrivals"], cost,
-                 SimConfig(policy=s.policy, num_blocks=blocks, scheduler=SchedulerConfig.from_kwargs(**dict(s.knobs)),
-                           **sim), progress or relay)
+    cfg = SimConfig(policy=s.policy, num_blocks=blocks,
+                    scheduler=SchedulerConfig.from_kwargs(**dict(s.knobs)), **sim)
+    r = simulate(_W["programs"], _W["arrivals"], cost, cfg, progress or relay)
     if relay is not None:
         relay.flush()
     summary = summarize(r.programs, r.stats)
@@ -302,8 +302,10 @@ def _s(x: float | None) -> str:
 def summary_text(rec: dict, rows: list[dict], header: str) -> str:
     """The short report: the table at the current KV size, then the recommendation."""
     cur, pick, ch = rec["current"], rec["recommended"], rec["change_vs_current"]
-    lines = [header, "", f"{'setting':<52} {'mean JCT':>10} {'vs current':>10} {'TTFT P50':>10} {'TTFT P99':>10}"]
-    for r in sorted(rows, key=lambda r: (r["kv_gb"], r["jct_mean"] if r["jct_mean"] is not None else math.inf)):
+    lines = [header, "", f"{'setting':<52} {'mean JCT':>10} {'vs current':>10} {'TTFT P50':>10} "
+                         f"{'TTFT P99':>10}"]
+    by_kv_then_jct = lambda r: (r["kv_gb"], r["jct_mean"] if r["jct_mean"] is not None else math.inf)  # noqa: E731
+    for r in sorted(rows, key=by_kv_then_jct):
         mark = " (current)" if r["label"] == cur["label"] else ""
         lines.append(f"{(r['label'] + mark)[:52]:<52} {_s(r['jct_mean']):>10} "
                      f"{_pct(_change(r['jct_mean'], cur['jct_mean'])):>10} {_s(r['ttft_p50']):>10} "
@@ -348,7 +350,8 @@ def advise_figure(rows: list[dict], rec: dict):
     names = []
     for i, r in enumerate(same):
         tag = " [current]" if r["label"] == rec["current"]["label"] else ""
-        tag += " [recommended]" if r["label"] == rec["recommended"]["label"] and not rec["keep_current"] else ""
+        if r["label"] == rec["recommended"]["label"] and not rec["keep_current"]:
+            tag += " [recommended]"
         names.append(r["label"].split(" @ ")[0] + r["label"].split(" GB")[1] + tag)
         ax.text(rel[i], i, f" {r['jct_mean']:.4g} s ", va="center", fontsize=7,
                 ha="left" if rel[i] >= 0 else "right")

@@ -233,3 +233,21 @@ def test_an_existing_file_or_a_bad_size_is_refused(tmp_path):
         RecordOptions(record_trace=str(tmp_path / "new.jsonl"), record_trace_max_bytes="lots").check()
     with pytest.raises(ConfigError, match="no directory"):
         RecordOptions(record_trace=str(tmp_path / "nope" / "t.jsonl")).check()
+
+
+def test_record_text_of_completions_keeps_the_new_prompt_text(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rec = TraceRecorder(RecordOptions(record_trace=str(path), record_text=True))
+    rec.start()
+    turns = [("Q: 2+2?", "A: 4"), ("Q: 2+2?A: 4\nQ: and 3+3?", "A: 6"), ("fresh start", "ok")]
+    for i, (prompt, reply) in enumerate(turns):
+        rec.begin(f"c{i}", AgentInfo("calc", is_last_step=i == 2), float(i), prompt)
+        out = _output(f"c{i}", 10 * (i + 1), 2)
+        out.outputs[0].text = reply
+        rec.finish(out, float(i), float(i))
+    rec.close()
+    (prog,) = load_trace(path)
+    assert [t.messages for t in prog.turns] == [
+        [{"role": "prompt", "content": "Q: 2+2?"}, {"role": "assistant", "content": "A: 4"}],
+        [{"role": "prompt", "content": "\nQ: and 3+3?"}, {"role": "assistant", "content": "A: 6"}],
+        [{"role": "prompt", "content": "fresh start"}, {"role": "assistant", "content": "ok"}]]

@@ -312,8 +312,11 @@ def _new_messages(t: _TurnEvent, prev: _TurnEvent | None) -> list[dict]:
     prompt's text past the previous prompt + reply (all of it when it does not continue)."""
     msgs = t.messages
     if isinstance(msgs, str):
-        before = (prev.messages + (prev.reply or "")) if prev is not None and isinstance(prev.messages, str) else ""
-        new = [{"role": "prompt", "content": msgs[len(before):] if before and msgs.startswith(before) else msgs}]
+        before = ""
+        if prev is not None and isinstance(prev.messages, str):
+            before = prev.messages + (prev.reply or "")
+        fresh = msgs[len(before):] if before and msgs.startswith(before) else msgs
+        new = [{"role": "prompt", "content": fresh}]
     elif isinstance(msgs, list):
         start = len(prev.messages) if prev is not None and isinstance(prev.messages, list) \
             and len(msgs) >= len(prev.messages) else 0
