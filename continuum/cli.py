@@ -152,6 +152,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from continuum.entrypoints.openai.record import RecordOptions
     from continuum.knobs import knob_values
     record = None
+    if a.record_text and not a.record_trace:
+        print("continuum: error: --record-text needs --record-trace FILE", file=sys.stderr)
+        return 2
     if a.record_trace:
         record = RecordOptions(**knob_values(a, RecordOptions),
                                record_program_timeout=a.program_idle_timeout,

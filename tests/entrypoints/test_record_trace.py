@@ -251,3 +251,14 @@ def test_record_text_of_completions_keeps_the_new_prompt_text(tmp_path):
         [{"role": "prompt", "content": "Q: 2+2?"}, {"role": "assistant", "content": "A: 4"}],
         [{"role": "prompt", "content": "\nQ: and 3+3?"}, {"role": "assistant", "content": "A: 6"}],
         [{"role": "prompt", "content": "fresh start"}, {"role": "assistant", "content": "ok"}]]
+
+
+def test_serve_refuses_a_taken_file_before_loading_the_model(tmp_path, capsys):
+    from continuum.cli import main
+    taken = tmp_path / "old.jsonl"
+    taken.write_text("")
+    assert main(["serve", str(tmp_path / "no-model"), "--record-trace", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "no-model" not in err
+    assert main(["serve", str(tmp_path / "no-model"), "--record-text"]) == 2
+    assert "--record-text needs --record-trace" in capsys.readouterr().err
