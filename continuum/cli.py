@@ -112,6 +112,10 @@ def add_serve_parser(sub) -> None:
                         "replicas, GET/POST /debug/replicas")
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="server and uvicorn log level")
+    from continuum.entrypoints.openai.record import RecordOptions
+    from continuum.knobs import add_knob_args
+    add_knob_args(s.add_argument_group("recording (continuum advise FILE replays it; docs/server.md)"),
+                  RecordOptions)
     d = s.add_argument_group("distributed (Ray replicas; see docs/distributed.md)")
     d.add_argument("--replicas", "--data-parallel-size", dest="replicas", type=int, default=1,
                    help="engine replicas as Ray actors (one GPU each when GPUs exist)")
@@ -145,10 +149,22 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return 2
     name = a.served_model_name or a.model or "SmolLM2-135M-Instruct"
     from continuum.entrypoints.chat_utils import load_chat_template
+    from continuum.entrypoints.openai.record import RecordOptions
+    from continuum.knobs import knob_values
+    record = None
+    if a.record_text and not a.record_trace:
+        print("continuum: error: --record-text needs --record-trace FILE", file=sys.stderr)
+        return 2
+    if a.record_trace:
+        record = RecordOptions(**knob_values(a, RecordOptions),
+                               record_program_timeout=a.program_idle_timeout,
+                               settings={"served_model_name": name, "replicas": a.replicas,
+                                         **engine_kwargs(a)})
+        record.check()                    # before the model loads: a taken FILE fails at once
     opts = ServerOptions(model_name=name, api_key=a.api_key or os.environ.get("CONTINUUM_API_KEY") or None,
                          max_body_bytes=parse_bytes(a.max_request_body),
                          shutdown_timeout=a.shutdown_timeout, debug_endpoints=a.enable_debug_endpoints,
-                         chat_template=load_chat_template(a.chat_template))
+                         chat_template=load_chat_template(a.chat_template), record=record)
     if a.replicas != 1 or a.ray_address:
         from continuum.distributed.server import run_distributed_server
         run_distributed_server(engine_kwargs(a), a.host, a.port, opts, a.max_waiting_requests,

@@ -16,6 +16,7 @@ class AgentInfo:
     turn: int | None = None
     is_last_step: bool = False
     tool_name: str | None = None
+    inferred: bool = False           # program_id was recognised from the traffic, not sent
 
 
 class RequestStatus(enum.IntEnum):

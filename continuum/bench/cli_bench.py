@@ -67,6 +67,32 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
                    help="coding-agent/short-agent/chat/mix: keep at most this many turns per program")
     g.set_defaults(func=lambda a: _user_errors(cmd_trace, a))
 
+    v = sub.add_parser("advise", help="replay a (recorded) trace in the simulator over policies, KV "
+                                      "sizes and knobs; recommend a setting (docs/benchmarks.md)")
+    v.add_argument("trace", nargs="+", metavar="FILE",
+                   help="trace file(s): a `continuum serve --record-trace` recording (FILE FILE.1 ... "
+                        "replay together) or any program trace")
+    v.add_argument("--profile", default="h200-llama3.1-8b",
+                   help="the served model's cost profile (name in benchmarks/profiles or a path; "
+                        "`continuum profile` measures one)")
+    v.add_argument("--policies", default="all", help="comma-separated policies to compare, or 'all'")
+    v.add_argument("--current-policy", default=None,
+                   help="the setting to compare against; default: the recording's policy, else the default")
+    v.add_argument("--kv-gb", type=float, default=None,
+                   help="current KV cache size in GB; default: the profile's KV capacity")
+    v.add_argument("--kv-scales", default="0.5,2", help="other KV sizes tried, as multiples of --kv-gb")
+    v.add_argument("--no-knobs", action="store_true", help="do not try the main knobs of the best policy")
+    v.add_argument("--jps", type=float, default=None,
+                   help="Poisson arrivals at this load (programs/s); default: the trace's arrival times")
+    v.add_argument("--margin", type=float, default=0.02,
+                   help="recommend a change only when it lowers mean JCT by more than this fraction")
+    v.add_argument("--seed", type=int, default=0, help="seed of prompt tokens (and of --jps arrivals)")
+    v.add_argument("--jobs", type=int, default=0, help="worker processes (0: every core)")
+    v.add_argument("--out", default=None,
+                   help="folder for advise.json and advise.png (default: a fresh run folder, as bench)")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CI)")
+    v.set_defaults(func=lambda a: _user_errors(cmd_advise, a))
+
     p = sub.add_parser("profile", help="measure a cost-model profile of this machine with the real engine")
     add_engine_args(p)
     p.add_argument("--output", required=True, help="profile JSON to write (benchmarks/profiles/<name>.json)")
@@ -222,6 +248,20 @@ def cmd_trace(a: argparse.Namespace) -> int:
         cmd = "continuum bench-trace " + " ".join(shlex.quote(x) for x in sys.argv[2:])
         trace.save_trace(progs, a.output, header=f"regenerate: {cmd}")
         print(f"wrote {len(progs)} programs to {a.output}")
+    return 0
+
+
+def cmd_advise(a: argparse.Namespace) -> int:
+    from continuum.bench.advise import AdviseConfig, advise
+
+    out = Path(a.out) if a.out else fresh_run_dir()
+    cfg = AdviseConfig(profile=a.profile, policies=None if a.policies == "all" else a.policies.split(","),
+                       current_policy=a.current_policy, kv_gb=a.kv_gb,
+                       kv_scales=tuple(_floats(a.kv_scales)), knobs=not a.no_knobs, jps=a.jps,
+                       seed=a.seed, jobs=a.jobs, margin=a.margin, progress=not a.no_progress)
+    result = advise(a.trace, cfg, out)
+    print(result["text"])
+    print(f"wrote {out / 'advise.json'}\nwrote {result['plot']}")
     return 0
 
 

@@ -55,6 +55,16 @@ class ReplayProgress:
         self.bar.set_postfix_str(self.postfix(), refresh=False)
         self.bar.update(1)
 
+    def turns_done(self, n: int) -> None:
+        """``n`` turns finished elsewhere (a worker process of ``continuum advise``)."""
+        self.turns += n
+        self.bar.update(n)
+
+    def add_total(self, n: int) -> None:
+        """``n`` more turns to replay than the bar was started with (a later round of runs)."""
+        self.bar.total = (self.bar.total or 0) + n
+        self.bar.refresh()
+
     def tick(self, every: float = 1.0) -> None:
         """Redraw (elapsed time, tok/s) at most once per ``every`` seconds while no turn
         finishes: real-time drivers call it from their wait loops."""

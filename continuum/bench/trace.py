@@ -181,6 +181,25 @@ def save_trace(programs: Iterable[ProgramTrace], path: str | Path, header: str |
             f.write(json.dumps(p.to_dict(), separators=(",", ":")) + "\n")
 
 
+# A file that ``continuum serve --record-trace`` wrote starts with ``# continuum-record {json}``:
+# the format version, the file's segment index and the server's settings (policy, knobs).
+RECORD_HEADER_TAG = "continuum-record"
+
+
+def read_record_header(path: str | Path) -> dict[str, Any] | None:
+    """The JSON of a recorded file's first line (None: not a recording, or unreadable JSON)."""
+    with Path(path).open() as f:
+        first = f.readline().strip()
+    prefix = f"# {RECORD_HEADER_TAG} "
+    if not first.startswith(prefix):
+        return None
+    try:
+        head = json.loads(first[len(prefix):])
+    except json.JSONDecodeError:
+        return None
+    return head if isinstance(head, dict) else None
+
+
 def trace_stats(programs: list[ProgramTrace]) -> dict[str, float]:
     """Mean/std of turns, tool durations (ms) and tokens per program, as METHOD.md table 2."""
     import numpy as np

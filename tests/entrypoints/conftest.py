@@ -70,9 +70,9 @@ class Server:
     """uvicorn in a daemon thread; ``url`` is http://127.0.0.1:PORT."""
 
     def __init__(self, engine_kw: dict | None = None, max_waiting: int | None = None,
-                 step_delay: float = 0.0, graceful_s: float = 2.0, **opts):
+                 step_delay: float = 0.0, graceful_s: float = 2.0, clock=None, **opts):
         kw = {**ENGINE_KW, **(engine_kw or {})}
-        self.llm_engine = LLMEngine(EngineArgs.from_kwargs(**kw))
+        self.llm_engine = LLMEngine(EngineArgs.from_kwargs(**kw), **({"clock": clock} if clock else {}))
         install_script(self.llm_engine, step_delay)
         self.engine = AsyncLLMEngine(self.llm_engine, max_waiting_requests=max_waiting)
         opts = {"model_name": MODEL, "debug_endpoints": True, "shutdown_timeout": 2.0, **opts}

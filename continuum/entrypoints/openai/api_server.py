@@ -4,9 +4,12 @@
 the app (lifespan) and shuts down with it: in-flight requests get ``shutdown_timeout`` seconds
 to finish, the rest are aborted (KV freed). Routes: /v1/completions, /v1/chat/completions,
 /v1/models, /health, /version, /metrics, and /debug/kv when debug endpoints are enabled.
+With ``opts.record`` naming a file, finished requests are recorded as a program trace
+(``record.py``); the recorder is closed after the engine, so in-flight turns are written.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -24,6 +27,7 @@ from continuum.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
 from continuum.entrypoints.openai.middleware import GuardMiddleware
 from continuum.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
 from continuum.entrypoints.openai.recognition import ProgramInference
+from continuum.entrypoints.openai.record import RecordOptions, TraceRecorder
 from continuum.entrypoints.openai.serving_chat import OpenAIServingChat
 from continuum.entrypoints.openai.serving_completions import OpenAIServingCompletion
 from continuum.errors import ConfigError
@@ -40,6 +44,7 @@ class ServerOptions:
     shutdown_timeout: float = 10.0
     debug_endpoints: bool = False
     chat_template: str | None = None     # Jinja text (already loaded); None: the tokenizer's
+    record: RecordOptions | None = None  # --record-trace and friends (None: no recording)
 
 
 def _integrity(engine) -> dict:
@@ -64,22 +69,29 @@ def program_inference(engine: AsyncLLMEngine) -> ProgramInference | None:
 def create_app(engine: AsyncLLMEngine, opts: ServerOptions) -> FastAPI:
     metrics = ServerMetrics()
     inference = program_inference(engine)
+    recorder = (TraceRecorder(opts.record)
+                if opts.record is not None and opts.record.record_trace else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         engine.start()
+        if recorder is not None:
+            recorder.start()
         try:
             yield
         finally:
             await engine.shutdown(opts.shutdown_timeout)
+            if recorder is not None:        # after the engine: in-flight turns are recorded
+                await asyncio.to_thread(recorder.close)
 
     app = FastAPI(title="continuum", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
+    app.state.recorder = recorder
     app.add_middleware(GuardMiddleware, metrics=metrics, api_key=opts.api_key,
                        max_body_bytes=opts.max_body_bytes)
-    completions = OpenAIServingCompletion(engine, opts.model_name, metrics, inference)
-    chat = OpenAIServingChat(engine, opts.model_name, metrics, opts.chat_template, inference)
+    completions = OpenAIServingCompletion(engine, opts.model_name, metrics, inference, recorder)
+    chat = OpenAIServingChat(engine, opts.model_name, metrics, opts.chat_template, inference, recorder)
     created = int(time.time())
 
     @app.post("/v1/completions")

@@ -157,5 +157,5 @@ def assign(inference: ProgramInference | None, agent: AgentInfo, prompt: Sequenc
     if inference is None or continuation is None:
         return agent, ProgramTurn(None, None, prompt, cache_salt)
     att = inference.recognizer.recognize(prompt, continuation, inference.clock(), cache_salt)
-    return (dataclasses.replace(agent, program_id=att.program_id),
+    return (dataclasses.replace(agent, program_id=att.program_id, inferred=att.inferred),
             ProgramTurn(inference, att, prompt, cache_salt))

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +18,7 @@ from continuum.entrypoints.openai.errors import OpenAIError, bad_request, to_ope
 from continuum.entrypoints.openai.metrics import ServerMetrics
 from continuum.entrypoints.openai.protocol import SamplingRequest
 from continuum.entrypoints.openai.recognition import ProgramInference, ProgramTurn
+from continuum.entrypoints.openai.record import TraceRecorder
 from continuum.errors import PromptTooLongError
 from continuum.outputs import CompletionOutput, RequestOutput
 from continuum.request import AgentInfo
@@ -48,19 +49,26 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int,
 
 
 class Tracker:
-    """Per-request timing for /metrics: TTFT, inter-token gaps, end-to-end latency."""
+    """Per-request timing for /metrics: TTFT, inter-token gaps, end-to-end latency; with a
+    trace recorder, the request's first-output and finish times on the server's clock too
+    (``record.TraceRecorder``: a finished request is recorded, any other one dropped)."""
 
-    def __init__(self, metrics: ServerMetrics, endpoint: str):
+    def __init__(self, metrics: ServerMetrics, endpoint: str, request_id: str | None = None,
+                 recorder: TraceRecorder | None = None, clock: Callable[[], float] | None = None):
         self.m, self.endpoint = metrics, endpoint
         self.start = self.last = time.perf_counter()
         self.first = True
         self.finished = False
+        self.request_id, self.recorder, self.clock = request_id, recorder, clock
+        self.first_at = 0.0                # the first output on ``clock`` (with a recorder)
 
     def on_output(self, out: RequestOutput) -> None:
         now = time.perf_counter()
         if self.first:
             self.m.ttft.observe(now - self.start)
             self.first = False
+            if self.recorder is not None:
+                self.first_at = self.clock()
         else:
             self.m.itl.observe(now - self.last)
         self.last = now
@@ -72,19 +80,36 @@ class Tracker:
             self.m.generation_tokens.inc(len(c.token_ids))
             self.m.cached_tokens.inc(out.num_cached_tokens)
             self.m.finished.labels(c.finish_reason or "unknown").inc()
+            if self.recorder is not None:
+                if c.finish_reason in ("abort", "error"):
+                    self.recorder.drop(out.request_id)
+                else:
+                    self.recorder.finish(out, self.first_at, self.clock())
 
     def close(self) -> None:
         """Call when the response ends, however it ends: counts requests cut off early."""
         if not self.finished:
             self.finished = True
             self.m.aborted.inc()
+            if self.recorder is not None and self.request_id is not None:
+                self.recorder.drop(self.request_id)
 
 
 class OpenAIServing:
     def __init__(self, engine: AsyncLLMEngine, model_name: str, metrics: ServerMetrics,
-                 inference: ProgramInference | None = None):
+                 inference: ProgramInference | None = None, recorder: TraceRecorder | None = None):
         self.engine, self.model_name, self.metrics = engine, model_name, metrics
         self.inference = inference        # None: id-less requests stay programs of one turn
+        self.recorder = recorder
+
+    def tracker(self, endpoint: str, stream: RequestStream) -> Tracker:
+        """The ``Tracker`` of one submitted request."""
+        return Tracker(self.metrics, endpoint, stream.request_id, self.recorder, self.engine.clock)
+
+    @property
+    def record_text(self) -> bool:
+        """Whether the recorder wants the requests' text (``--record-text``)."""
+        return self.recorder is not None and self.recorder.opts.record_text
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.model_name:
@@ -113,12 +138,18 @@ class OpenAIServing:
         return requested
 
     async def submit(self, prompt: list[int], params: SamplingParams, rid: str,
-                     agent: AgentInfo, cache_salt: str | None = None) -> RequestStream:
-        clock = self.engine.clock
+                     agent: AgentInfo, cache_salt: str | None = None,
+                     text: Any = None) -> RequestStream:
+        """Hand the request to the engine; ``text`` (its messages or prompt) is what the trace
+        recorder keeps with --record-text."""
+        now = self.engine.clock()
         if cache_salt is not None:         # vLLM's prompt dict carries it to LLMEngine
             prompt = {"prompt_token_ids": prompt, "cache_salt": cache_salt}
-        return await self.engine.add_request(prompt, params, request_id=rid, agent=agent,
-                                             arrival_time=clock())
+        stream = await self.engine.add_request(prompt, params, request_id=rid, agent=agent,
+                                               arrival_time=now)
+        if self.recorder is not None:
+            self.recorder.begin(rid, agent, now, text)
+        return stream
 
     @staticmethod
     def new_id(prefix: str) -> str:

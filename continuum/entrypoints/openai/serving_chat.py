@@ -26,7 +26,7 @@ from continuum.entrypoints.openai.protocol import (MAX_JSON_DEPTH, ChatCompletio
                                                    ChatMessage, nested_deeper_than)
 from continuum.entrypoints.openai.recognition import (ChatContinuation, ProgramTurn, assign,
                                                      chat_answer_key)
-from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, chat_logprobs, sse,
+from continuum.entrypoints.openai.serving import (OpenAIServing, chat_logprobs, sse,
                                                   sse_stream, until_disconnect, usage)
 from continuum.errors import check_text
 from continuum.kv_ttl.tool_parser import StreamingToolParser, ToolCall, parse_tool_calls
@@ -80,8 +80,8 @@ def _message(m: ChatMessage, template_knows_tool_calls: bool) -> dict:
 
 class OpenAIServingChat(OpenAIServing):
     def __init__(self, engine, model_name: str, metrics, chat_template: str | None = None,
-                 inference=None):
-        super().__init__(engine, model_name, metrics, inference)
+                 inference=None, recorder=None):
+        super().__init__(engine, model_name, metrics, inference, recorder)
         self._template_override = chat_template
         self._renderer: ChatRenderer | None = None
 
@@ -116,8 +116,9 @@ class OpenAIServingChat(OpenAIServing):
         rid = self.new_id("chatcmpl")
         agent, turn = assign(self.inference, agent, prompt, ChatContinuation(req.messages),
                              req.cache_salt)
+        text = [m.model_dump(exclude_none=True) for m in req.messages] if self.record_text else None
         try:
-            stream = await self.submit(prompt, params, rid, agent, req.cache_salt)
+            stream = await self.submit(prompt, params, rid, agent, req.cache_salt, text)
         except BaseException:
             turn.close()
             raise
@@ -136,7 +137,7 @@ class OpenAIServingChat(OpenAIServing):
 
     async def _full(self, req: ChatCompletionRequest, rid: str, created: int,
                     stream: RequestStream, turn: ProgramTurn) -> dict:
-        tracker, final = Tracker(self.metrics, "chat"), None
+        tracker, final = self.tracker("chat", stream), None
         try:
             async for out in stream:
                 tracker.on_output(out)
@@ -179,7 +180,7 @@ class OpenAIServingChat(OpenAIServing):
             return out
 
         parser = StreamingToolParser() if req.parse_tools else None
-        tracker, sent, n_calls = Tracker(self.metrics, "chat"), 0, [0]
+        tracker, sent, n_calls = self.tracker("chat", stream), 0, [0]
         content, all_calls = "", []          # the whole answer, as the client reassembles it
         yield chunk({"role": "assistant", "content": ""})
         try:

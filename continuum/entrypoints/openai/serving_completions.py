@@ -11,7 +11,7 @@ from continuum.entrypoints.openai.errors import bad_request
 from continuum.entrypoints.openai.protocol import CompletionRequest
 from continuum.entrypoints.openai.recognition import (ProgramTurn, TextContinuation, assign,
                                                      text_answer_key)
-from continuum.entrypoints.openai.serving import (OpenAIServing, Tracker, completion_logprobs,
+from continuum.entrypoints.openai.serving import (OpenAIServing, completion_logprobs,
                                                   merge, sse, sse_stream, until_disconnect,
                                                   usage)
 from continuum.engine.async_engine import RequestStream
@@ -54,7 +54,8 @@ class OpenAIServingCompletion(OpenAIServing):
         try:
             for i, ((ids, _), sp) in enumerate(zip(plans, params)):
                 sub = rid if len(plans) == 1 else f"{rid}-{i}"
-                streams.append(await self.submit(ids, sp, sub, agent, req.cache_salt))
+                text = prompts[i] if self.record_text and isinstance(prompts[i], str) else None
+                streams.append(await self.submit(ids, sp, sub, agent, req.cache_salt, text))
         except BaseException:
             for s in streams:
                 s.close()
@@ -81,7 +82,7 @@ class OpenAIServingCompletion(OpenAIServing):
 
     async def _full(self, req, rid, created, streams, turn: ProgramTurn) -> dict:
         finals: dict[int, RequestOutput] = {}
-        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        trackers = [self.tracker("completions", s) for s in streams]
         try:
             async for i, out in merge(streams):
                 trackers[i].on_output(out)
@@ -115,7 +116,7 @@ class OpenAIServingCompletion(OpenAIServing):
         totals = [0, 0, 0]
         first_final: RequestOutput | None = None    # choice 0's: its pin decision goes in usage
         prompt_sent: set[int] = set()
-        trackers = [Tracker(self.metrics, "completions") for _ in streams]
+        trackers = [self.tracker("completions", s) for s in streams]
         try:
             async for i, out in merge(streams):
                 trackers[i].on_output(out)
