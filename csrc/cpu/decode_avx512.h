@@ -2,8 +2,8 @@
 // only where the compiler targets AVX-512F (-march=native on such a CPU). Other machines, and
 // head sizes that are not a compile-time multiple of 32, run the portable decode_kernel.
 //
-// Per task the context is walked in chunks of 16 keys (a chunk may span cache blocks: each key's
-// address comes from a running (block, offset) pair, no division per key).
+// Per task the context is walked in chunks of 16 keys (a chunk may span cache blocks: the task's
+// key offsets are listed once, no division per key), prefetching two chunks ahead.
 // - Scores: for each query head of the GQA group, 16 dot-product partial vectors (one per key,
 //   16 lanes over D) are reduced by one transposed sum (sum16) into one vector of 16 scores,
 //   instead of 16 horizontal sums. The chunk's K rows stay in L1 across the group's heads, so
@@ -88,18 +88,28 @@ struct QRow<c10::BFloat16, D> {
 };
 #endif
 
-// Element offsets (into k_cache / v_cache) of the task's keys t0 .. t0+nk-1, from a running
-// (table index, offset in block) cursor that the call advances.
-struct KeyCursor {
-  const int64_t* table;
-  int64_t blk = 0, off = 0, bs, blk_stride, tok_stride, head_off;
-  void next(int64_t nk, int64_t* out) {
-    for (int64_t t = 0; t < nk; ++t) {
-      out[t] = table[blk] * blk_stride + off * tok_stride + head_off;
-      if (++off == bs) { off = 0; ++blk; }
-    }
+// Element offsets (into k_cache / v_cache) of one task's keys 0..L-1: a running (table index,
+// offset in block) walk, no division per key. Both passes read them, and they let each pass
+// prefetch keys ahead across cache-block boundaries, where the hardware prefetcher loses the stream.
+inline void key_offsets(const int64_t* table, int64_t L, int64_t bs, int64_t blk_stride, int64_t tok_stride,
+                        int64_t head_off, int64_t* out) {
+  int64_t t = 0;
+  for (int64_t blk = 0; t < L; ++blk) {
+    const int64_t base = table[blk] * blk_stride + head_off;
+    for (int64_t o = 0; o < bs && t < L; ++o, ++t) out[t] = base + o * tok_stride;
   }
-};
+}
+
+constexpr int64_t PF = 2 * KC;  // prefetch distance in keys
+
+// Prefetch the rows of keys t .. t+KC-1 (those below L).
+template <typename T, int64_t D, int HINT = _MM_HINT_T0>
+inline void prefetch_rows(const T* cache, const int64_t* offs, int64_t t, int64_t L) {
+  const int64_t n = std::min(KC, L - t);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t byte = 0; byte < D * static_cast<int64_t>(sizeof(T)); byte += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(cache + offs[t + i]) + byte, static_cast<_mm_hint>(HINT));
+}
 
 // acc[j][d0 .. d0+NV*16) += sum_t p[j][t] * v_t[d0 ..] for GT heads of one chunk; the
 // accumulators live in registers for the chunk.
@@ -140,7 +150,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables, 
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores, acc;
     std::vector<QRow<T, D>> qrows;
-    alignas(64) int64_t offs[KC];
+    std::vector<int64_t> offsets;
     const __m512 vscale = _mm512_set1_ps(scale);
     const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     for (int64_t task = begin; task < end; ++task) {
@@ -151,11 +161,15 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables, 
       qrows.clear();
       for (int64_t j = 0; j < g; ++j) qrows.emplace_back(q + (b * H + kh * g + j) * D);
       scores.resize(g * Lp);
+      offsets.resize(L);
+      key_offsets(table, L, bs, blk_stride, tok_stride, kh * D, offsets.data());
       // Pass 1: scores[j][t] = q_j . k_t * scale, 16 keys at a time.
-      KeyCursor cur{table, 0, 0, bs, blk_stride, tok_stride, kh * D};
       for (int64_t t0 = 0; t0 < L; t0 += KC) {
         const int64_t nk = std::min(KC, L - t0);
-        cur.next(nk, offs);
+        const int64_t* offs = offsets.data() + t0;
+        if (t0 + PF < L) {
+          prefetch_rows<T, D>(kc, offsets.data(), t0 + PF, L);
+        }
         const __mmask16 valid = static_cast<__mmask16>((1u << nk) - 1u);
         for (int64_t j = 0; j < g; ++j) {
           __m512 part[KC];
@@ -182,10 +196,10 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables, 
       }
       // Pass 2: acc[j] = sum_t p[j][t] * v_t, heads in tiles of up to 4.
       acc.assign(g * D, 0.f);
-      cur = KeyCursor{table, 0, 0, bs, blk_stride, tok_stride, kh * D};
       for (int64_t t0 = 0; t0 < L; t0 += KC) {
         const int64_t nk = std::min(KC, L - t0);
-        cur.next(nk, offs);
+        const int64_t* offs = offsets.data() + t0;
+        if (t0 + PF < L) prefetch_rows<T, D>(vc, offsets.data(), t0 + PF, L);
         for (int64_t j0 = 0; j0 < g; j0 += 4) {
           const float* p = scores.data() + j0 * Lp + t0;
           float* a = acc.data() + j0 * D;
