@@ -5,7 +5,8 @@
 // - paged_attention_varlen: any step (prefill chunks over cached prefixes, whole prompts and
 //   decodes in one batch), flash-style online softmax, work items planned by varlen_plan.
 //
-// Decode kernel:
+// Decode kernel (portable version below; on AVX-512 builds head sizes 32/64/128/256 run
+// avx512::decode_kernel from decode_avx512.h, which scores 16 keys per transposed sum):
 // Cost per (sequence, kv head): the context's K and V rows are each read once (2 * L * D
 // elements); the g = num_heads / num_kv_heads query heads that share them are served from the
 // same reads, so GQA costs no extra memory traffic. Scores are kept in a per-task buffer
@@ -14,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include "cpu_common.h"
+#include "decode_avx512.h"
 
 #include <algorithm>
 #include <array>
@@ -130,7 +132,17 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
   auto out = torch::empty_like(q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention_decode", [&] {
     auto run = [&](auto head_size) {
-      decode_kernel<scalar_t, decltype(head_size)::value>(
+      constexpr int64_t DC = decltype(head_size)::value;
+#if defined(__AVX512F__)
+      if constexpr (DC != 0 && DC % 32 == 0 && !std::is_same_v<scalar_t, double>) {  // fp64: portable
+        avx512::decode_kernel<scalar_t, DC>(
+            q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
+            block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+            B, H, Hkv, bs, block_tables.size(1), static_cast<float>(scale));
+        return;
+      }
+#endif
+      decode_kernel<scalar_t, DC>(
           q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
           block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
           B, H, Hkv, D, bs, block_tables.size(1), static_cast<float>(scale));

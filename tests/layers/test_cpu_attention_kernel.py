@@ -57,3 +57,34 @@ def test_padding_blocks_are_never_read():
     vc[meta.block_tables[1, 2], 8:] = float("nan")
     got = mod.paged_attention_decode(q, kc, vc, meta.block_tables, meta.seq_lens, scale)
     assert torch.equal(got, want)
+
+
+# The AVX-512 path (head sizes 32/64/128/256 where the build targets AVX-512) walks keys in
+# chunks of 16 that may span cache blocks, tiles heads by 4 in the V pass and reduces 16 keys
+# per transposed sum: group sizes around the tile, block sizes below/at/above the chunk, and
+# contexts that end mid-chunk and mid-block.
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("group", [1, 3, 4, 5, 8])
+@pytest.mark.parametrize("D", [32, 64, 128, 256])
+@pytest.mark.parametrize("bs", [8, 16, 32])
+def test_decode_kernel_groups_heads_blocks(dtype, tol, group, D, bs):
+    Hkv = 2
+    seq_lens = [1, 7, 16, 31, 49, 1000]
+    q, kc, vc, meta = make_case(seq_lens, group * Hkv, Hkv, D, bs=bs, dtype=dtype, seed=group + D + bs)
+    scale = 1 / math.sqrt(D)
+    ref = paged_attention_ref(q.float(), kc.float(), vc.float(), meta, scale)
+    got = mod.paged_attention_decode(q, kc, vc, meta.block_tables, meta.seq_lens, scale)
+    assert torch.allclose(got.float(), ref, atol=tol, rtol=tol), (got.float() - ref).abs().max()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_decode_kernel_long_context_partial_block(dtype, tol):
+    """8k+ contexts ending mid-block (SmolLM2 and Llama-8B head shapes), with sharply peaked
+    scores so an error in the running max or the masked tail would show."""
+    for H, Hkv, D in [(9, 3, 64), (32, 8, 128)]:
+        q, kc, vc, meta = make_case([8192 + 5, 4099], H, Hkv, D, dtype=dtype, seed=H)
+        q = (q.float() * 4).to(dtype)
+        scale = 1 / math.sqrt(D)
+        ref = paged_attention_ref(q.float(), kc.float(), vc.float(), meta, scale)
+        got = mod.paged_attention_decode(q, kc, vc, meta.block_tables, meta.seq_lens, scale)
+        assert torch.allclose(got.float(), ref, atol=tol, rtol=tol), (got.float() - ref).abs().max()
