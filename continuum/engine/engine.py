@@ -166,6 +166,7 @@ class LLMEngine:
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
         self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
+        self.cache_engine.start_prefault()
         logger.info("engine ready in %.2f s: %s on %s (%s, attention: %s)", phases.total(),
                     self.loaded.name, self.device, str(self.dtype).removeprefix("torch."),
                     self.attention_backend)

@@ -93,6 +93,7 @@ def _serve(conn: Connection, rank: int, size: int, port: int, args: EngineArgs,
     runner = ModelRunner(model, init["block_size"], device, init["max_num_seqs"],
                          init["max_model_len"], attention)
     decoder = StepDecoder()
+    cache.start_prefault()
     conn.send(("ready", None))
     with torch.inference_mode():
         while True:
