@@ -26,7 +26,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 MADV_POPULATE_WRITE = 23          # <linux/mman.h>, Linux >= 5.14
-CHUNK = 64 << 20                  # one madvise call at a time: the thread never holds the GIL long
+CHUNK = 2 << 20                   # per madvise call: each holds the address-space lock, which the engine
+                                  # needs to map and unmap its own large buffers
 
 
 def _populate(refs: list[weakref.ref]) -> None:
