@@ -9,6 +9,11 @@ pool has cycled once. ``MADV_POPULATE_WRITE`` (Linux 5.14+) maps the pages writa
 changing their contents, so it is safe while the engine already reads and writes the cache;
 a daemon thread does it in chunks after start-up. Where the kernel lacks it, pages fault in on
 first write as before (nothing else changes).
+
+The thread runs at the lowest CPU priority, in 2 MiB calls, so it takes only idle time: at
+normal priority it finished within seconds and throughput runs gained ~10%, but the first
+prefill after start-up took 12.0 s instead of 8.7 s (``benchmarks/returning_turn.py``), and in
+64 MiB calls it held the address-space lock long enough to stall the engine's own mappings.
 """
 from __future__ import annotations
 
