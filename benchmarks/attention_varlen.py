@@ -19,12 +19,9 @@ command, tree) to benchmarks/results/attention-varlen/results.json unless --out 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +29,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from provenance import write_result  # noqa: E402
 SHAPES = {"llama-80m": (12, 4, 64), "smollm2-135m": (9, 3, 64)}   # (heads, kv heads, head size)
 BLOCK = 16
 
@@ -88,19 +87,6 @@ def median_time(fn, reps: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "platform": platform.platform()}
-
-
-def tree() -> dict:
-    git = lambda *a: subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
-    changed = git("status", "--porcelain", "--", ".", ":!benchmarks/results")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=5)
@@ -153,12 +139,8 @@ def main() -> int:
                 print(f"{name:8} {shape:13} {dt:8} {sum(qls):>6} {sum(sls):>7} {ref_s * 1e3:>9.2f} "
                       f"{ker_s * 1e3:>9.2f} {ref_s / ker_s:>6.2f}x {ref_c * 1e3:>9.2f} {ker_c * 1e3:>9.2f} "
                       f"{ref_c / ker_c:>6.2f}x {plan_s * 1e3:>7.3f} {err:>8.1e}")
-    out = {"command": " ".join(["python"] + sys.argv), "machine": machine(), "tree": tree(),
-           "load_avg_1m": os.getloadavg()[0],
-           "reps": a.reps, "block_size": BLOCK, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {a.out}")
+    write_result(a.out, {"load_avg_1m": os.getloadavg()[0], "reps": a.reps, "block_size": BLOCK,
+                         "rows": rows})
     return 0
 
 

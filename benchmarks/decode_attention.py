@@ -23,7 +23,6 @@ benchmarks/results/decode-attention/results.json unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -37,6 +36,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from provenance import write_result  # noqa: E402
 SHAPES = {"smollm2": (9, 3, 64, 64), "llama8b": (32, 8, 128, 16)}   # (heads, kv heads, head size, batch)
 BLOCK = 16
 
@@ -103,14 +104,6 @@ def span(t: dict) -> str:
     return f"({t['wall_min_ms']:.1f}-{t['wall_max_ms']:.1f})"
 
 
-def machine() -> dict:
-    model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
-                  .stdout.splitlines() if l.startswith("Model name")), "unknown")
-    flags = open("/proc/cpuinfo").read()
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "avx512f": " avx512f" in flags, "avx512_bf16": " avx512_bf16" in flags}
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=7)
@@ -159,13 +152,10 @@ def main() -> int:
                       f"{span(n):>15} {row['speedup_wall']:>6.2f}x "
                       f"{row['speedup_cpu']:>5.2f}x {row['new_gb_per_s']:>8.1f} {diff:>8.1e}")
                 del q, kc, vc
-    out = {"command": " ".join(["python"] + sys.argv), "machine": machine(),
-           "tree": {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "csrc"))},
-           "baseline_commit": base_sha, "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-           "reps": a.reps, "block_size": BLOCK, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {a.out}")
+    write_result(a.out, {"kernel_source_dirty": bool(git("status", "--porcelain", "--", "csrc")),
+                         "baseline_commit": base_sha, "load_avg_before": load_before,
+                         "load_avg_after": os.getloadavg(), "reps": a.reps, "block_size": BLOCK,
+                         "rows": rows})
     return 0
 
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import string
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from throughput import _cpu_name  # noqa: E402
+from provenance import machine, tree  # noqa: E402
 
 from continuum.engine.detokenizer import IncrementalDetokenizer  # noqa: E402
 from continuum.engine.stop_matcher import StopAutomaton  # noqa: E402
@@ -157,23 +155,6 @@ def bench(case: dict, tok, steps: int, attack_steps: int, rng: random.Random) ->
     legacy = LegacyDetokenizer(tok, case["stops"])
     out.append(row(case, "legacy-loops", time_steps(legacy, ids, warmup), None))
     return out
-
-
-def machine() -> dict:
-    mem = next((int(line.split()[1]) for line in open("/proc/meminfo")
-                if line.startswith("MemTotal")), 0)
-    import torch
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
-            "gpu": gpu, "python": platform.python_version(), "platform": platform.platform()}
-
-
-def tree() -> dict:
-    git = lambda *a: subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True,
-                                    text=True).stdout.strip()
-    # Recorded results do not make the tree that produced them dirty.
-    changed = git("status", "--porcelain", "--", ".", ":!benchmarks/results")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
 
 
 def main() -> int:

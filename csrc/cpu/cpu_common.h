@@ -4,7 +4,9 @@
 
 #include <torch/extension.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <type_traits>
 
@@ -32,6 +34,18 @@ inline void with_head_size(int64_t D, F&& run) {
     case 32: run(std::integral_constant<int64_t, 32>{}); break;
     default: run(std::integral_constant<int64_t, 0>{});
   }
+}
+
+// One query head's softmax numerators in place: s[t] <- exp(s[t] - max s) over L scores.
+// Returns 1 / their sum (callers scale the scores or the output by it).
+inline float softmax_numerators(float* s, int64_t L) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t t = 0; t < L; ++t) m = s[t] > m ? s[t] : m;
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < L; ++t) { s[t] = std::exp(s[t] - m); sum += s[t]; }
+  return 1.f / sum;
 }
 
 }  // namespace

@@ -184,16 +184,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables, 
       float inv[64];
       std::vector<float> inv_dyn(g > 64 ? g : 0);
       float* invp = g > 64 ? inv_dyn.data() : inv;
-      for (int64_t j = 0; j < g; ++j) {
-        float* sj = scores.data() + j * Lp;
-        float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-        for (int64_t t = 0; t < L; ++t) m = sj[t] > m ? sj[t] : m;
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t t = 0; t < L; ++t) { sj[t] = std::exp(sj[t] - m); sum += sj[t]; }
-        invp[j] = 1.f / sum;
-      }
+      for (int64_t j = 0; j < g; ++j) invp[j] = softmax_numerators(scores.data() + j * Lp, L);
       // Pass 2: acc[j] = sum_t p[j][t] * v_t, heads in tiles of up to 4.
       acc.assign(g * D, 0.f);
       for (int64_t t0 = 0; t0 < L; t0 += KC) {

@@ -83,13 +83,7 @@ void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
       // Softmax per query head.
       for (int64_t j = 0; j < g; ++j) {
         float* sj = scores.data() + j * L;
-        float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-        for (int64_t t = 0; t < L; ++t) m = sj[t] > m ? sj[t] : m;
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t t = 0; t < L; ++t) { sj[t] = std::exp(sj[t] - m); sum += sj[t]; }
-        const float inv = 1.f / sum;
+        const float inv = softmax_numerators(sj, L);
         for (int64_t t = 0; t < L; ++t) sj[t] *= inv;
       }
       // Pass 2: out = sum_t p_t * v_t
