@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -131,17 +132,23 @@ def test_a_flood_of_engine_calls_cannot_stall_a_running_request(llm_engine):
         eng.start()
         log: list[str] = []                          # engine thread only: no lock needed
         real_step = llm_engine.step
+        queued = threading.Event()                   # the 200 calls are in the inbox
 
         def step():
+            # The request's steps wait until every call is queued, so that how fast the engine
+            # thread runs against the event loop cannot decide the outcome.
+            assert queued.wait(HANG_GUARD_S), "calls never queued"
             log.append("step")
             return real_step()
 
         llm_engine.step = step
         try:
             stream = await eng.add_request([5, 6, 7], SamplingParams(max_tokens=20, ignore_eos=True))
-            # 200 calls queued at once (tasks: they enter the inbox at the next await), while
-            # the request runs
+            # 200 calls queued at once while the request runs (each task puts its command into
+            # the inbox before its first await, so one yield queues them all)
             calls = [asyncio.ensure_future(eng.call(lambda e: log.append("call"))) for _ in range(200)]
+            await asyncio.sleep(0)
+            queued.set()
             outs = [o async for o in stream]
             await asyncio.gather(*calls)
         finally:
