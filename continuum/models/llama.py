@@ -96,9 +96,7 @@ class LlamaAttention(nn.Module):
                  tp: tuple[TPLayout, TPGroup] | None = None):
         super().__init__()
         hidden = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
-        self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
+        self.num_heads, self.num_kv_heads, self.head_dim = tp_shard.attention_shape(config)
         # tensor parallel: this rank's heads; o_proj's partial sums are all-reduced
         self.reduce = None if tp is None else tp[1].all_reduce
         if tp is not None:

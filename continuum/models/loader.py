@@ -33,7 +33,7 @@ from continuum.models import gguf_loader
 from continuum.models.byte_tokenizer import BYTE_VOCAB_SIZE, make_byte_tokenizer
 from continuum.layers.tp_group import TPGroup
 from continuum.models.llama import LlamaForCausalLM, resolve_model_type, sliding_window_of
-from continuum.models.tp_shard import shard
+from continuum.models.tp_shard import attention_shape, shard
 from continuum.progress import Phases
 from continuum.threads import torch_threads
 
@@ -101,9 +101,7 @@ def random_config(preset: str = "tiny", overrides: dict | None = None):
 def num_params(config) -> int:
     """Parameter count of the model a config describes (tied embeddings counted once)."""
     h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    hd = getattr(config, "head_dim", None) or h // heads
+    heads, kv, hd = attention_shape(config)
     per_layer = h * hd * (2 * heads + 2 * kv) + 3 * h * inter + 2 * h
     embed = config.vocab_size * h * (1 if getattr(config, "tie_word_embeddings", False) else 2)
     return layers * per_layer + embed + h

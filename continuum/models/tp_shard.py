@@ -26,6 +26,14 @@ import torch
 from continuum.errors import ConfigError
 
 
+def attention_shape(config) -> tuple[int, int, int]:
+    """(query heads, KV heads, head size) of an HF config: KV heads default to the query heads
+    (no GQA) and the head size to hidden / heads, as in transformers."""
+    heads = config.num_attention_heads
+    return (heads, getattr(config, "num_key_value_heads", None) or heads,
+            getattr(config, "head_dim", None) or config.hidden_size // heads)
+
+
 @dataclass(frozen=True)
 class TPLayout:
     """Rank ``rank`` of ``size``'s share of a model of these global sizes."""
@@ -41,9 +49,7 @@ class TPLayout:
     @classmethod
     def of(cls, config, rank: int, size: int) -> "TPLayout":
         """The layout for an HF config; ConfigError if the shapes do not split ``size`` ways."""
-        heads = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        heads, kv, head_dim = attention_shape(config)
         inter = config.intermediate_size
         bad = []
         if heads % size:
