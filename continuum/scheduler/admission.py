@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from continuum.kv_ttl.predictor import TOOL
+from continuum.kv_ttl.predictor import TOOL, tool_key
 from continuum.kv_ttl.ttl import SlidingMean
 from continuum.request import Request
 
@@ -81,8 +81,6 @@ class _Between:
     horizon: float               # seconds after its finish it keeps reserving memory
     num_full_blocks: int         # full blocks with KV when the turn ended (what it can hit)
     last_hash: bytes | None      # hash of the last of them (to tell eviction from divergence)
-    tool: str | None = None      # the call it is in (its elapsed time is a censored duration)
-    since: float = 0.0           # when the call began
 
 
 class AdmissionControl:
@@ -127,8 +125,7 @@ class AdmissionControl:
         if rec is not None:
             rec.kept = horizon > 0
         self.between[req.program_id] = _Between(horizon, n_full,
-                                                req.block_hashes[n_full - 1] if n_full else None,
-                                                req.tool_name, now)
+                                                req.block_hashes[n_full - 1] if n_full else None)
 
     def reservation_horizon(self, req: Request, now: float) -> float:
         """How long after this turn's finish its program keeps reserving memory: its tool's
@@ -161,7 +158,7 @@ class AdmissionControl:
         its short calls: on its first few returns a person who thinks for minutes "returns
         within 30 s" (censoring bias). While fewer than the predictor's ``k`` durations back
         the estimate, the calls in flight are counted as lower bounds (each has lasted
-        ``now - since`` so far) and the quantile is read from the Kaplan-Meier estimate over
+        ``now`` minus its program's last finish) and the quantile is read from the Kaplan-Meier estimate over
         both; if the survival never falls below ``1 - q`` (too many calls outlast every return
         seen) it is unknown and taken as infinite. From ``k`` durations on, the recorded ones
         are trusted as the predictor trusts them, so calls that never return (a client that
@@ -176,8 +173,9 @@ class AdmissionControl:
             return COLD_HORIZON_S
         if len(s) >= pred.k:
             return s[min(int(self.horizon_quantile * len(s)), len(s) - 1)]
-        same = (lambda b: True) if level != TOOL else (lambda b: b.tool == tool)
-        censored = sorted(now - b.since for b in self.between.values() if same(b))
+        censored = sorted(now - rec.last_finish_time for rec in map(self.ctx.programs.get, self.between)
+                          if rec is not None and rec.last_finish_time is not None      # not back yet
+                          and (level != TOOL or tool_key(rec.last_tool) == tool_key(tool)))
         return km_quantile(s, censored, self.horizon_quantile)
 
     # -- sizes --------------------------------------------------------------------------------
