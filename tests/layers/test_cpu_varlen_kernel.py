@@ -65,6 +65,13 @@ def test_long_context(dtype):
     check([200, 1, 1024], [4096, 4096, 1024], 12, 4, 64, dtype)
 
 
+# Results under different plans agree to fp32 rounding, not bit for bit: on AVX-512 builds a
+# one-query item runs the exact two-pass decode path and a tile of several queries the online
+# softmax, so the tile size changes which one a query takes (measured differences ~1e-6 on
+# outputs of magnitude ~3).
+PLAN_ATOL = 4e-6
+
+
 def test_plan_and_workspace_do_not_change_the_result():
     q, kc, vc, meta = make_case(*MIXED, 8, 2, 64, torch.float32)
     args = (q, kc, vc, meta.block_tables, meta.seq_lens, meta.query_start_loc, 0.125)
@@ -72,10 +79,11 @@ def test_plan_and_workspace_do_not_change_the_result():
     for tile in (1, 4, 32, 0):      # 0: the default tile
         work = mod.varlen_plan(meta.seq_lens, meta.query_start_loc, 2, 4, 3, tile)
         ws = torch.empty(3, mod.varlen_workspace_floats(tile, 4, 64))
-        assert torch.allclose(mod.paged_attention_varlen(*args, work, ws), alone, atol=1e-6, rtol=0)
+        assert torch.allclose(mod.paged_attention_varlen(*args, work, ws), alone, atol=PLAN_ATOL, rtol=0)
     # a workspace too small for the plan is replaced, not overrun
     work = mod.varlen_plan(meta.seq_lens, meta.query_start_loc, 2, 4, 1, 32)
-    assert torch.allclose(mod.paged_attention_varlen(*args, work, torch.empty(1, 8)), alone, atol=1e-6, rtol=0)
+    assert torch.allclose(mod.paged_attention_varlen(*args, work, torch.empty(1, 8)), alone, atol=PLAN_ATOL,
+                          rtol=0)
 
 
 def test_plan_covers_every_query_once_longest_first():
