@@ -26,11 +26,16 @@ def make_case(query_lens, seq_lens, H, Hkv, D, dtype, seed=0, bs=BS):
     return q, kc, vc, meta
 
 
-def check(query_lens, seq_lens, H, Hkv, D, dtype, **kw):
+def check(query_lens, seq_lens, H, Hkv, D, dtype, tile=None, q_gain=1.0, **kw):
+    """Kernel vs reference. tile: plan with this query tile (default: the kernel plans itself);
+    q_gain: multiplies q (large values make the softmax peaky, so running maxima move a lot)."""
     q, kc, vc, meta = make_case(query_lens, seq_lens, H, Hkv, D, dtype, **kw)
+    q = (q.float() * q_gain).to(dtype)
     scale = 1 / math.sqrt(D)
     want = paged_attention_ref(q.float(), kc.float(), vc.float(), meta, scale)
-    got = mod.paged_attention_varlen(q, kc, vc, meta.block_tables, meta.seq_lens, meta.query_start_loc, scale)
+    work = None if tile is None else mod.varlen_plan(meta.seq_lens, meta.query_start_loc, Hkv, H // Hkv, 2, tile)
+    got = mod.paged_attention_varlen(q, kc, vc, meta.block_tables, meta.seq_lens, meta.query_start_loc, scale,
+                                     work)
     assert got.dtype == dtype and got.shape == q.shape
     err = (got.float() - want).abs().max().item()
     assert err <= TOL[dtype], f"max abs error {err} (tolerance {TOL[dtype]})"
@@ -46,6 +51,40 @@ MIXED = ([1, 17, 33, 5, 1, 64, 16, 3], [1, 17, 100, 300, 40, 64, 48, 31])
 def test_mixed_batch_matches_reference(dtype, H, Hkv, D):
     """GQA groups 1, 2, 3, 4, 8; head sizes with and without a compiled specialisation."""
     check(*MIXED, H, Hkv, D, dtype)
+
+
+# Prefill chunks over cached prefixes of lengths that are neither block nor 16-key-chunk
+# multiples (the causal diagonal falls mid-chunk), a chunk over a one-token prefix, decodes, a
+# whole prompt; with explicit query tiles, tiles cross block boundaries and one item's rows
+# (tile x group) fill several 16-row vector tiles, the last one partly. On AVX-512 builds this
+# is the vectorised item kernel for fp32 and bf16 at head sizes 64 and 128 (one-query items:
+# the decode task), elsewhere the portable one.
+CACHED = ([37, 1, 20, 5, 64, 1, 19], [66, 70, 20, 128, 128, 1, 20])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("H,Hkv", [(4, 4), (9, 3), (8, 2), (16, 2)])
+@pytest.mark.parametrize("tile", [3, 7, 40])
+def test_query_tiles_over_cached_prefixes(dtype, D, H, Hkv, tile):
+    """GQA groups 1, 3, 4, 8."""
+    check(*CACHED, H, Hkv, D, dtype, tile=tile, seed=tile + H)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bs", [8, 24, 32])
+def test_chunks_that_do_not_fill_a_block(dtype, bs):
+    """Block size 8: every key chunk is half a vector; 24: a full chunk then an 8-key one per
+    block; 32: two chunks per block."""
+    check(*CACHED, 12, 4, 64, dtype, tile=16, bs=bs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("D", [64, 128])
+def test_peaky_softmax(dtype, D):
+    """q x 6: scores spread over tens of units, so each row's running max jumps between chunks
+    and the accumulator rescaling carries the result."""
+    check([300, 1, 40], [700, 513, 40], 8, 2, D, dtype, tile=64, q_gain=6.0)
 
 
 @pytest.mark.parametrize("sl", [15, 16, 17, 31, 32, 33, 47, 48, 49])
