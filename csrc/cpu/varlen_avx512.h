@@ -93,12 +93,11 @@ inline void tile_scores(const uint32_t* qt, const uint32_t* kb, __m512* s) {
 }
 #endif
 
-// Online-softmax update of one tile by one chunk (keys t0 .. t0+nk-1), then acc += P V.
-// s: raw scores; pos: each row's query position (a row sees keys <= pos); m, l: the rows'
-// running max (log2 domain) and sum; acc [D][16]; vf [16][D] fp32 (rows past nk are zero).
-template <int64_t D>
-inline void tile_update(__m512* s, __m512i pos, int64_t t0, int64_t nk, __m512 c, float* m, float* l,
-                        float* acc, const float* vf) {
+// Online-softmax update of one tile by one chunk (keys t0 .. t0+nk-1): s (raw scores in, the
+// chunk's weights out: 0 for keys a row must not see), pos: each row's query position (a row
+// sees keys <= pos); m, l: the rows' running max (log2 domain) and sum. Returns the factor
+// (per row) by which the row's accumulator must be rescaled.
+inline __m512 tile_softmax(__m512* s, __m512i pos, int64_t t0, int64_t nk, __m512 c, float* m, float* l) {
   __m512 mx = _mm512_set1_ps(kNeg);
   __mmask16 valid[KC];
 #pragma GCC unroll 16
@@ -118,6 +117,12 @@ inline void tile_update(__m512* s, __m512i pos, int64_t t0, int64_t nk, __m512 c
   }
   _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), corr, sum));
   _mm512_storeu_ps(m, m_new);
+  return corr;
+}
+
+// acc [D][16] = acc * corr + sum_t p[t] v[t] with v fp32 [16][D] (rows past the chunk zero).
+template <int64_t D>
+inline void tile_pv(const __m512* p, __m512 corr, float* acc, const float* vf) {
   constexpr int64_t DG = 8;   // dims per pass: 8 accumulators + 16 weight vectors in registers
   for (int64_t d0 = 0; d0 < D; d0 += DG) {
     __m512 a[DG];
@@ -126,11 +131,65 @@ inline void tile_update(__m512* s, __m512i pos, int64_t t0, int64_t nk, __m512 c
 #pragma GCC unroll 16
     for (int64_t t = 0; t < KC; ++t)
 #pragma GCC unroll 8
-      for (int64_t i = 0; i < DG; ++i) a[i] = _mm512_fmadd_ps(s[t], _mm512_set1_ps(vf[t * D + d0 + i]), a[i]);
+      for (int64_t i = 0; i < DG; ++i) a[i] = _mm512_fmadd_ps(p[t], _mm512_set1_ps(vf[t * D + d0 + i]), a[i]);
 #pragma GCC unroll 8
     for (int64_t i = 0; i < DG; ++i) _mm512_storeu_ps(acc + (d0 + i) * RT, a[i]);
   }
 }
+
+#if defined(__AVX512BF16__)
+// 16-bit word indices that interleave two 32-word vectors x, y into pairs (x[i], y[i]):
+// kInterleave[0] for i = 0..15, kInterleave[1] for i = 16..31 (permutex2var: >= 32 picks y).
+alignas(64) inline constexpr uint16_t kInterleave[2][32] = {
+    {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47},
+    {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+     24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63}};
+
+// vp [8][D] 32-bit words: vp[i][d] = (v[2i][d], v[2i+1][d]) as bf16, from the chunk's nk rows
+// (the rest zero).
+template <int64_t D>
+inline void pack_v_pairs(const c10::BFloat16* vc, int64_t base, int64_t tok_stride, int64_t nk, uint32_t* vp) {
+  const __m512i lo = _mm512_load_si512(kInterleave[0]), hi = _mm512_load_si512(kInterleave[1]);
+  for (int64_t i = 0; i < KC / 2; ++i) {
+    const c10::BFloat16* a = vc + base + 2 * i * tok_stride;
+    const c10::BFloat16* b = a + tok_stride;
+    for (int64_t d = 0; d < D; d += 32) {
+      const __m512i x = 2 * i < nk ? _mm512_loadu_si512(a + d) : _mm512_setzero_si512();
+      const __m512i y = 2 * i + 1 < nk ? _mm512_loadu_si512(b + d) : _mm512_setzero_si512();
+      _mm512_storeu_si512(vp + i * D + d, _mm512_permutex2var_epi16(x, lo, y));
+      _mm512_storeu_si512(vp + i * D + d + 16, _mm512_permutex2var_epi16(x, hi, y));
+    }
+  }
+}
+
+// The same as tile_pv with the weights rounded to bf16 and v as bf16 pairs vp [8][D]: one
+// vdpbf16ps per two keys (products exact, sums fp32), as FlashAttention does P.V in 16 bits.
+template <int64_t D>
+inline void tile_pv(const __m512* p, __m512 corr, float* acc, const uint32_t* vp) {
+  // pw[i] lane m = (p[2i] lane m, p[2i+1] lane m) as bf16: cvtne2ps puts 2i in words 0..15
+  // and 2i+1 in 16..31; the permute interleaves them (word 2m <- m, 2m + 1 <- 16 + m).
+  alignas(64) static constexpr uint16_t kHalves[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i il = _mm512_load_si512(kHalves);
+  __m512bh pw[KC / 2];
+#pragma GCC unroll 8
+  for (int64_t i = 0; i < KC / 2; ++i)
+    pw[i] = (__m512bh)_mm512_permutexvar_epi16(il, (__m512i)_mm512_cvtne2ps_pbh(p[2 * i + 1], p[2 * i]));
+  constexpr int64_t DG = 16;   // 16 accumulators + 8 weight-pair vectors in registers
+  for (int64_t d0 = 0; d0 < D; d0 += DG) {
+    __m512 a[DG];
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < DG; ++j) a[j] = _mm512_mul_ps(_mm512_loadu_ps(acc + (d0 + j) * RT), corr);
+#pragma GCC unroll 8
+    for (int64_t i = 0; i < KC / 2; ++i)
+#pragma GCC unroll 16
+      for (int64_t j = 0; j < DG; ++j)
+        a[j] = _mm512_dpbf16_ps(a[j], pw[i], (__m512bh)_mm512_set1_epi32(static_cast<int>(vp[i * D + d0 + j])));
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < DG; ++j) _mm512_storeu_ps(acc + (d0 + j) * RT, a[j]);
+  }
+}
+#endif
 
 // Per-thread state of the AVX-512 varlen kernel beside its workspace slot.
 template <typename T, int64_t D>
@@ -159,14 +218,15 @@ void varlen_item(const Item& it, const T* q, const T* kc, const T* vc, const int
     return;
   }
   const int64_t R = it.nq * g, Rp = round_up(R, RT), n_tiles = Rp / RT;
-  // Scratch: Q [tiles][DE][16], Acc [tiles][D][16], M [Rp], L [Rp], pos [Rp], K [16][DE], V [16][D].
+  // Scratch: Q [tiles][DE][16], Acc [tiles][D][16], M [Rp], L [Rp], pos [Rp], K [16][DE], V:
+  // fp32 [16][D], or bf16 pairs of keys [8][D].
   E* Q = reinterpret_cast<E*>(ws);
   float* Acc = ws + Rp * D;
   float* M = Acc + Rp * D;
   float* Ls = M + Rp;
   int32_t* pos = reinterpret_cast<int32_t*>(Ls + Rp);
   E* Kb = reinterpret_cast<E*>(Ls + 2 * Rp);
-  float* Vf = Ls + 2 * Rp + KC * D;
+  E* Vb = reinterpret_cast<E*>(Ls + 2 * Rp + KC * D);
   for (int64_t r = 0; r < Rp; ++r) {
     E* dst = Q + (r / RT) * DE * RT + r % RT;
     if (r < R) {
@@ -206,11 +266,12 @@ void varlen_item(const Item& it, const T* q, const T* kc, const T* vc, const int
       const T* k = kc + base + t * tok_stride;
       if constexpr (kPairs<T>) std::memcpy(Kb + t * DE, k, D * sizeof(T));
       else row_to_f32(k, reinterpret_cast<float*>(Kb) + t * D, D);
-      row_to_f32(vc + base + t * tok_stride, Vf + t * D, D);
+      if constexpr (!kPairs<T>) row_to_f32(vc + base + t * tok_stride, Vb + t * D, D);
     }
+    if constexpr (kPairs<T>) pack_v_pairs<D>(vc, base, tok_stride, nk, Vb);
     if (nk < KC) {   // zeros, not stale rows: a stale NaN times a zero weight would be NaN
       std::fill(Kb + nk * DE, Kb + KC * DE, E{0});
-      std::fill(Vf + nk * D, Vf + KC * D, 0.f);
+      if constexpr (!kPairs<T>) std::fill(Vb + nk * D, Vb + KC * D, 0.f);
     }
     // Tiles whose rows all sit before t0 see none of this chunk.
     const int64_t tile_lo = std::max<int64_t>(0, t0 - p_first) * g / RT;
@@ -218,7 +279,8 @@ void varlen_item(const Item& it, const T* q, const T* kc, const T* vc, const int
       __m512 s[KC];
       tile_scores<D>(Q + tile * DE * RT, Kb, s);
       const __m512i pv = _mm512_loadu_si512(pos + tile * RT);
-      tile_update<D>(s, pv, t0, nk, c, M + tile * RT, Ls + tile * RT, Acc + tile * D * RT, Vf);
+      const __m512 corr = tile_softmax(s, pv, t0, nk, c, M + tile * RT, Ls + tile * RT);
+      tile_pv<D>(s, corr, Acc + tile * D * RT, Vb);
     }
     t0 += nk;
   }
