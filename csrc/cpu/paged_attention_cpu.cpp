@@ -159,7 +159,9 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
 // (K transposed to [D][KC] so that scores vectorise over keys with no horizontal sums, V as
 // [KC][D]) and serves all R rows. Softmax is online (running max and sum per row, fp32), so
 // no score matrix of the context's length exists. Rows whose position lies before a chunk are
-// skipped, so the causal triangle costs nothing.
+// skipped, so the causal triangle costs nothing. This is the portable version: on AVX-512
+// builds fp32 and bf16 with head sizes 32/64/128/256 run avx512::varlen_kernel from
+// varlen_avx512.h (16-row tiles, one row per vector lane; bf16 Q.K and P.V by vdpbf16ps).
 namespace {
 
 constexpr int64_t KC = 16;  // keys per chunk: one 512-bit vector of fp32 scores
