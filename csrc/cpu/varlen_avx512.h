@@ -2,7 +2,7 @@
 // by paged_attention_cpu.cpp only where the compiler targets AVX-512F, and used there for fp32
 // and bf16 with a compile-time head size that is a multiple of 32. Other dtypes, head sizes and
 // builds run the portable varlen_item. Same plan, items and numerics contract: fp32 online
-// softmax and accumulation, outputs within the tests' tolerances of the torch reference.
+// softmax and accumulators, outputs within the tests' tolerances of the torch reference.
 //
 // Layout: an item's R = nq * g rows (query-major: row r is query r / g, head r % g) are cut
 // into tiles of 16 rows, one row per vector lane, so that every per-row quantity of the online
@@ -11,7 +11,8 @@
 //   AVX512-BF16 pairs of dims [D/2][16] (one 32-bit lane = q[2i], q[2i+1]).
 // - Per chunk of 16 keys (never crossing a cache block) the K rows are copied into a
 //   contiguous buffer (bf16 kept as is; fp32, or bf16 without AVX512-BF16, as fp32) and the
-//   V rows converted to fp32 once; every tile reads them from L1.
+//   V rows converted once (fp32 [16][D], or for bf16 pairs of keys [8][D]); every tile reads
+//   them from L1.
 // - Scores of a tile x chunk: 16 accumulators (one per key, lanes = rows), each step one Q
 //   vector times a key element broadcast from the buffer: an fp32 FMA per dim, or one
 //   vdpbf16ps per pair of dims for bf16 (bf16 products are exact, sums fp32), no horizontal
@@ -21,7 +22,10 @@
 //   chunk) keys get weight exactly 0.
 // - P.V: the output accumulators are kept transposed, [D][16] per tile, rescaled by the
 //   max correction once per chunk, and updated as acc[d] += p[t] * v[t][d] with the 16
-//   weight vectors in registers and v broadcast from the fp32 V buffer.
+//   weight vectors in registers and v broadcast from the V buffer: fp32 FMAs, or for bf16
+//   the weights rounded to bf16 and one vdpbf16ps per two keys (as FlashAttention does P.V
+//   in 16 bits; the running sums stay fp32, from the unrounded weights). On the tests' bf16
+//   cases the error stays at the floor set by rounding the exact result to bf16.
 // Tiles whose rows all lie before a chunk skip it (the causal triangle costs nothing past the
 // diagonal chunk); items of one query (decodes, and the last query of a tile) run
 // decode_task, whose per-head work has no 16-row tile to pad.
