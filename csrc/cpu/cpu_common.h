@@ -3,6 +3,9 @@
 #pragma once
 
 #include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
 
 #include <cmath>
 #include <cstdint>
@@ -46,6 +49,31 @@ inline float softmax_numerators(float* s, int64_t L) {
 #pragma omp simd reduction(+ : sum)
   for (int64_t t = 0; t < L; ++t) { s[t] = std::exp(s[t] - m); sum += s[t]; }
   return 1.f / sum;
+}
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// One work item of the varlen kernel (a row of varlen_plan's output): queries q0..q0+nq-1 of
+// sequence seq, the query heads of KV head kvh.
+struct Item { int64_t seq, kvh, q0, nq; };
+
+// Runs body(slot, Item, state) for every row of `work` ([n_items][4]) on n_slots threads.
+// Dynamic schedule: items come sorted by decreasing cost (varlen_plan), each thread takes the
+// next one, so the longest items start first and the short ones fill in (LPT order); a thread
+// the OS delays on a shared box does not hold a fixed share of the step. `slot` is unique
+// among the running threads (it names their scratch); `state` is one default-constructed
+// State per thread, kept across its items.
+template <typename State, typename Body>
+inline void for_each_item(const int64_t* work, int64_t n_items, int64_t n_slots, Body&& body) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, n_slots, 1, [&](int64_t begin, int64_t end) {
+    (void)end;   // begin is unique per running chunk of the range
+    State state;
+    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) {
+      const int64_t* w = work + 4 * i;
+      body(begin, Item{w[0], w[1], w[2], w[3]}, state);
+    }
+  });
 }
 
 }  // namespace

@@ -26,22 +26,13 @@
 
 #include <ATen/Parallel.h>
 
+#include "avx512_common.h"
 #include "cpu_common.h"
 
 namespace {
 namespace avx512 {
 
 constexpr int64_t KC = 16;  // keys per chunk: one vector of fp32 scores
-
-// 16 consecutive elements as fp32.
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const c10::BFloat16* p) {
-  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));  // bf16 -> fp32 is a 16-bit shift
-}
-inline __m512 load16(const c10::Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
 
 // Lane t of the result = sum of the 16 lanes of v[t]. Four levels of shuffle + add (15 adds in
 // all) instead of 16 horizontal sums.
@@ -140,73 +131,82 @@ inline void accumulate_v_dims(const T* vc, const int64_t* offs, int64_t nk, cons
     accumulate_v<T, GT, NV>(vc, offs, nk, p, p_stride, acc, acc_stride, d0);
 }
 
-// D: a compile-time multiple of 32.
+// Per-thread scratch of decode_task (grown as needed, reused across tasks).
+template <typename T, int64_t D>
+struct DecodeScratch {
+  std::vector<float> scores, acc, inv;
+  std::vector<QRow<T, D>> qrows;
+  std::vector<int64_t> offsets;
+};
+
+// One (sequence, KV head) decode task: the g query rows q[j * D ..] (the GQA group of KV head kh,
+// contiguous) attend to keys 0..L-1 of the sequence whose block-table row is `table`; writes
+// out[j * D ..]. D: a compile-time multiple of 32. Also serves the varlen kernel's one-query items.
+template <typename T, int64_t D>
+void decode_task(const T* q, const T* kc, const T* vc, const int64_t* table, int64_t L, int64_t g,
+                 int64_t kh, int64_t Hkv, int64_t bs, float scale, T* out, DecodeScratch<T, D>& sc) {
+  static_assert(D % 32 == 0, "the AVX-512 decode kernel needs a head size that is a multiple of 32");
+  const int64_t tok_stride = Hkv * D, blk_stride = bs * tok_stride;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const int64_t Lp = (L + KC - 1) / KC * KC;   // scores row stride; padding is -inf
+  sc.qrows.clear();
+  for (int64_t j = 0; j < g; ++j) sc.qrows.emplace_back(q + j * D);
+  sc.scores.resize(g * Lp);
+  sc.offsets.resize(L);
+  key_offsets(table, L, bs, blk_stride, tok_stride, kh * D, sc.offsets.data());
+  // Pass 1: scores[j][t] = q_j . k_t * scale, 16 keys at a time.
+  for (int64_t t0 = 0; t0 < L; t0 += KC) {
+    const int64_t nk = std::min(KC, L - t0);
+    const int64_t* offs = sc.offsets.data() + t0;
+    if (t0 + PF < L) prefetch_rows<T, D>(kc, sc.offsets.data(), t0 + PF, L);
+    const __mmask16 valid = static_cast<__mmask16>((1u << nk) - 1u);
+    for (int64_t j = 0; j < g; ++j) {
+      __m512 part[KC];
+      for (int64_t t = 0; t < KC; ++t)   // keys past the context are never read
+        part[t] = t < nk ? sc.qrows[j].dot(kc + offs[t]) : _mm512_setzero_ps();
+      const __m512 s = _mm512_mul_ps(sum16(part), vscale);
+      _mm512_storeu_ps(sc.scores.data() + j * Lp + t0, _mm512_mask_blend_ps(valid, ninf, s));
+    }
+  }
+  // Softmax numerators per head (exact: max-subtracted over the whole context); 1/sum is
+  // applied to the output.
+  sc.inv.resize(g);
+  for (int64_t j = 0; j < g; ++j) sc.inv[j] = softmax_numerators(sc.scores.data() + j * Lp, L);
+  // Pass 2: acc[j] = sum_t p[j][t] * v_t, heads in tiles of up to 4.
+  sc.acc.assign(g * D, 0.f);
+  for (int64_t t0 = 0; t0 < L; t0 += KC) {
+    const int64_t nk = std::min(KC, L - t0);
+    const int64_t* offs = sc.offsets.data() + t0;
+    if (t0 + PF < L) prefetch_rows<T, D>(vc, sc.offsets.data(), t0 + PF, L);
+    for (int64_t j0 = 0; j0 < g; j0 += 4) {
+      const float* p = sc.scores.data() + j0 * Lp + t0;
+      float* a = sc.acc.data() + j0 * D;
+      switch (std::min<int64_t>(4, g - j0)) {
+        case 4: accumulate_v_dims<T, 4, D>(vc, offs, nk, p, Lp, a, D); break;
+        case 3: accumulate_v_dims<T, 3, D>(vc, offs, nk, p, Lp, a, D); break;
+        case 2: accumulate_v_dims<T, 2, D>(vc, offs, nk, p, Lp, a, D); break;
+        default: accumulate_v_dims<T, 1, D>(vc, offs, nk, p, Lp, a, D);
+      }
+    }
+  }
+  for (int64_t j = 0; j < g; ++j) {
+    const float* aj = sc.acc.data() + j * D;
+    for (int64_t d = 0; d < D; ++d) out[j * D + d] = static_cast<T>(aj[d] * sc.inv[j]);
+  }
+}
+
+// Pure-decode step: one task per (sequence, KV head). D: a compile-time multiple of 32.
 template <typename T, int64_t D>
 void decode_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables, const int64_t* seq_lens, T* out,
                    int64_t B, int64_t H, int64_t Hkv, int64_t bs, int64_t max_blocks, float scale) {
-  static_assert(D % 32 == 0, "the AVX-512 decode kernel needs a head size that is a multiple of 32");
   const int64_t g = H / Hkv;
-  const int64_t tok_stride = Hkv * D, blk_stride = bs * tok_stride;
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, acc;
-    std::vector<QRow<T, D>> qrows;
-    std::vector<int64_t> offsets;
-    const __m512 vscale = _mm512_set1_ps(scale);
-    const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    DecodeScratch<T, D> sc;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / Hkv, kh = task % Hkv;
-      const int64_t L = seq_lens[b];
-      const int64_t Lp = (L + KC - 1) / KC * KC;   // scores row stride; padding is -inf
-      const int64_t* table = tables + b * max_blocks;
-      qrows.clear();
-      for (int64_t j = 0; j < g; ++j) qrows.emplace_back(q + (b * H + kh * g + j) * D);
-      scores.resize(g * Lp);
-      offsets.resize(L);
-      key_offsets(table, L, bs, blk_stride, tok_stride, kh * D, offsets.data());
-      // Pass 1: scores[j][t] = q_j . k_t * scale, 16 keys at a time.
-      for (int64_t t0 = 0; t0 < L; t0 += KC) {
-        const int64_t nk = std::min(KC, L - t0);
-        const int64_t* offs = offsets.data() + t0;
-        if (t0 + PF < L) {
-          prefetch_rows<T, D>(kc, offsets.data(), t0 + PF, L);
-        }
-        const __mmask16 valid = static_cast<__mmask16>((1u << nk) - 1u);
-        for (int64_t j = 0; j < g; ++j) {
-          __m512 part[KC];
-          for (int64_t t = 0; t < KC; ++t)   // keys past the context are never read
-            part[t] = t < nk ? qrows[j].dot(kc + offs[t]) : _mm512_setzero_ps();
-          const __m512 s = _mm512_mul_ps(sum16(part), vscale);
-          _mm512_storeu_ps(scores.data() + j * Lp + t0, _mm512_mask_blend_ps(valid, ninf, s));
-        }
-      }
-      // Softmax numerators per head (exact: max-subtracted over the whole context); 1/sum is
-      // applied to the output.
-      float inv[64];
-      std::vector<float> inv_dyn(g > 64 ? g : 0);
-      float* invp = g > 64 ? inv_dyn.data() : inv;
-      for (int64_t j = 0; j < g; ++j) invp[j] = softmax_numerators(scores.data() + j * Lp, L);
-      // Pass 2: acc[j] = sum_t p[j][t] * v_t, heads in tiles of up to 4.
-      acc.assign(g * D, 0.f);
-      for (int64_t t0 = 0; t0 < L; t0 += KC) {
-        const int64_t nk = std::min(KC, L - t0);
-        const int64_t* offs = offsets.data() + t0;
-        if (t0 + PF < L) prefetch_rows<T, D>(vc, offsets.data(), t0 + PF, L);
-        for (int64_t j0 = 0; j0 < g; j0 += 4) {
-          const float* p = scores.data() + j0 * Lp + t0;
-          float* a = acc.data() + j0 * D;
-          switch (std::min<int64_t>(4, g - j0)) {
-            case 4: accumulate_v_dims<T, 4, D>(vc, offs, nk, p, Lp, a, D); break;
-            case 3: accumulate_v_dims<T, 3, D>(vc, offs, nk, p, Lp, a, D); break;
-            case 2: accumulate_v_dims<T, 2, D>(vc, offs, nk, p, Lp, a, D); break;
-            default: accumulate_v_dims<T, 1, D>(vc, offs, nk, p, Lp, a, D);
-          }
-        }
-      }
-      for (int64_t j = 0; j < g; ++j) {
-        T* o = out + (b * H + kh * g + j) * D;
-        const float* aj = acc.data() + j * D;
-        for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(aj[d] * invp[j]);
-      }
+      const int64_t off = (b * H + kh * g) * D;
+      decode_task<T, D>(q + off, kc, vc, tables + b * max_blocks, seq_lens[b], g, kh, Hkv, bs, scale, out + off, sc);
     }
   });
 }

@@ -16,6 +16,7 @@
 
 #include "cpu_common.h"
 #include "decode_avx512.h"
+#include "varlen_avx512.h"
 
 #include <algorithm>
 #include <array>
@@ -158,21 +159,24 @@ torch::Tensor paged_attention_decode(torch::Tensor q, torch::Tensor k_cache, tor
 // (K transposed to [D][KC] so that scores vectorise over keys with no horizontal sums, V as
 // [KC][D]) and serves all R rows. Softmax is online (running max and sum per row, fp32), so
 // no score matrix of the context's length exists. Rows whose position lies before a chunk are
-// skipped, so the causal triangle costs nothing.
+// skipped, so the causal triangle costs nothing. This is the portable version: on AVX-512
+// builds fp32 and bf16 with head sizes 32/64/128/256 run avx512::varlen_kernel from
+// varlen_avx512.h (16-row tiles, one row per vector lane; bf16 Q.K and P.V by vdpbf16ps).
 namespace {
 
 constexpr int64_t KC = 16;  // keys per chunk: one 512-bit vector of fp32 scores
 constexpr int64_t MR = 4;   // rows per scores micro-kernel (4 x KC accumulators in registers)
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 // Per-thread scratch (floats) for items of up to `rows` rows and head size D.
 inline int64_t workspace_floats(int64_t rows, int64_t D) {
   const int64_t r = round_up(std::max<int64_t>(rows, 1), MR);
-  return 2 * r * D + 2 * r + D * KC + KC * D + D;
+  const int64_t portable = 2 * r * D + 2 * r + D * KC + KC * D + D;
+#if defined(__AVX512F__)
+  return std::max(portable, avx512::varlen_scratch_floats(rows, D));
+#else
+  return portable;
+#endif
 }
-
-struct Item { int64_t seq, kvh, q0, nq; };
 
 // Default query tile: about 384 rows (queries x group) per item, 4..128 queries. Bigger tiles
 // read each K/V chunk for more rows (fewer re-reads and conversions per FLOP: 128 queries ran
@@ -313,19 +317,10 @@ void varlen_kernel(const T* q, const T* kc, const T* vc, const int64_t* tables,
                    T* out, int64_t H, int64_t Hkv, int64_t d_runtime, int64_t bs,
                    int64_t max_blocks, float scale, float* workspace, int64_t ws_stride,
                    int64_t n_slots) {
-  // Dynamic schedule: items come sorted by decreasing cost (varlen_plan), each thread takes the
-  // next one, so the longest items start first and the short ones fill in (LPT order); a thread
-  // the OS delays on a shared box does not hold a fixed share of the step.
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, n_slots, 1, [&](int64_t begin, int64_t end) {
-    // begin is unique per running chunk of the range: it names this thread's scratch slot.
-    float* ws = workspace + begin * ws_stride;
-    (void)end;
-    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) {
-      const int64_t* w = work + 4 * i;
-      varlen_item<T, DC>(Item{w[0], w[1], w[2], w[3]}, q, kc, vc, tables, seq_lens, qsl, out, H,
-                         Hkv, d_runtime, bs, max_blocks, scale, ws);
-    }
+  struct NoState {};
+  for_each_item<NoState>(work, n_items, n_slots, [&](int64_t slot, const Item& it, NoState&) {
+    varlen_item<T, DC>(it, q, kc, vc, tables, seq_lens, qsl, out, H, Hkv, d_runtime, bs, max_blocks, scale,
+                       workspace + slot * ws_stride);
   });
 }
 
@@ -456,7 +451,19 @@ torch::Tensor paged_attention_varlen(torch::Tensor q, torch::Tensor k_cache, tor
   auto out = torch::empty_like(q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention_varlen", [&] {
     auto run = [&](auto head_size) {
-      varlen_kernel<scalar_t, decltype(head_size)::value>(
+      constexpr int64_t DC = decltype(head_size)::value;
+#if defined(__AVX512F__)
+      if constexpr (DC != 0 && DC % 32 == 0 &&
+                    (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>)) {
+        avx512::varlen_kernel<scalar_t, DC>(
+            q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
+            block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(),
+            query_start_loc.data_ptr<int64_t>(), wp, n_items, out.data_ptr<scalar_t>(), H, Hkv, bs,
+            block_tables.size(1), static_cast<float>(scale), ws.data_ptr<float>(), ws.size(1), slots);
+        return;
+      }
+#endif
+      varlen_kernel<scalar_t, DC>(
           q.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
           block_tables.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(),
           query_start_loc.data_ptr<int64_t>(), wp, n_items, out.data_ptr<scalar_t>(), H, Hkv, D, bs,
