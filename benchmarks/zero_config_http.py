@@ -127,8 +127,7 @@ def run_one(a: argparse.Namespace, config: str, programs, arrivals, seed: int, l
                                                     "merges", "splits", "turns_without_program_id")}
     finally:
         stop(proc, log)
-    if not log_path.stat().st_size:
-        log_path.unlink()                  # nothing to say: no log kept
+    log_path.unlink()                      # the run succeeded: its log is kept only on failure
     return row
 
 
