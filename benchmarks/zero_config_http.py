@@ -11,8 +11,9 @@ llama-80m on the CPU, 32 MiB of KV, as matrix-cpu's engine runs) in these config
 
 - ``vllm``: ``--scheduling-policy vllm``, the client sends everything (ids are ignored by it);
 - ``ids``: continuum+, the client sends program id, turn, last-step flag and tool name;
-- ``noids``: continuum+, the client sends only the tool name (it stands for the tool call a
-  server parses from a real model's output; a random model's output holds none): no id, turn,
+- ``noids``: continuum+, the client sends only the tool name of a turn that calls a tool (it
+  stands for the tool call a server parses from a real model's output; a random model's output
+  holds none; a chat turn's ``human`` think time is no tool call and is not sent): no id, turn,
   last-step flag or header, so the server's recogniser must attach the turns;
 - ``bare``: continuum+, the client sends no agent field at all (an unmodified client on a
   model that never calls tools: programs recognised, but no turn ends in a known tool call).

@@ -9,7 +9,8 @@ duration; repeat. TTFT = first streamed chunk; finish = end of stream (client-si
 What the client tells about programs is ``ids`` (``IDS``): "all" as above; "tool": no program
 id, turn, last-step flag or header, only ``continuum.tool_name`` (``replayer.without_ids``: it
 stands for the tool call a server parses from a real model's output), so the server must
-recognise the programs; "none": no agent field at all, an unmodified client. Each turn's
+recognise the programs (no tool name after a chat turn: a person's think time is no tool
+call); "none": no agent field at all, an unmodified client. Each turn's
 record keeps the program the server ran it in (``usage.continuum.program_id``).
 The next prompt extends the context with the returned output token ids when the server sends
 them (``choices[].token_ids``, asked for with vLLM's ``return_token_ids``: continuum and vLLM

@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 
 from continuum.bench.replay import ProgramRecord, ProgramState, TurnRecord
 from continuum.bench.trace import ProgramTrace
+from continuum.bench.workloads import HUMAN
 from continuum.kv_ttl.recognizer import (Attachment, ProgramRecognizer, TokenContinuation,
                                          tokens_answer_key)
 from continuum.request import AgentInfo
@@ -117,9 +118,10 @@ def turn_send(st: ProgramState, submit: float) -> TurnSend:
 
 def without_ids(agent: AgentInfo) -> AgentInfo:
     """What a client that sends no program id tells the target: no id, turn number or
-    last-step flag. The tool name stays: it stands for the tool call a server parses from a
-    real model's output (a random-weight model's output never holds one)."""
-    return AgentInfo(None, None, False, agent.tool_name)
+    last-step flag. A tool name stays: it stands for the tool call a server parses from a
+    real model's output (a random-weight model's output never holds one); a person's think
+    time (the chat workloads' ``human``) is no tool call, so nothing says that a turn follows."""
+    return AgentInfo(None, None, False, None if agent.tool_name == HUMAN else agent.tool_name)
 
 
 def hide_program_id(turn: TurnSend, recognizer: ProgramRecognizer) -> tuple[TurnSend, Attachment]:

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import zero_config_http  # noqa: E402
 
 
-def _send():
-    st = ProgramState(ProgramTrace("p", [Turn(20, 4, "ls", 0.1), Turn(9, 3, None, 0.0, True)]),
+def _send(tool: str = "ls"):
+    st = ProgramState(ProgramTrace("p", [Turn(20, 4, tool, 0.1), Turn(9, 3, None, 0.0, True)]),
                       0, 0.0, 0, (0, 256))
     return turn_send(st, 0.0)
 
@@ -26,6 +26,9 @@ def test_the_client_without_ids_sends_only_the_tool_name_or_nothing():
     assert headers == {"X-Program-Id": "p"}
     assert agent_fields(_send(), "tool") == ({"tool_name": "ls"}, {})
     assert agent_fields(_send(), "none") == ({}, {})
+    # a person's think time is no tool call: a server could not parse it from the output
+    assert agent_fields(_send("human"), "tool") == ({}, {})
+    assert agent_fields(_send("human"), "all")[0]["tool_name"] == "human"
     with pytest.raises(ValueError, match="ids must be one of"):
         agent_fields(_send(), "some")
 
