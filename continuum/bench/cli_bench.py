@@ -38,6 +38,10 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.add_argument("--offload-gb", type=float, default=0.0,
                    help="sim: host-memory KV tier in GB (CPU offload); 0 = off")
     b.add_argument("--served-model", default=None, help="http: model name (default: the server's first)")
+    b.add_argument("--client-ids", choices=["all", "tool", "none"], default="all",
+                   help="http: what the client tells the server about programs: all (program id, turn, "
+                        "last-step flag, tool name, X-Program-Id), tool (only the tool name: the server "
+                        "must recognise the programs), none (nothing: an unmodified client)")
     b.add_argument("--out", default=None,
                    help="output dir for results.json, report.md, PNGs (default: a fresh run folder, "
                         "benchmarks/runs/<UTC time>/ in a checkout, git-ignored, else ./continuum-runs/<UTC time>/; "
@@ -133,6 +137,9 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     if a.policies is not None and a.target.startswith(("http://", "https://")):
         print(f"continuum: warning: --policies is ignored with --target {a.target}: the server runs its "
               "own scheduling policy (rows say 'server')", file=sys.stderr)
+    if a.client_ids != "all" and not a.target.startswith(("http://", "https://")):
+        raise ValueError("--client-ids is for an http target (the simulator's counterpart is "
+                         "benchmarks/zero_config_sim.py)")
     profile = a.profile or ("h200-llama3.1-8b" if a.target == "sim" else None)
     if profile and a.tp > 1:
         from continuum.sim.profile import load_profile, tensor_parallel
@@ -157,7 +164,8 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
     results_runs = []
     command = "continuum " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     cfg = BenchConfig(target=a.target, policies=policies, seed=a.seed, profile=profile, sim=sim,
-                      engine=engine, model=a.served_model, progress=not a.no_progress)
+                      engine=engine, model=a.served_model, progress=not a.no_progress,
+                      client_ids=a.client_ids)
     results = {"command": command, "config": {k: v for k, v in cfg.__dict__.items() if k != "loads"},
                "git": _git_state(), "runs": results_runs}
     for spec in specs:

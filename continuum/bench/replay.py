@@ -84,7 +84,8 @@ class TurnRecord:
     cached_tokens: int = 0
     output_tokens: int = 0
     preemptions: int = 0
-    program_id_used: str | None = None   # the program the target ran it in, when ids were hidden
+    program_id_used: str | None = None   # the program the target ran it in: the server's (http), or
+                                         # the recogniser's when the simulator hid the ids
 
     @property
     def ttft(self) -> float | None:

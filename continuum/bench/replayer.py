@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 
 from continuum.bench.replay import ProgramRecord, ProgramState, TurnRecord
 from continuum.bench.trace import ProgramTrace
+from continuum.bench.workloads import HUMAN
 from continuum.kv_ttl.recognizer import (Attachment, ProgramRecognizer, TokenContinuation,
                                          tokens_answer_key)
 from continuum.request import AgentInfo
@@ -115,12 +116,20 @@ def turn_send(st: ProgramState, submit: float) -> TurnSend:
                     AgentInfo(st.trace.program_id, k, last, turn.tool), submit)
 
 
+def without_ids(agent: AgentInfo) -> AgentInfo:
+    """What a client that sends no program id tells the target: no id, turn number or
+    last-step flag. A tool name stays: it stands for the tool call a server parses from a
+    real model's output (a random-weight model's output never holds one); a person's think
+    time (the chat workloads' ``human``) is no tool call, so nothing says that a turn follows."""
+    return AgentInfo(None, None, False, None if agent.tool_name == HUMAN else agent.tool_name)
+
+
 def hide_program_id(turn: TurnSend, recognizer: ProgramRecognizer) -> tuple[TurnSend, Attachment]:
-    """``turn`` as a client that sends no program id: no id, turn number or last-step flag (the
-    tool name stays: it stands for the tool call the server parses from a real output); the
-    program is the one ``recognizer`` recognises from the token prefix."""
+    """``turn`` as a client that sends no program id (``without_ids``); the program is the one
+    ``recognizer`` recognises from the token prefix."""
     att = recognizer.recognize(turn.prompt, TokenContinuation(turn.prompt), turn.submit)
-    agent = AgentInfo(att.program_id, None, False, turn.agent.tool_name)
+    agent = without_ids(turn.agent)
+    agent.program_id = att.program_id
     return TurnSend(turn.request_id, turn.prompt, turn.params, agent, turn.submit), att
 
 

@@ -50,6 +50,7 @@ class BenchConfig:
     sim: dict[str, Any] = field(default_factory=dict)        # SimConfig overrides
     engine: dict[str, Any] = field(default_factory=dict)     # EngineArgs kwargs
     model: str | None = None                                 # http: model name (default: first listed)
+    client_ids: str = "all"                                  # http: http_driver.IDS
     progress: bool = True
 
 
@@ -64,7 +65,8 @@ def _one(cfg: BenchConfig, programs, arrivals, policy: str, cost, bar) -> dict[s
         return run_engine(programs, arrivals, cfg.engine, policy, cfg.seed, cost, bar)
     if cfg.target.startswith(("http://", "https://")):
         from continuum.bench.http_driver import run_http
-        return run_http(programs, arrivals, cfg.target, cfg.model, cfg.seed, progress=bar)
+        return run_http(programs, arrivals, cfg.target, cfg.model, cfg.seed, progress=bar,
+                        ids=cfg.client_ids)
     raise ValueError(f"unknown target {cfg.target!r}: use sim, engine or http://host:port")
 
 

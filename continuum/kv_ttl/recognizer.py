@@ -65,6 +65,8 @@ class TurnSignature:
     finished_at: float
     called_tool: bool
     claimed: bool = False        # a later request has continued it
+    answer_ids_key: bytes | None = None   # the answer's token ids (``tokens_answer_key``), when
+                                          # a continuation may send them back verbatim
 
 
 class Continuation(Protocol):
@@ -207,9 +209,12 @@ class ProgramRecognizer:
     # -- completions --------------------------------------------------------------------------
     def record(self, att: Attachment, prompt: Sequence[int], answer_at: tuple[int, ...],
                answer_key: bytes, called_tool: bool, now: float,
-               cache_salt: str | None = None) -> TurnSignature:
+               cache_salt: str | None = None,
+               answer_ids_key: bytes | None = None) -> TurnSignature:
         """The request of ``att`` completed: remember its turn so its continuation can be
-        recognised. Its parent, if any, stays claimed (and is no longer needed: dropped)."""
+        recognised (``answer_ids_key``: its answer's token ids, for continuations that may
+        carry them verbatim). Its parent, if any, stays claimed (and is no longer needed:
+        dropped)."""
         if att.parent is not None:
             self._drop(att.parent)
         bs = self.block_size
@@ -219,7 +224,7 @@ class ProgramRecognizer:
             anchor = hash_block(anchor, prompt[i:i + bs])
         sig = TurnSignature(next(self._turn_no), att.program_id, len(prompt),
                             _tail_key(anchor, prompt[nfull * bs:]), anchor, answer_at,
-                            answer_key, now, called_tool)
+                            answer_key, now, called_tool, answer_ids_key=answer_ids_key)
         while len(self._turns) >= self.max_turns:
             self._drop(next(iter(self._turns.values())))
             self.stats.evicted += 1

@@ -121,3 +121,25 @@ def test_the_flag_turns_recognition_off():
         assert "continuum_turns_attached_total" not in text
     finally:
         s.stop()
+
+
+def test_completions_continue_by_the_returned_token_ids(server):
+    """A client that sends token prompts and appends the returned ``token_ids`` (the bench's HTTP
+    replay) is attached by those ids: their text alone would not do, since the random model's
+    answers hold special tokens (left out of the text) and UTF-8 characters split across the
+    prompt, the answer and the next input. Greedy seeded answers: before the fix, several of
+    these 16 conversations started a second program."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        prompt = rng.integers(0, 256, 40).tolist()
+        body = {"model": MODEL, "max_tokens": 13, "min_tokens": 13, "ignore_eos": True,
+                "temperature": 0.0, "return_token_ids": True}
+        r1 = httpx.post(server.url + "/v1/completions", json={**body, "prompt": prompt},
+                        timeout=HANG_GUARD_S).json()
+        nxt = prompt + r1["choices"][0]["token_ids"] + rng.integers(0, 256, 20).tolist()
+        r2 = httpx.post(server.url + "/v1/completions", json={**body, "prompt": nxt},
+                        timeout=HANG_GUARD_S).json()
+        first, second = r1["usage"]["continuum"], r2["usage"]["continuum"]
+        assert second["program_attached"] and second["program_id"] == first["program_id"], i

@@ -11,8 +11,13 @@ new request carries an earlier turn's answer after that turn's prompt:
   makes the check immune to the chat template's re-rendering of the assistant turn (the
   Hermes text of tool calls, an end-of-turn token, whitespace) and to text -> tokens -> text
   round trips of the model's output.
-- completions (one prompt per request): the output text; the new prompt's tokens after the
-  earlier prompt must decode to text that starts with it.
+- completions (one prompt per request): the output, as text and as token ids; the new
+  prompt's tokens after the earlier prompt must be those very token ids (a client that sends
+  token prompts and appends the returned ``token_ids``), or decode to text that starts with the
+  output text (a client that appends the text). Both are needed: the text of token ids depends
+  on their neighbours (a UTF-8 character split between the prompt, the answer and the next
+  input; special tokens left out of the text), so a verbatim token echo may not decode to the
+  text the server returned.
 
 Both servers (one engine, and the Ray front of several replicas) run this in front of the
 engine, so the router places an id-less request by the program recognised here.
@@ -25,7 +30,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from continuum.kv_ttl.recognizer import Attachment, ProgramRecognizer, TurnSignature
+from continuum.kv_ttl.recognizer import (Attachment, ProgramRecognizer, TurnSignature,
+                                         tokens_answer_key)
 from continuum.request import AgentInfo
 
 
@@ -91,6 +97,9 @@ class TextContinuation:
     def answer_key(self, sig: TurnSignature) -> bytes | None:
         n_tokens, n_chars = sig.answer_at
         start = sig.prompt_len
+        if (sig.answer_ids_key is not None
+                and tokens_answer_key(self.prompt[start:start + n_tokens]) == sig.answer_ids_key):
+            return sig.answer_key            # the answer's own token ids came back verbatim
         text = self.decode(list(self.prompt[start:start + self.SLACK * n_tokens + 16]))
         return text_answer_key(text[:n_chars]) if len(text) >= n_chars else None
 
@@ -120,13 +129,15 @@ class ProgramTurn:
         return {} if a is None else {"X-Program-Id": a.program_id,
                                      "X-Program-Inferred": "true" if a.inferred else "false"}
 
-    def complete(self, answer_at: tuple[int, ...], answer_key: bytes, called_tool: bool) -> None:
+    def complete(self, answer_at: tuple[int, ...], answer_key: bytes, called_tool: bool,
+                 answer_ids_key: bytes | None = None) -> None:
         if self.done:
             return
         self.done = True
         if self.inference is not None and self.attachment is not None and self.attachment.inferred:
             self.inference.recognizer.record(self.attachment, self.prompt, answer_at, answer_key,
-                                             called_tool, self.inference.clock(), self.cache_salt)
+                                             called_tool, self.inference.clock(), self.cache_salt,
+                                             answer_ids_key)
 
     def close(self) -> None:
         if not self.done:

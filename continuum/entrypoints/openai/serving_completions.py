@@ -16,6 +16,7 @@ from continuum.entrypoints.openai.serving import (OpenAIServing, completion_logp
                                                   usage)
 from continuum.engine.async_engine import RequestStream
 from continuum.errors import check_text
+from continuum.kv_ttl.recognizer import tokens_answer_key
 from continuum.outputs import RequestOutput
 
 MAX_BATCH = 64
@@ -70,10 +71,11 @@ class OpenAIServingCompletion(OpenAIServing):
 
     @staticmethod
     def _answered(turn: ProgramTurn, out: RequestOutput) -> None:
-        """Choice 0 completed: recognition remembers its text, which a client appends."""
+        """Choice 0 completed: recognition remembers its text and its token ids, which a
+        client appends."""
         c = out.outputs[0]
         turn.complete((len(c.token_ids), len(c.text)), text_answer_key(c.text),
-                      out.tool_name is not None)
+                      out.tool_name is not None, tokens_answer_key(c.token_ids))
 
     def _choice_logprobs(self, req: CompletionRequest, out: RequestOutput, start: int, off: int):
         if req.logprobs is None:
