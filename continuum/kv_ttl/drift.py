@@ -3,9 +3,10 @@
 A tool's latency can shift (a CI runner slows 4x, a service gets faster). The TTL of METHOD 2.2
 is an argmax over the tool's empirical CDF, so a history that mixes the old and the new regime
 pins for the wrong time until thousands of new samples have washed the old ones out. This
-module decides, after every new duration, whether the last ``WINDOW`` durations of a tool
-come from the same distribution as the ones before them (its *reference*), and if not where
-the change happened, so that the predictor can drop everything before it.
+module decides, after every new duration, whether the last ``W`` durations of a tool (for
+each ``W`` of ``WINDOWS``) come from the same distribution as the ones before them (its
+*reference*), and if not where the change happened, so that the predictor can drop everything
+before it.
 
 The test: two-sample Kolmogorov-Smirnov, with a finite-sample, distribution-free threshold.
 ``D = sup_x |F_ref(x) - F_win(x)|`` (empirical CDFs of the reference and of the window).
@@ -18,32 +19,37 @@ alarms the way a mean- or variance-based test (a CUSUM on log-durations) would.
 Threshold, without asymptotics: if both samples are iid from one distribution ``F`` (any
 ``F``: heavy-tailed, a mixture, with atoms), the triangle inequality gives
 ``D <= sup|F_ref - F| + sup|F_win - F|``, and the Dvoretzky-Kiefer-Wolfowitz inequality (with
-Massart's constant) bounds each term: ``P(sup|F_n - F| > e) <= 2 exp(-2 n e^2)``. Giving each
-term half of ``ALPHA``:
+Massart's constant) bounds each term: ``P(sup|F_n - F| > e) <= 2 exp(-2 n e^2)``. With
+``k = len(WINDOWS)`` tests per observation, giving each term of each test ``ALPHA / (2k)``:
 
-    D > sqrt(ln(4 / ALPHA) / (2 n_ref)) + sqrt(ln(4 / ALPHA) / (2 n_win))   => a shift
+    D > sqrt(ln(4k / ALPHA) / (2 n_ref)) + sqrt(ln(4k / ALPHA) / (2 n_win))   => a shift
 
-has probability at most ``ALPHA`` per test on a stationary sequence, whatever ``F`` is. One test
-runs per observation; by the union bound (valid however correlated the overlapping windows
-are) a stationary tool raises at most ``ALPHA`` false alarms per observation on average:
+has probability at most ``ALPHA / k`` per test on a stationary sequence, whatever ``F`` is. By
+the union bound (valid however correlated the windows and the overlapping observations are) a
+stationary tool raises at most ``ALPHA`` false alarms per observation on average:
 ``ALPHA = 1e-6`` is <= 0.01 per 10,000 turns, a hundred times under the issue's 1 per 10,000.
 
-Change point: once the test fires, the estimate is the suffix length ``L`` in ``1..WINDOW``
-maximising the scaled statistic ``sqrt(n L / (n + L)) * D(before, suffix)``, where ``before``
-is everything observed before the suffix (the classic KS change-point estimator). For a clean
+Change point: once a test fires, the estimate is the suffix length ``L`` in ``1..W`` (``W``
+the window that fired) maximising the scaled statistic ``sqrt(n L / (n + L)) * D(before,
+suffix)``, where ``before`` is everything observed before the suffix (the classic KS
+change-point estimator). For a clean
 shift the new regime's samples are the suffix exactly: a split inside the new regime loses
 weight ``sqrt(L)``, a split inside the old one dilutes ``D`` by the old samples it takes in.
 
-The two constants (no knob):
-- ``ALPHA = 1e-6``: the false-alarm budget above.
-- ``WINDOW = 32``: a shift moving the CDF by ``D`` somewhere is seen once about
-  ``WINDOW * threshold / D`` of the window is new, and cannot be seen at all unless the window's
-  term ``sqrt(ln(4e6) / (2 WINDOW))`` is below ``D``. A 4x scale shift of a lognormal tool
-  with sigma <= 0.6 moves the CDF by >= 0.75; 32 is the smallest power of two whose window
-  term (0.49) leaves room under that, and such a shift is found after about 20-26 new
-  durations. Wider tools (sigma 0.8 plus a slow tail: D ~0.6) sit at the threshold.
-  A longer window is more sensitive to small shifts but slower on large ones (the latency grows
-  like ``sqrt(WINDOW)``); small drifts are left to the bounded FIFO history.
+The constants (no knob):
+- ``ALPHA = 1e-6``: the false-alarm budget above, split evenly between the windows.
+- ``WINDOWS = (32, 128)``: the last 32 and the last 128 durations are each tested against the
+  durations before them (each at ``ALPHA / 2``, so the union bound still gives ``ALPHA`` per
+  observation). A shift moving the CDF by ``D`` somewhere is seen once about
+  ``W * threshold / D`` of a window of ``W`` is new, and cannot be seen at all unless the
+  window's term ``sqrt(ln(8e6) / (2 W))`` is below ``D``: 0.50 for 32, 0.25 for 128. A 4x
+  scale shift of a lognormal tool with sigma <= 0.6 moves the CDF by >= 0.75 and the short
+  window finds it after about 20-26 new durations (the long one would need ~50); a wider tool
+  (sigma 0.8 plus a slow tail, SWE-like ``python``: D ~0.6) sits at the short window's
+  threshold, and the long window finds it after ~60-90 new durations. The latency of a window
+  grows like ``sqrt(W)``, its reach (the smallest ``D`` it can see) falls like ``1/sqrt(W)``:
+  two windows give the short one's speed on large shifts and the long one's reach on wide
+  tools. Smaller drifts are left to the bounded FIFO history.
 
 Invariants: pure functions of the given sorted lists (no clock, no randomness); the
 statistic is exact (the supremum of a difference of step functions is attained just at or just
@@ -55,13 +61,14 @@ import bisect
 import math
 
 ALPHA = 1e-6
-WINDOW = 32
-_LOG_TERM = math.log(4.0 / ALPHA) / 2.0
+WINDOWS = (32, 128)                 # ascending: the short window answers first
+_LOG_TERM = math.log(4.0 * len(WINDOWS) / ALPHA) / 2.0     # each window tested at ALPHA / len
 
 
 def threshold(n_ref: int, n_win: int) -> float:
     """The KS distance above which reference (``n_ref``) and window (``n_win``) differ at
-    false-alarm probability <= ``ALPHA`` (module docstring); inf if either is empty."""
+    false-alarm probability <= ``ALPHA / len(WINDOWS)`` (module docstring); inf if either is
+    empty."""
     if n_ref <= 0 or n_win <= 0:
         return math.inf
     return math.sqrt(_LOG_TERM / n_ref) + math.sqrt(_LOG_TERM / n_win)
@@ -107,6 +114,26 @@ def shifted(history_sorted: list[float], window: list[float]) -> bool:
     if n_ref <= 0:
         return False
     return ks_distance(history_sorted, w, w) > threshold(n_ref, len(w))
+
+
+def shifted_window(history_sorted: list[float], newest_first) -> list[float] | None:
+    """The first of ``WINDOWS`` (shortest first) whose last durations differ from the ones
+    before them, as that window (oldest first), or None. ``newest_first`` iterates the history
+    from its newest duration; a window is tested only when at least as many durations precede
+    it (a reference no shorter than the window)."""
+    it = iter(newest_first)
+    recent: list[float] = []
+    for w in WINDOWS:
+        if len(history_sorted) < 2 * w:
+            break
+        for d in it:
+            recent.append(d)
+            if len(recent) == w:
+                break
+        window = recent[::-1]
+        if shifted(history_sorted, window):
+            return window
+    return None
 
 
 def change_point(history_sorted: list[float], window: list[float]) -> int:

@@ -14,7 +14,7 @@ Cold start has three levels, decided by ``level(tool)``:
 - ``POOLED``: K seen in total but fewer than K for this tool: the pooled CDF.
 - ``TOOL``:   the tool's own CDF.
 
-Drift (``kv_ttl/drift.py``): after each duration the tool's last ``WINDOW`` durations are
+Drift (``kv_ttl/drift.py``): after each duration the tool's last 32 and last 128 durations are
 tested against the rest of its history (two-sample KS at a distribution-free threshold). On a
 detected shift the history is *reset* to the durations after the estimated change point, and
 the tool's older durations leave the pooled history too, so the next TTL is the one the new
@@ -24,7 +24,6 @@ regime alone gives (``observe`` returns True; ``num_drift_detections`` and the t
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections import OrderedDict, deque
 
 from continuum.kv_ttl import drift
@@ -71,10 +70,6 @@ class _History:
         self.tags = deque(t for _, t in pairs)
         self._sorted = sorted(self.values)
 
-    def window(self, n: int) -> list[float]:
-        """The last ``n`` durations, oldest first."""
-        return list(itertools.islice(reversed(self.values), n))[::-1]
-
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
@@ -114,10 +109,8 @@ class DurationPredictor:
         return self._check_drift(tool, h)
 
     def _check_drift(self, tool: str, h: _History) -> bool:
-        if len(h.values) < 2 * drift.WINDOW:      # a reference at least as long as the window
-            return False
-        window = h.window(drift.WINDOW)
-        if not drift.shifted(h.sorted(), window):
+        window = drift.shifted_window(h.sorted(), reversed(h.values))
+        if window is None:
             return False
         keep_last = drift.change_point(h.sorted(), window)
         n = len(h.values)
