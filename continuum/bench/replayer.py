@@ -129,7 +129,7 @@ def hide_program_id(turn: TurnSend, recognizer: ProgramRecognizer) -> tuple[Turn
     ``recognizer`` recognises from the token prefix."""
     att = recognizer.recognize(turn.prompt, TokenContinuation(turn.prompt), turn.submit)
     agent = without_ids(turn.agent)
-    agent.program_id = att.program_id
+    agent.program_id, agent.inferred = att.program_id, att.inferred      # as the server sets them
     return TurnSend(turn.request_id, turn.prompt, turn.params, agent, turn.submit), att
 
 

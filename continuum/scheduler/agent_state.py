@@ -203,7 +203,11 @@ class AgentState:
         elif status.completed:
             self.ctx.eta.add_program(rec.turns_finished)
             rec.last_finish_time = rec.last_tool = None
-            rec.admitted = False            # a later request under this id starts anew
+            # A later request under this id starts anew, unless the id was inferred: then the
+            # end is only a guess (no tool call was parsed), and a later turn under it is one
+            # the recogniser attached because it continues this conversation (a person who
+            # answered), which an explicit id would have kept in the admitted program.
+            rec.admitted = req.agent.inferred
             if req.program_id in self.pins:
                 self._release(req.program_id)
                 self.stats.pins_dropped_program_end += 1

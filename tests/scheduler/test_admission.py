@@ -109,6 +109,30 @@ def test_door_is_fifo_and_never_holds_turns_of_active_programs():
     assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
 
 
+@pytest.mark.parametrize("inferred", [True, False])
+def test_an_answered_turn_of_an_inferred_program_keeps_it_admitted(inferred):
+    """A program recognised from the traffic (no id sent) whose turn ends without a tool call
+    may still go on: the recogniser attaches a person's answer to it. That answer is a turn of
+    an admitted program, as with an explicit id, so the door does not hold it; an explicit id
+    whose turn ends without a tool call ended its program, and a later request under it is a
+    newcomer."""
+    s = door_sched()
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4, tool=None))
+    s.requests["a1"].agent.inferred = inferred
+    s.add_request(areq("x1", list(range(600, 640)), 0.0, "x", max_tokens=4))   # in a tool call next
+    for t in (0.0, 1.0, 2.0, 3.0):
+        step(s, t)
+    assert not s.running and s.agents.programs.get("a").admitted is inferred
+    s.add_request(areq("b1", list(range(1000, 1340)), 4.0, "b", max_tokens=4))
+    step(s, 4.0)
+    assert waiting_ids(s) == ["b1"]          # x reserves its context + growth: b does not fit
+    s.add_request(areq("a2", list(range(44)) + list(range(500, 508)), 5.0, "a", max_tokens=4, tool=None))
+    s.requests["a2"].agent.inferred = inferred
+    out, _ = step(s, 5.0)
+    assert [x.request.request_id for x in out.scheduled] == (["a2"] if inferred else [])
+    assert waiting_ids(s) == (["b1"] if inferred else ["a2", "b1"])
+
+
 def test_no_wedge_when_one_program_exceeds_what_admission_allows():
     # 20 blocks of 4 tokens; cold statistics: growth 256 tokens a turn, far over the target
     s = under_pressure(make_sched(ContinuumPlusPolicy(), num_blocks=20, block_size=4, budget=64,

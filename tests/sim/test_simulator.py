@@ -69,3 +69,19 @@ def test_hidden_program_ids_are_recognised_from_token_prefixes(cost):
     assert all(t.program_id_used is None for p in given.programs for t in p.turns)
     # the scheduler saw the same programs: the same schedule
     assert [p.jct for p in hidden.programs] == pytest.approx([p.jct for p in given.programs], rel=1e-9)
+
+
+def test_hidden_program_ids_reach_the_scheduler_as_inferred():
+    """The replayer's id-less turn carries what the server would set: the recognised program,
+    marked inferred (the scheduler keeps an inferred program admitted after an answered turn)."""
+    from continuum.bench.replayer import TurnSend, hide_program_id
+    from continuum.kv_ttl.recognizer import ProgramRecognizer
+    from continuum.request import AgentInfo
+    from continuum.sampling_params import SamplingParams
+
+    turn = TurnSend("p#0", list(range(40)), SamplingParams(max_tokens=4),
+                    AgentInfo("p", 0, False, "human"), 0.0)
+    sent, att = hide_program_id(turn, ProgramRecognizer(block_size=16))
+    assert att.inferred and sent.agent.inferred
+    assert sent.agent.program_id == att.program_id != "p"
+    assert (sent.agent.turn, sent.agent.is_last_step, sent.agent.tool_name) == (None, False, None)
