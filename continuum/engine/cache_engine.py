@@ -92,13 +92,15 @@ class CacheEngine:
                 self.host_v.append(torch.zeros(hshape, dtype=dtype, pin_memory=pin))
         logger.info("KV cache: %d blocks x %d tokens, %.2f GiB; host tier %d blocks", num_blocks,
                     block_size, self.nbytes / 2**30, num_host_blocks)
-        self.prefault = None              # the page-populating thread, once started
+        # Fault the CPU pages in from now on, first at normal priority (the engine is still
+        # loading the model on one thread), at the lowest once ready() says it serves.
+        self.prefault = prefault_in_background(self.k_caches + self.v_caches)
 
-    def start_prefault(self) -> None:
-        """Fault in the CPU KV pages in the background (``engine/prefault.py``); called once
-        start-up is done, so it never competes with loading and packing the model."""
-        if self.prefault is None:
-            self.prefault = prefault_in_background(self.k_caches + self.v_caches)
+    def ready(self) -> None:
+        """The engine starts serving: the page-populating thread (``engine/prefault.py``)
+        takes only idle time from now on."""
+        if self.prefault is not None:
+            self.prefault.started.set()
 
     def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
         """Run one step's copies: swap-outs (device -> host) first, then swap-ins (host ->

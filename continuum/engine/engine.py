@@ -17,6 +17,7 @@ import torch
 from continuum.config import EngineArgs
 from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
+from continuum.engine.heap import keep_freed_memory
 from continuum.engine.model_runner import ModelRunner
 from continuum.layers.attention_backend import select_backend
 from continuum.errors import (ConfigError, InvalidRequestError, PromptTooLongError,
@@ -96,6 +97,8 @@ class LLMEngine:
         mc, cc, sc = args.model_config(), args.cache_config(), args.scheduler_config()
         self.device = resolve_device(args.device)
         self.dtype = resolve_dtype(mc.dtype, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()         # steps reuse their buffers' pages (engine/heap.py)
         phases = Phases(logger, "engine start-up")     # one INFO line per phase, with its time
         # Tensor parallelism: ranks 1..N-1 start (and load their shards) beside this one, rank 0.
         self.tp_workers = None
@@ -103,23 +106,35 @@ class LLMEngine:
             from continuum.engine.tp_executor import TPWorkers
             with phases.phase(f"start {mc.tensor_parallel_size - 1} tensor-parallel rank(s)"):
                 self.tp_workers = TPWorkers.start(args, self.device, self.dtype, mc.tensor_parallel_size)
+        self.cache_engine: CacheEngine | None = None
+        per_block = num_host_blocks = num_blocks = 0
+
+        def allocate_kv(model) -> None:
+            nonlocal per_block, num_host_blocks, num_blocks
+            num_blocks = cc.num_blocks_override or num_blocks_for(
+                model, cc.block_size, self.dtype, self.device, cc.kv_cache_memory, cc.gpu_memory_utilization)
+            per_block = bytes_per_block(model, cc.block_size, self.dtype)
+            num_host_blocks = cc.host_kv_cache_memory // per_block
+            with phases.phase("allocate the KV cache"):
+                self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
+                                                num_host_blocks)
+
         try:
+            # On the CPU the cache is allocated as soon as the model's modules exist, so its
+            # pages fault in on the idle core while the weights load (engine/prefault.py); on
+            # CUDA its size depends on the memory the weights leave.
             self.loaded = load_model(mc.model, dtype=self.dtype, device=self.device, seed=mc.seed,
                                      random_config=mc.random_config,
-                                     group=self.tp_workers.group if self.tp_workers else None)
+                                     group=self.tp_workers.group if self.tp_workers else None,
+                                     on_built=allocate_kv if self.device.type == "cpu" else None)
         except BaseException:
             self.shutdown()                 # the other ranks failed the same way, or would wait
             raise
         self.tokenizer = self.loaded.tokenizer
         self.eos_token_ids = list(self.loaded.eos_token_ids)
         model = self.loaded.model
-        num_blocks = cc.num_blocks_override or num_blocks_for(
-            model, cc.block_size, self.dtype, self.device, cc.kv_cache_memory, cc.gpu_memory_utilization)
-        per_block = bytes_per_block(model, cc.block_size, self.dtype)
-        num_host_blocks = cc.host_kv_cache_memory // per_block
-        with phases.phase("allocate the KV cache"):
-            self.cache_engine = CacheEngine(model, num_blocks, cc.block_size, self.dtype, self.device,
-                                            num_host_blocks)
+        if self.cache_engine is None:
+            allocate_kv(model)
         with phases.phase("load the attention kernels"):
             attention = select_backend(self.device)
         self.num_packed_linears = 0
@@ -166,7 +181,7 @@ class LLMEngine:
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
         self.step_times: deque[float] = deque(maxlen=4096)   # recent execute() times, seconds
-        self.cache_engine.start_prefault()
+        self.cache_engine.ready()
         logger.info("engine ready in %.2f s: %s on %s (%s, attention: %s)", phases.total(),
                     self.loaded.name, self.device, str(self.dtype).removeprefix("torch."),
                     self.attention_backend)

@@ -26,6 +26,7 @@ import torch
 
 from continuum.config import EngineArgs
 from continuum.engine.cache_engine import CacheEngine
+from continuum.engine.heap import keep_freed_memory
 from continuum.engine.model_runner import ModelRunner
 from continuum.engine.tp_step import StepDecoder
 from continuum.layers.attention_backend import select_backend
@@ -76,6 +77,8 @@ def _serve(conn: Connection, rank: int, size: int, port: int, args: EngineArgs,
            device: torch.device, dtype: torch.dtype, timeout_s: float) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        keep_freed_memory()                     # engine/heap.py, as the driver does
     group = TPGroup.connect(rank, size, port, device, timeout_s)
     mc = args.model_config()
     loaded = load_model(mc.model, dtype=dtype, device=device, seed=mc.seed,
@@ -93,7 +96,7 @@ def _serve(conn: Connection, rank: int, size: int, port: int, args: EngineArgs,
     runner = ModelRunner(model, init["block_size"], device, init["max_num_seqs"],
                          init["max_model_len"], attention)
     decoder = StepDecoder()
-    cache.start_prefault()
+    cache.ready()
     conn.send(("ready", None))
     with torch.inference_mode():
         while True:

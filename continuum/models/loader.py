@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -109,9 +109,12 @@ def num_params(config) -> int:
 
 def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu", seed: int = 0,
-               random_config: dict | None = None, group: TPGroup | None = None) -> LoadedModel:
+               random_config: dict | None = None, group: TPGroup | None = None,
+               on_built: Callable[[LlamaForCausalLM], None] | None = None) -> LoadedModel:
     """Load ``model`` (see the module docstring for accepted specs); with ``group``, this
-    tensor-parallel rank's shard of it.
+    tensor-parallel rank's shard of it. ``on_built(model)`` runs once the model's modules
+    exist, before its weights are read (the engine allocates the CPU KV cache there, so its
+    pages fault in on the idle core while the weights load on one thread).
 
     Raises ModelLoadError (missing path, bad files, missing default package) or its subclass
     UnsupportedArchitectureError. ``seed`` only affects random models: same seed and config,
@@ -121,11 +124,12 @@ def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
     spec = "default" if model is None and overrides is None else model
     if spec is None or spec == "random" or spec.startswith("random:"):
         preset = spec.split(":", 1)[1] if spec and ":" in spec else "tiny"
-        return _load_random(preset, overrides, dtype, device, seed, group)
+        return _load_random(preset, overrides, dtype, device, seed, group, on_built)
     if overrides is not None:
         raise ModelLoadError(f"random_config applies to random models only, not {spec!r}")
     if spec == "default":
-        return _load_gguf(default_model_path(), dtype, device, name="SmolLM2-135M-Instruct", group=group)
+        return _load_gguf(default_model_path(), dtype, device, name="SmolLM2-135M-Instruct", group=group,
+                          on_built=on_built)
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelLoadError(
@@ -134,13 +138,13 @@ def load_model(model: str | None = None, *, dtype: torch.dtype = torch.float32,
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelLoadError(f"{path} is a file but not a .gguf; give a model directory instead")
-        return _load_gguf(path, dtype, device, group=group)
+        return _load_gguf(path, dtype, device, group=group, on_built=on_built)
     if not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return _load_gguf(ggufs[0], dtype, device, group=group)
+            return _load_gguf(ggufs[0], dtype, device, group=group, on_built=on_built)
         raise ModelLoadError(f"{path} has no config.json (and not exactly one .gguf file)")
-    return _load_safetensors_dir(path, dtype, device, group)
+    return _load_safetensors_dir(path, dtype, device, group, on_built)
 
 
 def default_model_path() -> Path:
@@ -164,15 +168,19 @@ def _finish(model: LlamaForCausalLM, config, tokenizer, eos: list[int], name: st
                        eos_token_ids=eos, max_model_len=max_len, name=name)
 
 
-def _new_model(config, dtype: torch.dtype, device, group: TPGroup | None = None) -> LlamaForCausalLM:
+def _new_model(config, dtype: torch.dtype, device, group: TPGroup | None = None,
+               on_built: Callable[[LlamaForCausalLM], None] | None = None) -> LlamaForCausalLM:
     """An uninitialised model (this rank's shard with ``group``) with its parameters
-    allocated in ``dtype`` (no fp32 pass)."""
-    return LlamaForCausalLM(config, dtype=dtype, group=group).to(device=device, dtype=dtype)
+    allocated in ``dtype`` (no fp32 pass), handed to ``on_built`` before any weight is read."""
+    model = LlamaForCausalLM(config, dtype=dtype, group=group).to(device=device, dtype=dtype)
+    if on_built is not None:
+        on_built(model)
+    return model
 
 
-def _load_random(preset, overrides, dtype, device, seed, group=None) -> LoadedModel:
+def _load_random(preset, overrides, dtype, device, seed, group=None, on_built=None) -> LoadedModel:
     config = random_config(preset, overrides)
-    model = _new_model(config, dtype, device, group)
+    model = _new_model(config, dtype, device, group, on_built)
     model.init_random_weights(seed)
     tokenizer = make_byte_tokenizer()
     return _finish(model, config, tokenizer, [tokenizer.eos_token_id], f"random:{preset}")
@@ -197,7 +205,8 @@ def _iter_safetensors_shard(files: list[Path], model: LlamaForCausalLM) -> Itera
                 yield key, shard(key, st.get_slice(key), model.tp_layout)
 
 
-def _load_safetensors_dir(path: Path, dtype, device, group: TPGroup | None = None) -> LoadedModel:
+def _load_safetensors_dir(path: Path, dtype, device, group: TPGroup | None = None,
+                          on_built=None) -> LoadedModel:
     """Logs one INFO line per phase (weights, tokenizer) and the total, config included."""
     phases = Phases(logger, f"loading {path.name}")
     from transformers import AutoConfig, AutoTokenizer
@@ -212,7 +221,7 @@ def _load_safetensors_dir(path: Path, dtype, device, group: TPGroup | None = Non
         raise ModelLoadError(f"no *.safetensors files in {path} (other weight formats are not supported)")
     with (phases.phase(f"load {len(files)} safetensors file(s) into {str(dtype).removeprefix('torch.')}"),
           torch_threads(1)):
-        model = _new_model(config, dtype, device, group)
+        model = _new_model(config, dtype, device, group, on_built)
         model.load_weights(_iter_safetensors(files) if group is None
                            else _iter_safetensors_shard(files, model))
     with phases.phase("tokenizer"):
@@ -240,7 +249,7 @@ def _eos_ids(path: Path, config, tokenizer) -> list[int]:
 
 
 def _load_gguf(path: Path, dtype, device, name: str | None = None,
-               group: TPGroup | None = None) -> LoadedModel:
+               group: TPGroup | None = None, on_built=None) -> LoadedModel:
     """The file is parsed once (:func:`gguf_loader.open_gguf`); config, tokenizer and weights
     all come from that parse. Logs one INFO line per phase with its time."""
     phases = Phases(logger, f"loading {name or path.name}")
@@ -251,7 +260,7 @@ def _load_gguf(path: Path, dtype, device, name: str | None = None,
         tokenizer = gguf_loader.gguf_tokenizer(path, reader)
     with (phases.phase(f"dequantise {len(reader.tensors)} tensors into {str(dtype).removeprefix('torch.')}"),
           torch_threads(1)):
-        model = _new_model(config, dtype, device, group)
+        model = _new_model(config, dtype, device, group, on_built)
         freq_factors = []
 
         def weights():

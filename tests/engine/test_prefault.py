@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from continuum.engine.cache_engine import zeros
+from continuum.engine import prefault
 from continuum.engine.prefault import _populate, prefault_in_background
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux madvise")
@@ -49,9 +50,10 @@ def test_populate_keeps_the_contents_and_maps_the_pages():
 
 def test_background_thread_runs_once_for_cpu_tensors():
     t = zeros((8, 16, 2, 64), torch.float32, torch.device("cpu"))
-    th = prefault_in_background([t])
-    assert th is not None and th.daemon
-    th.join()
+    pf = prefault_in_background([t])
+    assert pf is not None and pf.thread.daemon
+    pf.started.set()                            # the engine is ready: lowest priority from now on
+    pf.thread.join()
     assert not t.any()
     assert prefault_in_background([]) is None
 
@@ -61,3 +63,21 @@ def test_a_freed_cache_stops_the_thread_and_is_not_populated():
     ref = weakref.ref(t)
     del t
     _populate([ref])                            # returns at once: nothing left to map
+
+
+def test_pages_are_populated_block_major(monkeypatch):
+    # The pool hands out never-used blocks in id order, so the same offset of every layer's
+    # K and V comes before the next offset: what is done when serving starts is used first.
+    calls = []
+    real = prefault._madvise_populate
+    monkeypatch.setattr(prefault, "_madvise_populate", lambda a, n: calls.append((a, n)) or real(a, n))
+    shape = (256, 16, 8, 64)                    # 4 MiB each in bf16: two 2 MiB chunks
+    ts = [zeros(shape, torch.bfloat16, torch.device("cpu")) for _ in range(3)]
+    _populate([weakref.ref(t) for t in ts])
+    page = mmap.PAGESIZE
+    starts = [-(-t.data_ptr() // page) * page for t in ts]
+    owner = [next(i for i, s in enumerate(starts) if s <= a < s + 4 * 2**20) for a, _ in calls]
+    offset = [a - starts[i] for (a, _), i in zip(calls, owner)]
+    assert owner[:3] == [0, 1, 2] and offset[:3] == [0, 0, 0]
+    assert owner[3:6] == [0, 1, 2] and offset[3:6] == [prefault.CHUNK] * 3
+    assert sum(n for _, n in calls) >= 3 * (4 * 2**20 - page)
