@@ -133,10 +133,15 @@ class LLMEngine:
         self.tokenizer = self.loaded.tokenizer
         self.eos_token_ids = list(self.loaded.eos_token_ids)
         model = self.loaded.model
-        if self.cache_engine is None:
-            allocate_kv(model)
         with phases.phase("load the attention kernels"):
             attention = select_backend(self.device)
+        # Before the KV cache is sized from the free memory (on CUDA; on the CPU it exists
+        # already): the backend's scratch (the CUDA decode kernel's split-K workspace) counts
+        # as used, and no kernel allocates after the cache took the rest.
+        attention.reserve(model, sc.max_num_seqs, min(mc.max_model_len or self.loaded.max_model_len,
+                                                      self.loaded.max_model_len))
+        if self.cache_engine is None:
+            allocate_kv(model)
         self.num_packed_linears = 0
         if self.device.type == "cpu":
             with phases.phase("pack the linear weights"), torch_threads(1):
