@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from continuum.config import EngineArgs
-from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
+from continuum.engine.cache_engine import CacheEngine, blocks_written, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.heap import keep_freed_memory
 from continuum.engine.model_runner import ModelRunner
@@ -284,10 +284,17 @@ class LLMEngine:
         any one request's (every request of a batch of several fails alone) propagates."""
         with self.schedule_timer.timed():
             sched = self.scheduler.schedule(self.clock())
-        if sched.swap_out or sched.swap_in:
-            if self.tp_workers is not None:
-                self.tp_workers.swap(sched.swap_out, sched.swap_in)
-            self.cache_engine.swap(sched.swap_out, sched.swap_in)
+        ce = self.cache_engine
+        if sched.swap_out or sched.swap_in or ce.pending_swap_out:
+            # CUDA: swaps run on a copy stream; the step's compute waits for a swap-out only
+            # if it writes one of its blocks (cache_engine.py). The CPU copies in place.
+            writes = blocks_written(sched, ce.block_size) if ce.device.type == "cuda" else None
+            if sched.swap_out or sched.swap_in:
+                if self.tp_workers is not None:
+                    self.tp_workers.swap(sched.swap_out, sched.swap_in)
+                ce.swap(sched.swap_out, sched.swap_in, writes)
+            else:
+                ce.before_compute(writes)
         if sched.is_empty:
             self.runner.release(sched.finished_ids)
             return []
