@@ -77,6 +77,10 @@ paged_varlen_kernel(const PagedVarlenParams p) {
   const int kv_end = min(ctx0 + q0 + nq, p.max_blocks << p.block_shift);
   const int64_t* bt = p.block_tables + (int64_t)item * p.bt_stride;
   const int tid = threadIdx.x, ty = tid / 8, tx = tid % 8;
+  // Row slots i < ni of this warp hold real rows (rows are a prefix 0..rows-1 and warp w owns
+  // rows 4w..4w+3 + 16i): a warp-uniform bound, so a decode item (G rows) or a short last tile
+  // computes only its real rows instead of all M (16x less work for a decode at G = 4).
+  const int ni = max(0, min(S::RPT, (rows - 4 * (tid / 32) + 15) / 16));
 
   // Q rows of the tile -> smem, pre-scaled; rows past `rows` are zero (and fully masked).
   const T* qbase = (const T*)p.q + (qs + q0) * p.q_stride_t + (int64_t)kvh * G * p.q_stride_h;
@@ -133,14 +137,14 @@ paged_varlen_kernel(const PagedVarlenParams p) {
 #pragma unroll
       for (int j = 0; j < S::KPT; ++j) s[i][j] = 0.f;
 #pragma unroll 2
-    for (int d = 0; d < D; d += 4) {
+    for (int d = 0; d < D && ni > 0; d += 4) {
       float4 qv[S::RPT], kv[S::KPT];
-#pragma unroll
-      for (int i = 0; i < S::RPT; ++i) qv[i] = *reinterpret_cast<const float4*>(sQ + (ty + 16 * i) * S::SD + d);
 #pragma unroll
       for (int j = 0; j < S::KPT; ++j) kv[j] = *reinterpret_cast<const float4*>(sK + (tx + 8 * j) * S::SD + d);
 #pragma unroll
-      for (int i = 0; i < S::RPT; ++i)
+      for (int i = 0; i < S::RPT; ++i) {
+        if (i >= ni) break;
+        qv[i] = *reinterpret_cast<const float4*>(sQ + (ty + 16 * i) * S::SD + d);
 #pragma unroll
         for (int j = 0; j < S::KPT; ++j) {
           s[i][j] = fmaf(qv[i].x, kv[j].x, s[i][j]);
@@ -148,6 +152,7 @@ paged_varlen_kernel(const PagedVarlenParams p) {
           s[i][j] = fmaf(qv[i].z, kv[j].z, s[i][j]);
           s[i][j] = fmaf(qv[i].w, kv[j].w, s[i][j]);
         }
+      }
     }
 
     // Online softmax: mask (causal, past the tile), row max over the 8 lanes of the row group
@@ -155,6 +160,8 @@ paged_varlen_kernel(const PagedVarlenParams p) {
     float alpha[S::RPT];
 #pragma unroll
     for (int i = 0; i < S::RPT; ++i) {
+      alpha[i] = 1.f;
+      if (i >= ni) continue;                   // warp-uniform: the shuffles below stay full-warp
       float mx = -INFINITY;
 #pragma unroll
       for (int j = 0; j < S::KPT; ++j) {
@@ -186,17 +193,18 @@ paged_varlen_kernel(const PagedVarlenParams p) {
       for (int j = 0; j < S::DC; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][j][e] *= alpha[i];
-    const int nk = min(S::BK, kv_end - kt);
+    const int nk = ni > 0 ? min(S::BK, kv_end - kt) : 0;
 #pragma unroll 4
     for (int k = 0; k < nk; ++k) {
       float w[S::RPT];
 #pragma unroll
-      for (int i = 0; i < S::RPT; ++i) w[i] = sP[(ty + 16 * i) * S::SP + k];
+      for (int i = 0; i < S::RPT; ++i) w[i] = i < ni ? sP[(ty + 16 * i) * S::SP + k] : 0.f;
 #pragma unroll
       for (int j = 0; j < S::DC; ++j) {
         const float4 vv = *reinterpret_cast<const float4*>(sV + k * S::SD + 4 * (tx + 8 * j));
 #pragma unroll
         for (int i = 0; i < S::RPT; ++i) {
+          if (i >= ni) break;
           acc[i][j][0] = fmaf(w[i], vv.x, acc[i][j][0]);
           acc[i][j][1] = fmaf(w[i], vv.y, acc[i][j][1]);
           acc[i][j][2] = fmaf(w[i], vv.z, acc[i][j][2]);
@@ -209,6 +217,7 @@ paged_varlen_kernel(const PagedVarlenParams p) {
   // Row sums over the row group's 8 lanes, then normalise and write the valid rows.
 #pragma unroll
   for (int i = 0; i < S::RPT; ++i) {
+    if (i >= ni) continue;                     // warp-uniform, as above
 #pragma unroll
     for (int o = 1; o < 8; o *= 2) l[i] += __shfl_xor_sync(0xffffffffu, l[i], o);
     const int r = ty + 16 * i;

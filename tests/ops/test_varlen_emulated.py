@@ -65,6 +65,14 @@ def _run(lib, dtype, d, h, hkv, query_lens, seq_lens, bs=16, seed=0):
     nb = need + 3
     kc, vc = random_caches(nb, bs, hkv, d, dtype, "cpu", gen)
     bt = random_block_tables(seq_lens, bs, nb, gen, "cpu")
+    # NaN in every cache slot outside the contexts (tails of last blocks, unused blocks): a read
+    # past a context's end shows up as NaN in the output (the reference never reads them).
+    live = torch.zeros(nb * bs, dtype=torch.bool)
+    for i, L in enumerate(seq_lens):
+        pos = torch.arange(L)
+        live[bt[i, pos // bs] * bs + pos % bs] = True
+    kc.view(-1, hkv, d)[~live] = float("nan")
+    vc.view(-1, hkv, d)[~live] = float("nan")
     t = sum(query_lens)
     big = torch.randn(t, h + 3, d, generator=gen).to(dtype)              # strided q rows
     q = big[:, :h]
@@ -82,7 +90,8 @@ def _run(lib, dtype, d, h, hkv, query_lens, seq_lens, bs=16, seed=0):
     assert rc == 0
     ref = torch.empty(out.shape, dtype=torch.float32)
     reference.paged_attention_varlen(ref, q.float(), kc.float(), vc.float(), bt, lens, qsl, scale)
-    assert not torch.isnan(out).any(), "an output row was not written"
+    assert not torch.isnan(ref).any()
+    assert not torch.isnan(out).any(), "an output row was not written, or a slot outside a context was read"
     if t:
         assert rel_err(out, ref) < TOL[dtype], (dtype, d, h, hkv, query_lens, seq_lens)
         # per item, so one wrong short item cannot hide in the norm of a long one
@@ -119,6 +128,18 @@ def test_mixed_batch_with_empty_items(lib, dtype):
 def test_head_size_256_and_fp16(lib):
     # 32 rows per CTA at D = 256: G = 4 -> 8 tokens per tile
     _run(lib, torch.float16, 256, 4, 1, [1, 9, 3], [17, 9, 40], seed=7)
+
+
+def test_decodes_with_wide_groups_use_several_warps(lib):
+    # G = 8: a decode item's 8 rows span two warps' row slots; G = 10 over 64-row tiles (6 tokens)
+    _run(lib, torch.float32, 64, 16, 2, [1, 1, 13], [3, 40, 13], seed=11)
+    _run(lib, torch.float32, 64, 20, 2, [1, 7, 1], [70, 7, 1], seed=12)
+
+
+def test_long_prefix_many_kv_and_query_tiles(lib):
+    # a 70-token chunk over a 600-token prefix (21 KV tiles, 4 query tiles at G = 4) and a
+    # decode at 333 beside it
+    _run(lib, torch.bfloat16, 128, 8, 2, [70, 1], [670, 333], seed=13)
 
 
 def test_other_block_size_and_many_tiles(lib):
