@@ -45,8 +45,8 @@ __device__ __forceinline__ void stage16(float* dst, const uint4& raw, float mul)
 }
 
 // grid (num_tiles, Hkv), kVarlenThreads threads, dynamic shared memory SMEM_FLOATS floats.
-// Min 3 CTAs per SM: caps registers at 170, where ptxas otherwise squeezed D=64 into 128 with
-// spills; the shared memory (43 / 76 / 103 KiB for D = 64 / 128 / 256) allows 5 / 2 / 2 CTAs.
+// Min 3 CTAs per SM: caps registers at 170 (ptxas otherwise squeezed D=64 into 128 with
+// spills); the shared memory (42 / 74 / 102 KiB for D = 64 / 128 / 256) allows 5 / 2 / 2 CTAs.
 template <typename T, int D>
 __global__ void __launch_bounds__(kVarlenThreads, 3)
 paged_varlen_kernel(const PagedVarlenParams p) {
