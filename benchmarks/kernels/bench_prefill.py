@@ -1,8 +1,10 @@
 """Chunked prefill over a cached prefix: what the K/V gather costs next to SDPA itself.
 
-Decides whether a paged prefill kernel is worth writing (docs/kernels.md §2): times the
-CUDA backend's prefill path (gather from the paged cache + SDPA with a lower-right causal
-mask) against SDPA on K/V that are already contiguous, for one Llama-3.1-8B layer.
+Times the CUDA backend's former prefill path (benchmarks/kernels/gather_sdpa.py: gather from
+the paged cache + SDPA with a lower-right causal mask) against SDPA on K/V that are already
+contiguous, for one Llama-3.1-8B layer: the share of that path a paged kernel saves at best
+while it runs on tensor cores too (the varlen kernel's own timing: bench_varlen.py;
+docs/kernels.md §2).
 
     python benchmarks/kernels/bench_prefill.py --out benchmarks/results/<card>
 
