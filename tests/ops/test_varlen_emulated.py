@@ -163,3 +163,27 @@ def test_group_too_large_is_refused(lib):
                               ctypes.c_int64(q.stride(0)), ctypes.c_int64(q.stride(1)),
                               ctypes.c_int64(1), 1, ctypes.c_float(0.1), ctypes.byref(tiles))
     assert rc == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_mixed_steps(lib, seed):
+    # random steps: 1-6 items, each a decode, an empty item, a chunk over a prefix or a whole
+    # prompt; random GQA group, head size, dtype and block size
+    g = torch.Generator().manual_seed(100 + seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    group, hkv = pick([1, 2, 3, 4, 8]), pick([1, 2])
+    d, dtype, bs = pick([64, 128]), pick([torch.float32, torch.bfloat16]), pick([8, 16, 32])
+    qls, sls = [], []
+    for _ in range(int(torch.randint(1, 7, (1,), generator=g))):
+        kind = pick(["decode", "empty", "chunk", "prompt"])
+        ctx = int(torch.randint(1, 200, (1,), generator=g))
+        ql = {"decode": 1, "empty": 0, "chunk": int(torch.randint(1, ctx + 1, (1,), generator=g)),
+              "prompt": ctx}[kind]
+        qls.append(ql)
+        sls.append(ctx)
+    if sum(qls) == 0:
+        qls[0], sls[0] = 1, max(sls[0], 1)
+    _run(lib, dtype, d, group * hkv, hkv, qls, sls, bs=bs, seed=seed)
