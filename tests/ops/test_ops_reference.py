@@ -128,3 +128,28 @@ def test_decode_workspace_sizing():
     # batch 1 at 4k tokens on 132 SMs: the planner shrinks partitions (at most 4 * SMs CTAs)
     assert ops.decode_workspace_floats(1, 32, 8, 128, 4096, 132) == 66 * 32 * 130
     assert ops.decode_workspace_floats(256, 32, 8, 128, 128, 132) == 0          # one split always
+
+
+def test_backend_forward_makes_one_attention_call_per_step_kind(monkeypatch):
+    # A mixed step is ONE varlen call (decode rows included); a pure-decode step one decode
+    # call that receives the backend's workspace. The real ops run underneath (counted only).
+    calls = []
+
+    def counted(name):
+        real = getattr(ops, name)
+
+        def call(*args):
+            calls.append((name, args[-1]))          # the last argument: workspace / scale
+            return real(*args)
+        return call
+
+    for name in ("paged_attention_varlen", "paged_attention_decode"):
+        monkeypatch.setattr(ops, name, counted(name))
+    q, k, v, kc, vc, meta = _step([1, 7, 1, 20], [33, 40, 16, 20], 8, 2, 32)
+    attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
+    assert [c[0] for c in calls] == ["paged_attention_varlen"]
+    calls.clear()
+    ws = torch.empty(10)
+    q, k, v, kc, vc, meta = _step([1, 1], [33, 5], 8, 2, 32)
+    attention_cuda.forward(q, k, v, kc, vc, meta, 0.3, ws)
+    assert len(calls) == 1 and calls[0][0] == "paged_attention_decode" and calls[0][1] is ws
