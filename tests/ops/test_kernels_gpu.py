@@ -224,12 +224,12 @@ def _check_varlen(dtype, d, h, hkv, query_lens, seq_lens, block_size=16, seed=0,
     bt = random_block_tables(seq_lens, block_size, nb, gen, DEV)
     # NaN in every cache slot outside the contexts (tails of last blocks, unused blocks): a read
     # past a context's end, or of a future position, shows up as NaN in the output.
-    live = torch.zeros(nb * block_size, dtype=torch.bool)
+    live = torch.zeros(nb * block_size, dtype=torch.bool, device=DEV)
     for i, L in enumerate(seq_lens):
-        for pos in range(L):
-            live[int(bt[i, pos // block_size]) * block_size + pos % block_size] = True
-    kc.view(-1, hkv, d)[~live.to(DEV)] = float("nan")
-    vc.view(-1, hkv, d)[~live.to(DEV)] = float("nan")
+        pos = torch.arange(L, device=DEV)
+        live[bt[i, pos // block_size] * block_size + pos % block_size] = True
+    kc.view(-1, hkv, d)[~live] = float("nan")
+    vc.view(-1, hkv, d)[~live] = float("nan")
     t = sum(query_lens)
     if q_view:
         q = torch.randn(t, (h + 2 * hkv) * d, generator=gen).to(DEV, dtype)[:, :h * d].view(t, h, d)
