@@ -1,6 +1,7 @@
 // Torch binding: registers continuum's kernels as custom ops `torch.ops.continuum_C.*`.
 // Built only where a CUDA torch exists (continuum/ops/build.py); the kernels themselves are
-// plain CUDA (paged_attention.cu, cache_kernels.cu). Argument order follows vLLM.
+// plain CUDA (paged_attention.cu, paged_attention_varlen.cu, cache_kernels.cu). Argument order
+// follows vLLM.
 // Light headers only (no cuBLAS/cuSPARSE): the binding also syntax-checks on CPU machines.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -8,10 +9,12 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <optional>
 #include <vector>
 
 #include "cache_kernels.h"
 #include "paged_attention.h"
+#include "paged_attention_varlen.h"
 
 namespace {
 
@@ -39,9 +42,14 @@ bool aligned16(const at::Tensor& t) {
 }
 
 // out[b, h, :] = softmax(q[b, h] . K_b^T * scale) V_b over the first seq_lens[b] cached tokens.
+// workspace (optional): fp32 scratch for the split-K partials, at least
+// B * H * num_splits * (D + 2) floats; the CUDA backend allocates it once, before the KV cache
+// takes the free memory, so that a call (and a CUDA-graph capture) allocates nothing. Without
+// it the partials are allocated per call.
 void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& k_cache,
                             const at::Tensor& v_cache, const at::Tensor& block_tables,
-                            const at::Tensor& seq_lens, double scale, int64_t max_seq_len) {
+                            const at::Tensor& seq_lens, double scale, int64_t max_seq_len,
+                            const std::optional<at::Tensor>& workspace) {
   TORCH_CHECK(q.is_cuda() && k_cache.is_cuda() && out.is_cuda(), "paged_attention_decode: CUDA tensors");
   TORCH_CHECK(q.dim() == 3 && out.dim() == 3 && k_cache.dim() == 4, "q/out [B,H,D], caches [N,bs,Hkv,D]");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous");
@@ -105,14 +113,99 @@ void paged_attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tens
   TORCH_CHECK(p.num_splits <= 65535, "paged_attention_decode: max_seq_len too long (grid.z)");
   at::Tensor tmp_out, tmp_ml;
   if (p.num_splits > 1) {
-    auto f = q.options().dtype(at::kFloat);
-    tmp_out = at::empty({p.num_seqs, p.num_heads, p.num_splits, p.head_size}, f);
-    tmp_ml = at::empty({p.num_seqs, p.num_heads, p.num_splits, 2}, f);
-    p.tmp_out = tmp_out.data_ptr<float>();
-    p.tmp_ml = tmp_ml.data_ptr<float>();
+    const int64_t rows = (int64_t)p.num_seqs * p.num_heads * p.num_splits;
+    if (workspace.has_value() && workspace->defined()) {
+      const at::Tensor& ws = *workspace;
+      TORCH_CHECK(ws.is_cuda() && ws.device() == q.device() && ws.scalar_type() == at::kFloat &&
+                  ws.is_contiguous(), "paged_attention_decode: workspace must be a contiguous fp32 "
+                  "tensor on q's device");
+      TORCH_CHECK(ws.numel() >= rows * (p.head_size + 2), "paged_attention_decode: the workspace holds ",
+                  ws.numel(), " floats, this call needs ", rows * (p.head_size + 2), " (", p.num_seqs,
+                  " sequences x ", p.num_heads, " heads x ", p.num_splits, " splits x (head size + 2)): "
+                  "it was sized for fewer sequences or a shorter max_seq_len");
+      p.tmp_out = ws.data_ptr<float>();
+      p.tmp_ml = p.tmp_out + rows * p.head_size;
+    } else {
+      auto f = q.options().dtype(at::kFloat);
+      tmp_out = at::empty({p.num_seqs, p.num_heads, p.num_splits, p.head_size}, f);
+      tmp_ml = at::empty({p.num_seqs, p.num_heads, p.num_splits, 2}, f);
+      p.tmp_out = tmp_out.data_ptr<float>();
+      p.tmp_ml = tmp_ml.data_ptr<float>();
+    }
   }
   check_cuda(continuum::paged_decode_launch(p, dtype_of(q), c10::cuda::getCurrentCUDAStream()),
              "paged_attention_decode");
+}
+
+// Every sequence of a step in one launch (prefill chunks over cached prefixes, whole prompts,
+// decodes): rows query_start_loc[i] .. query_start_loc[i+1]-1 of q/out [T, H, D] are sequence
+// i's new tokens, the last of its seq_lens[i] cached tokens (bottom-right causal). Reads no
+// host data (no synchronisation): the grid is sized from the shapes.
+void paged_attention_varlen(at::Tensor& out, const at::Tensor& q, const at::Tensor& k_cache,
+                            const at::Tensor& v_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, const at::Tensor& query_start_loc, double scale) {
+  TORCH_CHECK(q.is_cuda() && k_cache.is_cuda() && out.is_cuda(), "paged_attention_varlen: CUDA tensors");
+  TORCH_CHECK(q.dim() == 3 && out.dim() == 3 && k_cache.dim() == 4, "q/out [T,H,D], caches [N,bs,Hkv,D]");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && out.scalar_type() == q.scalar_type() &&
+              v_cache.scalar_type() == q.scalar_type(), "q, out and caches must share a dtype");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong &&
+              query_start_loc.scalar_type() == at::kLong,
+              "block_tables, seq_lens and query_start_loc must be int64");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.stride(1) == 1 && seq_lens.is_contiguous() &&
+              query_start_loc.is_contiguous(), "block_tables rows, seq_lens, query_start_loc contiguous");
+  TORCH_CHECK(aligned16(q) && out.stride(-1) == 1, "q must have 16-byte aligned rows, out unit stride");
+  TORCH_CHECK(v_cache.device() == q.device() && k_cache.device() == q.device() && out.device() == q.device() &&
+              block_tables.device() == q.device() && seq_lens.device() == q.device() &&
+              query_start_loc.device() == q.device(), "paged_attention_varlen: all tensors on q's device");
+  TORCH_CHECK(out.sizes() == q.sizes() && v_cache.sizes() == k_cache.sizes(),
+              "paged_attention_varlen: out like q, v_cache like k_cache");
+  const int64_t S = seq_lens.dim() == 1 ? seq_lens.size(0) : -1;
+  TORCH_CHECK(S >= 0 && query_start_loc.dim() == 1 && query_start_loc.size(0) == S + 1 &&
+              block_tables.size(0) >= S, "paged_attention_varlen: seq_lens [S], query_start_loc [S+1], "
+              "block_tables [>=S, n]");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(k_cache.data_ptr()) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(v_cache.data_ptr()) % 16 == 0,
+              "paged_attention_varlen: caches must be 16-byte aligned");
+  const int64_t d = q.size(2);
+  TORCH_CHECK(d == 64 || d == 128 || d == 256, "paged_attention_varlen: head size ", d,
+              " is not compiled (64, 128 or 256); use the torch reference (continuum.ops routes it there)");
+  TORCH_CHECK(k_cache.size(3) == d, "head size mismatch");
+  const int64_t hkv = k_cache.size(2), h = q.size(1);
+  TORCH_CHECK(h % hkv == 0, "num_heads must be a multiple of num_kv_heads");
+  TORCH_CHECK(h / hkv <= continuum::varlen_max_group((int)d), "paged_attention_varlen: ", h / hkv,
+              " query heads per KV head; at most ", continuum::varlen_max_group((int)d), " at head size ", d);
+  TORCH_CHECK(hkv <= 65535, "paged_attention_varlen: at most 65535 KV heads (grid.y)");
+  const int64_t bs = k_cache.size(1);
+  TORCH_CHECK(bs > 0 && (bs & (bs - 1)) == 0, "block_size must be a power of two");
+  TORCH_CHECK(q.size(0) < (int64_t{1} << 30) && S < (int64_t{1} << 30), "paged_attention_varlen: too many tokens");
+  const c10::cuda::CUDAGuard guard(q.device());
+  continuum::PagedVarlenParams p{};
+  p.out = out.data_ptr();
+  p.q = q.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int64_t>();
+  p.seq_lens = seq_lens.data_ptr<int64_t>();
+  p.query_start_loc = query_start_loc.data_ptr<int64_t>();
+  p.q_stride_t = q.stride(0);
+  p.q_stride_h = q.stride(1);
+  p.out_stride_t = out.stride(0);
+  p.out_stride_h = out.stride(1);
+  p.bt_stride = block_tables.stride(0);
+  p.num_seqs = (int)S;
+  p.num_tokens = (int)q.size(0);
+  p.num_heads = (int)h;
+  p.num_kv_heads = (int)hkv;
+  p.head_size = (int)d;
+  p.block_size = (int)bs;
+  p.block_shift = 0;
+  while ((1 << p.block_shift) < p.block_size) ++p.block_shift;
+  p.max_blocks = (int)std::min<int64_t>(block_tables.size(1), (int64_t{1} << 30) >> p.block_shift);
+  p.scale_log2 = (float)(scale * 1.4426950408889634);
+  continuum::paged_varlen_plan(p);
+  check_cuda(continuum::paged_varlen_launch(p, dtype_of(q), c10::cuda::getCurrentCUDAStream()),
+             "paged_attention_varlen");
 }
 
 void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
@@ -214,7 +307,9 @@ void swap_blocks_batched(std::vector<at::Tensor> srcs, std::vector<at::Tensor> d
 
 TORCH_LIBRARY(continuum_C, m) {
   m.def("paged_attention_decode(Tensor(a!) out, Tensor q, Tensor k_cache, Tensor v_cache, "
-        "Tensor block_tables, Tensor seq_lens, float scale, int max_seq_len) -> ()");
+        "Tensor block_tables, Tensor seq_lens, float scale, int max_seq_len, Tensor(b!)? workspace=None) -> ()");
+  m.def("paged_attention_varlen(Tensor(a!) out, Tensor q, Tensor k_cache, Tensor v_cache, "
+        "Tensor block_tables, Tensor seq_lens, Tensor query_start_loc, float scale) -> ()");
   m.def("reshape_and_cache(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, "
         "Tensor slot_mapping) -> ()");
   m.def("copy_blocks(Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor block_mapping) -> ()");
@@ -226,6 +321,7 @@ TORCH_LIBRARY(continuum_C, m) {
 
 TORCH_LIBRARY_IMPL(continuum_C, CUDA, m) {
   m.impl("paged_attention_decode", &paged_attention_decode);
+  m.impl("paged_attention_varlen", &paged_attention_varlen);
   m.impl("reshape_and_cache", &reshape_and_cache);
   m.impl("copy_blocks", &copy_blocks);
 }

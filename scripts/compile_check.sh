@@ -37,6 +37,13 @@ for p in "${pids[@]}"; do wait "$p" || fail=1; done
 if grep -h "spill" "$OUTDIR"/*.log 2>/dev/null | grep -v " 0 bytes spill stores, 0 bytes spill loads" | grep -q .; then
   echo "  warning: register spills:"; grep -h "spill" "$OUTDIR"/*.log | grep -v " 0 bytes spill stores" | sort | uniq -c | head
 fi
+# One line per file: how many kernels, their register range, the largest stack frame.
+for log in "$OUTDIR"/*.log; do
+  awk -v f="$(basename "$log" .log)" '/Used [0-9]+ registers/ { for (i = 1; i <= NF; i++) if ($i == "Used") r = $(i + 1);
+        n++; if (min == "" || r < min) min = r; if (r > max) max = r }
+      /bytes stack frame/ { if ($1 + 0 > st) st = $1 + 0 }
+      END { if (n) printf "  regs %-22s %2d kernels (sm_90a), %d-%d registers, max stack frame %d bytes\n", f, n, min, max, st }' "$log"
+done
 if [ -n "${COMPILE_CHECK_BINDING:-}" ]; then
   # Host-only C++: g++ syntax check against the installed torch's headers. A CPU torch lacks
   # one generated CUDA header; a stub stands in (it only defines a build macro).

@@ -3,7 +3,7 @@
 # kernels, the decode step and end-to-end throughput, and write a results table naming the card.
 #
 #   bash benchmarks/device/gpu_check.sh            # full: about 5-7 min on an H100/H200
-#   bash benchmarks/device/gpu_check.sh quick      # build + tests + kernel benches: ~3 min
+#   bash benchmarks/device/gpu_check.sh quick      # build + tests + kernel benches: ~3-4 min
 #
 # With the device tool (nothing to carry; the repo travels):
 #   run(command="bash benchmarks/device/gpu_check.sh", timeout_s=600)
@@ -34,9 +34,12 @@ raise SystemExit(0 if ok else 1)"
 # The GPU tests and the reference-op tests; the CPU emulation tests (test_*_emulated.py, a g++
 # build each) check the same kernels' index math and already run in CI: no device time on them.
 step tests 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/ops/test_kernels_gpu.py \
-  tests/ops/test_engine_cuda_backend_gpu.py tests/ops/test_ops_reference.py
+  tests/ops/test_engine_cuda_backend_gpu.py tests/ops/test_ops_reference.py tests/engine/test_cache_engine_swap.py
 step bench_decode_attention 120 "$PY" benchmarks/kernels/bench_decode_attention.py --out "$RES"
 step bench_prefill 60 "$PY" benchmarks/kernels/bench_prefill.py --out "$RES"
+# The varlen kernel on whole mixed steps: checked against the fp32 reference first (the step
+# fails on a mismatch), then timed against the old gather + SDPA path.
+step bench_varlen 120 "$PY" benchmarks/kernels/bench_varlen.py --out "$RES"
 if [ "$MODE" = full ]; then
   step bench_decode_step 200 "$PY" benchmarks/kernels/bench_decode_step.py --out "$RES"
   step bench_e2e 240 "$PY" benchmarks/kernels/bench_e2e.py --out "$RES"
@@ -47,7 +50,7 @@ fi
 {
   echo
   echo "total: $(( $(date +%s) - T0 )) s"
-  for f in "$RES"/decode_attention.md "$RES"/prefill_gather.md "$RES"/decode_step.md "$RES"/e2e_throughput.md; do
+  for f in "$RES"/decode_attention.md "$RES"/prefill_gather.md "$RES"/varlen.md "$RES"/decode_step.md "$RES"/e2e_throughput.md; do
     [ -f "$f" ] && { echo; cat "$f"; }
   done
 } >> "$SUMMARY"

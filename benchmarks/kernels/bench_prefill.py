@@ -1,8 +1,10 @@
 """Chunked prefill over a cached prefix: what the K/V gather costs next to SDPA itself.
 
-Decides whether a paged prefill kernel is worth writing (docs/kernels.md §2): times the
-CUDA backend's prefill path (gather from the paged cache + SDPA with a lower-right causal
-mask) against SDPA on K/V that are already contiguous, for one Llama-3.1-8B layer.
+Times the CUDA backend's former prefill path (benchmarks/kernels/gather_sdpa.py: gather from
+the paged cache + SDPA with a lower-right causal mask) against SDPA on K/V that are already
+contiguous, for one Llama-3.1-8B layer: the share of that path a paged kernel saves at best
+while it runs on tensor cores too (the varlen kernel's own timing: bench_varlen.py;
+docs/kernels.md §2).
 
     python benchmarks/kernels/bench_prefill.py --out benchmarks/results/<card>
 
@@ -17,7 +19,7 @@ import argparse
 import torch
 
 from common import DEVICE, cuda_time, write_results  # noqa: E402
-from continuum.layers import attention_cuda
+from gather_sdpa import prefill_over_cache  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +38,7 @@ def main() -> None:
         v = torch.randn_like(k)
         bt = torch.randperm(nb, device=DEVICE)
         q = torch.randn(ql, h, d, device=DEVICE, dtype=torch.bfloat16)
-        full = cuda_time(lambda: attention_cuda._prefill_over_cache(q, k, v, bt, sl, d ** -0.5), iters=10)
+        full = cuda_time(lambda: prefill_over_cache(q, k, v, bt, sl, d ** -0.5), iters=10)
         kc = k.flatten(0, 1)[:sl]
         vc = v.flatten(0, 1)[:sl]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING, Collection
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from torch import nn
 from continuum import ops
 from continuum.engine.prefault import prefault_in_background
 from continuum.layers.attention import Attention
+
+if TYPE_CHECKING:
+    from continuum.scheduler.output import SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,11 @@ class CacheEngine:
         self.num_blocks = num_blocks
         self.num_host_blocks = num_host_blocks
         self.block_size = block_size
+        self.device = torch.device(device)
+        # CUDA: swaps run on their own stream (created at the first swap), ordered by events.
+        self._copy_stream = None
+        # Swap-outs the compute stream has not waited for yet: (event after them, source blocks).
+        self._pending_out: tuple[torch.cuda.Event, set[int]] | None = None
         self.k_caches: list[torch.Tensor] = []
         self.v_caches: list[torch.Tensor] = []
         self.host_k: list[torch.Tensor] = []
@@ -102,9 +111,65 @@ class CacheEngine:
         if self.prefault is not None:
             self.prefault.started.set()
 
-    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]],
+             writes: Collection[int] | None = None) -> None:
         """Run one step's copies: swap-outs (device -> host) first, then swap-ins (host ->
-        device), so a block evicted and refilled in the same step is saved before reuse."""
+        device), so a block evicted and refilled in the same step is saved before reuse.
+
+        On CUDA they run on a dedicated copy stream, ordered by events: the copies wait for
+        the work already queued on the compute stream (which may still write a swap-out's
+        source or read a swap-in's destination); the compute stream waits for the swap-ins
+        (the step reads them), and for the swap-outs only once a step writes one of their
+        source blocks (``writes``: the device blocks this step's KV writes land in, see
+        :func:`blocks_written`; None: assume any), see :meth:`before_compute`. On the CPU the
+        copies run in place, in order."""
+        if self.device.type == "cuda":
+            self._swap_on_copy_stream(swap_out, swap_in)
+            self.before_compute(writes)
+        else:
+            self._swap(swap_out, swap_in)
+
+    @property
+    def pending_swap_out(self) -> bool:
+        """Swap-outs the compute stream has not been ordered after yet (CUDA only)."""
+        return self._pending_out is not None
+
+    def before_compute(self, writes: Collection[int] | None = None) -> None:
+        """Before a step's compute is queued: make the compute stream wait for pending
+        swap-outs if the step writes one of their source blocks (``None``: assume it does).
+        A block freed by a swap-out may be reallocated to new tokens at once; its old
+        contents must reach the host before the KV write overwrites them."""
+        if self._pending_out is None:
+            return
+        event, blocks = self._pending_out
+        if writes is None or not blocks.isdisjoint(writes):
+            torch.cuda.current_stream(self.device).wait_event(event)
+            self._pending_out = None
+        elif event.query():                  # done already: nothing left to order against
+            self._pending_out = None
+
+    def _swap_on_copy_stream(self, swap_out, swap_in) -> None:
+        compute = torch.cuda.current_stream(self.device)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        copy = self._copy_stream
+        copy.wait_stream(compute)
+        with torch.cuda.stream(copy):
+            self._swap(swap_out, swap_in)
+        done = torch.cuda.Event()
+        done.record(copy)
+        if swap_in:
+            # The step reads the swapped-in blocks; the swap-outs ran before them on this stream.
+            compute.wait_event(done)
+            self._pending_out = None
+        elif swap_out:
+            # A later event on the same stream covers the earlier pending swap-outs too.
+            blocks = {src for src, _ in swap_out}
+            if self._pending_out is not None:
+                blocks |= self._pending_out[1]
+            self._pending_out = (done, blocks)
+
+    def _swap(self, swap_out, swap_in) -> None:
         # Every layer's K and V blocks in one launch (CUDA: a copy kernel reading/writing the
         # pinned host tier in place; elsewhere the torch reference with the same semantics).
         if swap_out:
@@ -117,3 +182,13 @@ class CacheEngine:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k_caches + self.v_caches)
+
+
+def blocks_written(sched: "SchedulerOutput", block_size: int) -> set[int]:
+    """The device blocks a step's KV writes land in: for each scheduled chunk, the blocks
+    holding positions ``start .. start + num_new_tokens - 1``. O(new tokens / block_size)."""
+    out: set[int] = set()
+    for s in sched.scheduled:
+        if s.num_new_tokens > 0:
+            out.update(s.block_ids[s.start // block_size:(s.start + s.num_new_tokens - 1) // block_size + 1])
+    return out

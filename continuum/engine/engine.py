@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from continuum.config import EngineArgs
-from continuum.engine.cache_engine import CacheEngine, bytes_per_block, num_blocks_for
+from continuum.engine.cache_engine import CacheEngine, blocks_written, bytes_per_block, num_blocks_for
 from continuum.engine.detokenizer import IncrementalDetokenizer
 from continuum.engine.heap import keep_freed_memory
 from continuum.engine.model_runner import ModelRunner
@@ -133,10 +133,15 @@ class LLMEngine:
         self.tokenizer = self.loaded.tokenizer
         self.eos_token_ids = list(self.loaded.eos_token_ids)
         model = self.loaded.model
-        if self.cache_engine is None:
-            allocate_kv(model)
         with phases.phase("load the attention kernels"):
             attention = select_backend(self.device)
+        # Before the KV cache is sized from the free memory (on CUDA; on the CPU it exists
+        # already): the backend's scratch (the CUDA decode kernel's split-K workspace) counts
+        # as used, and no kernel allocates after the cache took the rest.
+        attention.reserve(model, sc.max_num_seqs, min(mc.max_model_len or self.loaded.max_model_len,
+                                                      self.loaded.max_model_len))
+        if self.cache_engine is None:
+            allocate_kv(model)
         self.num_packed_linears = 0
         if self.device.type == "cpu":
             with phases.phase("pack the linear weights"), torch_threads(1):
@@ -279,10 +284,17 @@ class LLMEngine:
         any one request's (every request of a batch of several fails alone) propagates."""
         with self.schedule_timer.timed():
             sched = self.scheduler.schedule(self.clock())
-        if sched.swap_out or sched.swap_in:
-            if self.tp_workers is not None:
-                self.tp_workers.swap(sched.swap_out, sched.swap_in)
-            self.cache_engine.swap(sched.swap_out, sched.swap_in)
+        ce = self.cache_engine
+        if sched.swap_out or sched.swap_in or ce.pending_swap_out:
+            # CUDA: swaps run on a copy stream; the step's compute waits for a swap-out only
+            # if it writes one of its blocks (cache_engine.py). The CPU copies in place.
+            writes = blocks_written(sched, ce.block_size) if ce.device.type == "cuda" else None
+            if sched.swap_out or sched.swap_in:
+                if self.tp_workers is not None:
+                    self.tp_workers.swap(sched.swap_out, sched.swap_in)
+                ce.swap(sched.swap_out, sched.swap_in, writes)
+            else:
+                ce.before_compute(writes)
         if sched.is_empty:
             self.runner.release(sched.finished_ids)
             return []

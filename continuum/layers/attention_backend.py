@@ -52,6 +52,13 @@ class AttentionBackend:
             if isinstance(m, _FUSABLE):
                 m.fused = self.fused
 
+    def reserve(self, model: torch.nn.Module, max_num_seqs: int, max_model_len: int) -> None:
+        """Allocate the scratch the backend's kernels need for any step of up to
+        ``max_num_seqs`` sequences and ``max_model_len`` tokens of context. The engine calls it
+        before it sizes the KV cache from the free memory, so the scratch is counted as used
+        and nothing is allocated later (inside a CUDA-graph capture, or after the KV cache
+        took the rest). Default: nothing to reserve."""
+
     def plan(self, meta: AttentionMetadata) -> None:
         """Start a step: every layer attends with ``meta`` until ``finish``."""
         self.meta = meta
@@ -132,13 +139,33 @@ class CpuKernelBackend(AttentionBackend):
 
 
 class CudaBackend(AttentionBackend):
-    """csrc/ CUDA kernels (decode, KV write) and SDPA for prefill: continuum.layers.attention_cuda."""
+    """csrc/ CUDA kernels: KV write, decode (pure-decode steps) and varlen paged attention
+    (every other step, one launch per layer): continuum.layers.attention_cuda. Owns the decode
+    kernel's split-K workspace (``reserve``), shared by every layer of its model (layers run
+    one after another on one stream)."""
 
     name = "cuda"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.workspace: torch.Tensor | None = None
+
+    def reserve(self, model, max_num_seqs, max_model_len):
+        from continuum import ops
+        from continuum.layers.attention import Attention
+
+        layers = [m for m in model.modules() if isinstance(m, Attention)]
+        if not layers:
+            return
+        device = next(model.parameters()).device
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        need = max(ops.decode_workspace_floats(max_num_seqs, a.num_heads, a.num_kv_heads, a.head_size,
+                                               max_model_len, sms) for a in layers)
+        self.workspace = torch.empty(need, dtype=torch.float32, device=device) if need else None
+
     def forward(self, layer, q, k, v, meta):
         from continuum.layers import attention_cuda
-        return attention_cuda.forward(q, k, v, layer.k_cache, layer.v_cache, meta, layer.scale)
+        return attention_cuda.forward(q, k, v, layer.k_cache, layer.v_cache, meta, layer.scale, self.workspace)
 
 
 def select_backend(device, choice: str | None = None) -> AttentionBackend:

@@ -25,6 +25,35 @@ _state: dict = {"tried": False, "ok": False, "reason": "not tried"}
 # the reference path.
 DECODE_HEAD_SIZES = (64, 128, 256)
 DECODE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The varlen kernel (csrc/paged_attention_varlen.cu): head size -> most query heads per KV head
+# (its query rows per CTA, csrc/paged_attention_varlen.h); same dtypes as decode.
+VARLEN_MAX_GROUP = {64: 64, 128: 64, 256: 32}
+
+
+# csrc/paged_attention.h: tokens per split (kMaxPartition; the planner halves it down to
+# kMinPartition only while the grid has fewer than 2 CTAs per SM).
+DECODE_MAX_PARTITION = 512
+DECODE_MIN_PARTITION = 128
+
+
+def decode_workspace_floats(max_num_seqs: int, num_heads: int, num_kv_heads: int, head_size: int,
+                            max_seq_len: int, num_sms: int) -> int:
+    """fp32 floats of split-K scratch that cover every decode call with at most
+    ``max_num_seqs`` sequences and ``max_seq_len`` tokens of context on a GPU with ``num_sms``
+    SMs (0: no call splits). The kernel's partials are dense ``[B, H, splits, D + 2]``.
+
+    Bound, from ``paged_decode_plan``: if the planner keeps 512-token partitions, splits <=
+    ceil(max_seq_len / 512) for any batch; if it halved them, the grid before the last halving
+    had < 2 * num_sms CTAs, so B * Hkv * head_chunks * splits < 4 * num_sms. The workspace is
+    the larger of the two (tests/ops/test_decode_emulated.py checks it against the C++ plan)."""
+    if max_seq_len <= DECODE_MIN_PARTITION:
+        return 0
+    group = num_heads // num_kv_heads
+    group_pad = 1 if group <= 1 else 2 if group <= 2 else 4 if group <= 4 else 8
+    chunks = -(-group // group_pad)
+    full = max_num_seqs * -(-max_seq_len // DECODE_MAX_PARTITION)            # sequences x splits
+    halved = -(-4 * num_sms // (num_kv_heads * chunks))
+    return max(full, halved) * num_heads * (head_size + 2)
 
 
 def _already_registered() -> bool:
@@ -92,18 +121,43 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
         reference.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping)
 
 
+def _aligned_rows(q: torch.Tensor) -> torch.Tensor:
+    """q itself when its rows are 16-byte aligned with unit last stride (what the kernels load
+    with 16-byte vectors), else a contiguous copy."""
+    e = q.element_size()
+    if q.stride(-1) != 1 or (q.stride(1) * e) % 16 or (q.stride(0) * e) % 16 or q.data_ptr() % 16:
+        return q.contiguous()
+    return q
+
+
 def paged_attention_decode(out: torch.Tensor, q: torch.Tensor, k_cache: torch.Tensor,
                            v_cache: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
-                           scale: float, max_seq_len: int) -> None:
+                           scale: float, max_seq_len: int, workspace: torch.Tensor | None = None) -> None:
     """out/q ``[B, H, D]``; ``max_seq_len >= max(seq_lens)`` sets the split count (a CUDA graph
-    passes the longest context it will replay with)."""
+    passes the longest context it will replay with). ``workspace``: fp32 scratch for the split
+    partials, at least :func:`decode_workspace_floats` for this batch (None: allocated per call)."""
     if q.shape[-1] in DECODE_HEAD_SIZES and q.dtype in DECODE_DTYPES and _use_cuda(q):
-        if q.stride(-1) != 1 or (q.stride(1) * q.element_size()) % 16 or (q.stride(0) * q.element_size()) % 16:
-            q = q.contiguous()
-        torch.ops.continuum_C.paged_attention_decode(out, q, k_cache, v_cache, block_tables, seq_lens,
-                                                     float(scale), int(max_seq_len))
+        torch.ops.continuum_C.paged_attention_decode(out, _aligned_rows(q), k_cache, v_cache, block_tables,
+                                                     seq_lens, float(scale), int(max_seq_len), workspace)
     else:
         reference.paged_attention_decode(out, q, k_cache, v_cache, block_tables, seq_lens, scale, max_seq_len)
+
+
+def paged_attention_varlen(out: torch.Tensor, q: torch.Tensor, k_cache: torch.Tensor,
+                           v_cache: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+                           query_start_loc: torch.Tensor, scale: float) -> None:
+    """Every sequence of a step in one call: rows ``query_start_loc[i] .. [i+1]-1`` of out/q
+    ``[T, H, D]`` are sequence i's new tokens, the last of its ``seq_lens[i]`` cached tokens
+    (bottom-right causal; see :func:`continuum.ops.reference.paged_attention_varlen`). The
+    CUDA kernel serves head sizes 64/128/256 with up to ``VARLEN_MAX_GROUP[d]`` query heads
+    per KV head; other shapes, CPU tensors and a missing build run the reference."""
+    d, g = q.shape[-1], q.shape[1] // k_cache.shape[2]
+    if d in VARLEN_MAX_GROUP and g <= VARLEN_MAX_GROUP[d] and q.dtype in DECODE_DTYPES and _use_cuda(q):
+        torch.ops.continuum_C.paged_attention_varlen(out, _aligned_rows(q), k_cache, v_cache, block_tables,
+                                                     seq_lens, query_start_loc, float(scale))
+    else:
+        reference.paged_attention_varlen(out, q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                         scale)
 
 
 def copy_blocks(key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],

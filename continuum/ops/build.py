@@ -20,7 +20,8 @@ from continuum.cache_dir import cache_root
 from continuum.ops.build_lock import build_lock
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = ("paged_attention.cu", "cache_kernels.cu", "swap_blocks.cu", "torch_bindings.cpp")
+SOURCES = ("paged_attention.cu", "paged_attention_varlen.cu", "cache_kernels.cu", "swap_blocks.cu",
+           "torch_bindings.cpp")
 EXTENSION_NAME = "continuum_C"
 
 

@@ -40,6 +40,33 @@ def paged_attention_decode(out: torch.Tensor, q: torch.Tensor, k_cache: torch.Te
         out[b] = torch.einsum("hl,lhd->hd", torch.softmax(s, -1), v).to(out.dtype)
 
 
+def paged_attention_varlen(out: torch.Tensor, q: torch.Tensor, k_cache: torch.Tensor,
+                           v_cache: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+                           query_start_loc: torch.Tensor, scale: float) -> None:
+    """Every sequence of a step at once: rows ``qsl[i] .. qsl[i+1]-1`` of q/out ``[T, H, D]`` are
+    sequence i's ``ql = qsl[i+1] - qsl[i]`` new tokens over a context of ``seq_lens[i]`` cached
+    tokens (the new ones last); query row r sits at position ``seq_lens[i] - ql + r`` and sees
+    keys ``0..`` that position (bottom-right causal). fp32 math; items with ``ql == 0`` write
+    nothing. Raises ValueError when a query is longer than its context."""
+    bs, hkv = k_cache.shape[1], k_cache.shape[2]
+    g = q.shape[1] // hkv
+    qsl = query_start_loc.tolist()
+    for i, sl in enumerate(seq_lens.tolist()):
+        s0, ql = qsl[i], qsl[i + 1] - qsl[i]
+        if ql == 0:
+            continue
+        if ql > sl:
+            raise ValueError(f"paged_attention_varlen: sequence {i} has {ql} queries over a context of {sl}")
+        nb = (sl + bs - 1) // bs
+        blocks = block_tables[i, :nb]
+        k = k_cache[blocks].flatten(0, 1)[:sl].float().repeat_interleave(g, 1)    # [sl, H, D]
+        v = v_cache[blocks].flatten(0, 1)[:sl].float().repeat_interleave(g, 1)
+        s = torch.einsum("qhd,lhd->hql", q[s0:s0 + ql].float(), k) * scale
+        qpos = torch.arange(sl - ql, sl, device=q.device)[:, None]
+        s = s.masked_fill(torch.arange(sl, device=q.device)[None, :] > qpos, float("-inf"))
+        out[s0:s0 + ql] = torch.einsum("hql,lhd->qhd", torch.softmax(s, -1), v).to(out.dtype)
+
+
 def copy_blocks(key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
                 block_mapping: torch.Tensor) -> None:
     """For each (src, dst) row of ``block_mapping``: block dst := block src, in every cache.

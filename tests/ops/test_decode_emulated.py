@@ -115,3 +115,25 @@ def test_graph_style_max_len_and_padding_rows(lib):
 def test_other_block_sizes(lib):
     _run(lib, torch.float32, 64, 2, 1, [9, 65], bs=8, num_sms=1)
     _run(lib, torch.float32, 64, 2, 1, [64, 300], bs=64, num_sms=4)
+
+
+@pytest.mark.parametrize("h,hkv,sms", [(32, 8, 132), (12, 4, 132), (9, 3, 78), (40, 4, 132), (8, 8, 16)])
+def test_workspace_bound_covers_the_cpp_plan(lib, h, hkv, sms):
+    # continuum.ops.decode_workspace_floats (what the CUDA backend preallocates before the KV
+    # cache is sized) against the C++ planner itself, over every batch size and a sweep of
+    # context lengths that crosses each partition-halving threshold.
+    from continuum import ops
+
+    d, max_seqs, max_len = 128, 64, 20000
+    bound = ops.decode_workspace_floats(max_seqs, h, hkv, d, max_len, sms)
+    part, splits = ctypes.c_int(0), ctypes.c_int(0)
+    worst = 0
+    lens = sorted({1, 128, 129, 511, 513, 4096, max_len} | set(range(100, max_len + 1, 997)))
+    for b in range(1, max_seqs + 1):
+        for L in lens:
+            lib.emu_decode_plan(b, h, hkv, L, sms, ctypes.byref(part), ctypes.byref(splits))
+            need = b * h * splits.value * (d + 2) if splits.value > 1 else 0
+            worst = max(worst, need)
+    assert 0 < worst <= bound
+    assert bound <= 2 * worst + 4 * sms * h * (d + 2)      # not wildly over-sized either
+    assert ops.decode_workspace_floats(max_seqs, h, hkv, d, 128, sms) == 0   # one split always

@@ -88,3 +88,30 @@ def test_decode_graph_replay_matches_eager(monkeypatch):
         with torch.inference_mode(), attn_mod.set_forward_context(meta):
             want = model(ids, pos)
         assert rel_err(got, want) < 2e-2, lens
+
+
+def test_engine_cuda_backend_reserves_its_workspace_before_the_kv_cache(monkeypatch):
+    """CONTINUUM_ATTENTION_BACKEND=cuda through the engine itself (its CudaBackend object, CUDA
+    graphs on): the decode split-K workspace exists before the KV cache was sized (so graph
+    capture allocated none), covers max_num_seqs x max_model_len, and greedy fp32 tokens equal
+    the torch backend's."""
+    from continuum.llm import LLM
+
+    assert ops.load(), ops.unavailable_reason()
+    ref = _generate(False, "float32", monkeypatch)
+    with monkeypatch.context() as m:
+        m.setenv("CONTINUUM_ATTENTION_BACKEND", "cuda")
+        llm = LLM("random:llama-80m", dtype="float32", kv_cache_memory="1GiB", max_model_len=1024,
+                  max_num_batched_tokens=256, device="cuda", random_config={"initializer_range": 0.1})
+        backend = llm.engine.runner.attention
+        assert backend.name == "cuda" and backend.workspace is not None
+        layer = backend.layers[0]
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        need = ops.decode_workspace_floats(llm.engine.args.scheduler_config().max_num_seqs, layer.num_heads,
+                                           layer.num_kv_heads, layer.head_size, 1024, sms)
+        assert backend.workspace.numel() >= need
+        g = torch.Generator().manual_seed(0)
+        prompts = [torch.randint(3, 250, (n,), generator=g).tolist() for n in (5, 17, 100, 300, 33)]
+        p = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+        got = [o.outputs[0].token_ids for o in llm.generate(prompts, p, use_tqdm=False)]
+    assert got == ref

@@ -87,3 +87,16 @@ def test_bench_e2e(tmp_path):
         _positive(r, "seconds", "output_tok_per_s", "mean_step_ms", "init_s")
         assert r["graph_replays"] == 0
     assert "no CUDA" in rows[0]["note"] and "note" not in rows[1]
+
+
+def test_bench_varlen(tmp_path):
+    _run("bench_varlen.py", tmp_path, "--cases", "2x32+8,1x64+16+3d@40,2x0+16,3d@20")
+    header, rows = _load(tmp_path, "varlen")
+    assert "reference" in header["validated"]
+    assert [(r["case"], r["sequences"], r["new_tokens"]) for r in rows] == [
+        ("2x32+8", 2, 16), ("1x64+16+3d@40", 4, 19), ("2x0+16", 2, 32), ("3d@20", 3, 3)]
+    for r in rows:
+        _positive(r, "varlen_us", "gather_sdpa_us", "speedup", "GFLOP", "MiB_kv")
+        assert r["ok"] is True and r["rel_err"] < 2e-2 and r["rel_err_old"] < 2e-2
+    # unique K/V bytes: 2 (K, V) x contexts x 8 heads x 128 x 2 bytes
+    assert rows[1]["MiB_kv"] == 2 * (80 + 3 * 40) * 8 * 128 * 2 / 2**20

@@ -194,3 +194,96 @@ def test_swap_out_and_in_through_pinned_host(batched):
             ops.swap_blocks(h_, d_, in_map)
     torch.cuda.synchronize()
     assert all(torch.equal(a, b) for a, b in zip(dev, want_dev))
+
+
+# -- decode split-K workspace (preallocated by the CUDA backend) ---------------------------------
+
+def test_decode_with_preallocated_workspace_matches_and_checks_its_size():
+    q, kc, vc, bt, lens = _decode_case(torch.bfloat16, 128, 32, 8, [20000, 5, 3000], seed=11)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    n = ops.decode_workspace_floats(4, 32, 8, 128, 20000, sms)
+    ws = torch.full((n,), float("nan"), device=DEV)
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=DEV)
+    ops.paged_attention_decode(out, q, kc, vc, bt, lens, 128 ** -0.5, 20000, ws)
+    want = torch.empty_like(out)
+    ops.paged_attention_decode(want, q, kc, vc, bt, lens, 128 ** -0.5, 20000)
+    torch.cuda.synchronize()
+    assert torch.equal(out, want)
+    with pytest.raises(RuntimeError, match="workspace holds"):
+        ops.paged_attention_decode(out, q, kc, vc, bt, lens, 0.1, 20000, ws[:100])
+    torch.cuda.synchronize()
+
+
+# -- varlen paged attention ----------------------------------------------------------------------
+
+def _check_varlen(dtype, d, h, hkv, query_lens, seq_lens, block_size=16, seed=0, q_view=False):
+    gen = torch.Generator().manual_seed(seed)
+    need = sum(-(-max(L, 1) // block_size) for L in seq_lens)
+    nb = need + 7
+    kc, vc = random_caches(nb, block_size, hkv, d, dtype, DEV, gen)
+    bt = random_block_tables(seq_lens, block_size, nb, gen, DEV)
+    # NaN in every cache slot outside the contexts (tails of last blocks, unused blocks): a read
+    # past a context's end, or of a future position, shows up as NaN in the output.
+    live = torch.zeros(nb * block_size, dtype=torch.bool, device=DEV)
+    for i, L in enumerate(seq_lens):
+        pos = torch.arange(L, device=DEV)
+        live[bt[i, pos // block_size] * block_size + pos % block_size] = True
+    kc.view(-1, hkv, d)[~live] = float("nan")
+    vc.view(-1, hkv, d)[~live] = float("nan")
+    t = sum(query_lens)
+    if q_view:
+        q = torch.randn(t, (h + 2 * hkv) * d, generator=gen).to(DEV, dtype)[:, :h * d].view(t, h, d)
+    else:
+        q = torch.randn(t, h, d, generator=gen).to(DEV, dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.long, device=DEV)
+    qsl = torch.tensor([0] + list(query_lens), dtype=torch.long).cumsum(0).to(DEV)
+    out = torch.full((t, h, d), float("nan"), dtype=dtype, device=DEV)
+    scale = d ** -0.5
+    ops.paged_attention_varlen(out, q, kc, vc, bt, lens, qsl, scale)
+    torch.cuda.synchronize()
+    ref = torch.empty((t, h, d), dtype=torch.float32, device=DEV)
+    reference.paged_attention_varlen(ref, q.float(), kc.float().nan_to_num(), vc.float().nan_to_num(), bt, lens,
+                                     qsl, scale)
+    assert not torch.isnan(out).any()
+    assert row_err(out, ref) < TOL[dtype], (dtype, d, h, hkv, query_lens, seq_lens)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_varlen_dtypes_and_head_sizes(dtype, d):
+    # decodes at block boundaries, chunks over prefixes, a whole prompt, an empty item
+    _check_varlen(dtype, d, 8, 2, [1, 1, 1, 17, 0, 100, 64], [15, 16, 17, 300, 9, 100, 2000], seed=d)
+
+
+@pytest.mark.parametrize("h,hkv", [(8, 8), (8, 1), (32, 8), (12, 4), (40, 4), (64, 8)])
+def test_varlen_gqa_ratios(h, hkv):
+    _check_varlen(torch.bfloat16, 128, h, hkv, [1, 33, 200], [77, 1000, 200], seed=h)
+
+
+def test_varlen_long_prefix_and_long_chunk():
+    # one 1024-token chunk over a 16k-token prefix beside 63 decodes (the agent-turn shape; the
+    # fp32 reference materialises [H, 1024, 17408] scores: 2.3 GB)
+    _check_varlen(torch.bfloat16, 128, 32, 8, [1024] + [1] * 63, [17408] + [1000 + 37 * i for i in range(63)],
+                  seed=3)
+
+
+@pytest.mark.parametrize("block_size", [8, 32, 128])
+def test_varlen_block_sizes_and_strided_q(block_size):
+    _check_varlen(torch.float16, 128, 16, 4, [1, 5, block_size + 1], [block_size - 1, block_size + 1, 3000],
+                  block_size=block_size, q_view=True)
+
+
+def test_varlen_bad_arguments_raise():
+    gen = torch.Generator().manual_seed(0)
+    kc, vc = random_caches(8, 16, 2, 80, torch.bfloat16, DEV, gen)
+    q = torch.randn(3, 4, 80, device=DEV, dtype=torch.bfloat16)
+    bt = torch.zeros(1, 4, dtype=torch.long, device=DEV)
+    lens = torch.tensor([10], device=DEV)
+    qsl = torch.tensor([0, 3], device=DEV)
+    with pytest.raises(RuntimeError, match="head size 80"):
+        torch.ops.continuum_C.paged_attention_varlen(torch.empty_like(q), q, kc, vc, bt, lens, qsl, 0.1)
+    kc, vc = random_caches(8, 16, 2, 64, torch.bfloat16, DEV, gen)
+    q = torch.randn(3, 4, 64, device=DEV, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="query_start_loc"):
+        torch.ops.continuum_C.paged_attention_varlen(torch.empty_like(q), q, kc, vc, bt, lens, qsl[:1], 0.1)
+    torch.cuda.synchronize()

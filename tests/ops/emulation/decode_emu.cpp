@@ -95,3 +95,13 @@ extern "C" int emu_paged_decode(int dtype, void* out, const void* q, const void*
   }
   return 1;
 }
+
+// The host split plan alone (no kernel): what a call with these shapes would allocate.
+extern "C" void emu_decode_plan(int num_seqs, int num_heads, int num_kv_heads, int max_seq_len, int num_sms,
+                                int* partition_out, int* num_splits_out) {
+  continuum::PagedDecodeParams p{};
+  p.num_seqs = num_seqs; p.num_heads = num_heads; p.num_kv_heads = num_kv_heads;
+  continuum::paged_decode_plan(p, max_seq_len, num_sms);
+  *partition_out = p.partition_size;
+  *num_splits_out = p.num_splits;
+}

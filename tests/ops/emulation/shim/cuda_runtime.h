@@ -1,7 +1,8 @@
 // Host emulation of the few CUDA features the decode kernel uses, so that its index math and
 // reductions run on a CPU (tests/ops/test_decode_emulated.py). One CTA at a time; each CUDA
 // thread is a std::thread; __syncthreads and warp shuffles are std::barrier rendezvous.
-// Not a CUDA implementation: only what csrc/paged_attention.cuh needs, with full-warp shuffles.
+// Not a CUDA implementation: only what csrc/paged_attention{,_varlen}.cuh need, with full-warp
+// shuffles (every lane of the warp takes part; xor partners stay inside it).
 #pragma once
 
 #include <barrier>
@@ -20,6 +21,8 @@
 
 struct uint4 { unsigned x, y, z, w; };
 struct uint2 { unsigned x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 typedef void* cudaStream_t;
