@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from common import DEVICE, cuda_time, write_results  # noqa: E402
-from gather_sdpa import prefill_over_cache  # noqa: E402
+from continuum.layers.attention_cuda import prefill_over_cache
 
 
 def main() -> None:

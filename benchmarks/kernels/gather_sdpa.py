@@ -1,46 +1,15 @@
-"""The CUDA backend's former prefill path, kept as the baseline the varlen kernel is timed
-against (bench_prefill.py, bench_varlen.py): per sequence, SDPA on the new K/V when the chunk
-is its whole context, else a gather of its K/V out of the paged cache, ``repeat_interleave``
-per GQA group and SDPA with a bottom-right causal mask; one-token rows in one decode launch.
-Not used by the engine."""
+"""The CUDA backend's former mixed-step path, kept as a baseline the varlen kernel is timed
+against (bench_prefill.py, bench_varlen.py): per sequence of more than one new token, SDPA on
+the new K/V when the chunk is its whole context, else a gather of its K/V out of the paged
+cache, ``repeat_interleave`` per GQA group and SDPA with a bottom-right causal mask (the
+engine still does this for chunks of ``attention_cuda.LONG_CHUNK`` tokens or more); one-token
+rows in one decode launch."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from continuum import ops
-
-
-def _expand_kv(x: torch.Tensor, group: int) -> torch.Tensor:
-    """[1, Hkv, L, D] -> [1, Hkv*group, L, D] (query head h uses KV head h // group)."""
-    return x if group == 1 else x.repeat_interleave(group, dim=1)
-
-
-def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Plain causal attention of a whole-context chunk: [ql, H, D] x [ql, Hkv, D] -> [ql, H, D]."""
-    g = q.shape[1] // k.shape[1]
-    qi, ki, vi = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]
-    o = F.scaled_dot_product_attention(qi, _expand_kv(ki, g), _expand_kv(vi, g), is_causal=True, scale=scale)
-    return o[0].transpose(0, 1)
-
-
-def prefill_over_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                       block_table: torch.Tensor, sl: int, scale: float) -> torch.Tensor:
-    """A chunk of ql new tokens (already cached) attending to its sequence's first sl tokens."""
-    from torch.nn.attention.bias import causal_lower_right
-
-    ql = q.shape[0]
-    bs = k_cache.shape[1]
-    nb = (sl + bs - 1) // bs
-    blocks = block_table[:nb]
-    k = k_cache.index_select(0, blocks).flatten(0, 1)[:sl].to(q.dtype)     # [sl, Hkv, D]
-    v = v_cache.index_select(0, blocks).flatten(0, 1)[:sl].to(q.dtype)
-    g = q.shape[1] // k.shape[1]
-    ki = _expand_kv(k.transpose(0, 1)[None], g)
-    vi = _expand_kv(v.transpose(0, 1)[None], g)
-    o = F.scaled_dot_product_attention(q.transpose(0, 1)[None], ki, vi,
-                                       attn_mask=causal_lower_right(ql, sl), scale=scale)
-    return o[0].transpose(0, 1)
+from continuum.layers.attention_cuda import prefill_over_cache, sdpa_causal
 
 
 def attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,

@@ -27,10 +27,13 @@ def _step(query_lens, seq_lens, h, hkv, d, seed=0):
     return q, k, v, k_cache, v_cache, meta
 
 
+@pytest.mark.parametrize("qls,sls", [
+    ([1, 1, 7, 20, 1], [33, 1, 40, 20, 16]),       # all in the varlen launch
+    ([1, 40, 7, 48, 1, 32], [33, 100, 40, 48, 16, 32]),   # + long chunks by SDPA, over a prefix and whole
+])
 @pytest.mark.parametrize("h,hkv", [(4, 4), (8, 2), (6, 2)])
-def test_backend_forward_matches_reference_on_mixed_batch(h, hkv):
-    # decode rows, a 1-token prefill chunk over a prefix, a chunk over a prefix, a fresh prompt
-    qls, sls = [1, 1, 7, 20, 1], [33, 1, 40, 20, 16]
+def test_backend_forward_matches_reference_on_mixed_batch(h, hkv, qls, sls):
+    # decode rows, a 1-token prefill chunk over a prefix, chunks over a prefix, fresh prompts
     q, k, v, kc, vc, meta = _step(qls, sls, h, hkv, 32)
     kc2, vc2 = kc.clone(), vc.clone()
     out = attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
@@ -131,7 +134,7 @@ def test_decode_workspace_sizing():
 
 
 def test_backend_forward_makes_one_attention_call_per_step_kind(monkeypatch):
-    # A mixed step is ONE varlen call (decode rows included); a pure-decode step one decode
+    # A mixed step's short items are ONE varlen call (decode rows included); a pure-decode step one decode
     # call that receives the backend's workspace. The real ops run underneath (counted only).
     calls = []
 
@@ -148,6 +151,16 @@ def test_backend_forward_makes_one_attention_call_per_step_kind(monkeypatch):
     q, k, v, kc, vc, meta = _step([1, 7, 1, 20], [33, 40, 16, 20], 8, 2, 32)
     attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
     assert [c[0] for c in calls] == ["paged_attention_varlen"]
+    calls.clear()
+    # chunks of LONG_CHUNK tokens or more leave the launch (SDPA on tensor cores); the rest stay in one
+    long = attention_cuda.LONG_CHUNK
+    q, k, v, kc, vc, meta = _step([1, long, 7, long + 5], [33, long + 60, 40, long + 5], 8, 2, 32)
+    attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
+    assert [c[0] for c in calls] == ["paged_attention_varlen"]
+    calls.clear()
+    q, k, v, kc, vc, meta = _step([long, long + 1], [long + 9, long + 1], 8, 2, 32)
+    attention_cuda.forward(q, k, v, kc, vc, meta, 0.3)
+    assert calls == []
     calls.clear()
     ws = torch.empty(10)
     q, k, v, kc, vc, meta = _step([1, 1], [33, 5], 8, 2, 32)
