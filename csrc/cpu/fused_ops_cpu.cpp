@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include "cpu_common.h"
+#include "avx512_common.h"
 
 #include <cmath>
 #include <cstdint>
@@ -29,6 +30,68 @@ template <> inline float rnd<float>(float x) { return x; }
 
 constexpr int64_t kGrain = 8;   // rows per task: small batches still split across threads
 
+#if defined(__AVX512F__)
+// fp32 -> bf16 bits per lane, round to nearest even, NaN -> 0x7FC0: c10::BFloat16's own
+// conversion, so vector and scalar results are the same bits.
+inline __m256i bf16_bits(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC00000));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+// rnd<bf16>: round to bf16 and back to fp32.
+inline __m512 round_bf16(__m512 x) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_bits(x)), 16));
+}
+#endif
+
+
+#if defined(__AVX512F__)
+// One bf16 row of rms_norm_rows (d a multiple of 16).
+inline void rms_norm_row_avx512(const c10::BFloat16* xr, const c10::BFloat16* rr, c10::BFloat16* ro,
+                                const c10::BFloat16* w, c10::BFloat16* o, int64_t d, float eps) {
+  using avx512::load16;
+  __m512 acc = _mm512_setzero_ps();
+  const c10::BFloat16* src = xr;
+  if (rr != nullptr) {          // s = round(x + residual), stored, and normalised below
+    for (int64_t i = 0; i < d; i += 16) {
+      const __m256i sb = bf16_bits(_mm512_add_ps(load16(xr + i), load16(rr + i)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ro + i), sb);
+      const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(sb), 16));
+      acc = _mm512_fmadd_ps(f, f, acc);
+    }
+    src = ro;
+  } else {
+    for (int64_t i = 0; i < d; i += 16) {
+      const __m512 f = load16(xr + i);
+      acc = _mm512_fmadd_ps(f, f, acc);
+    }
+  }
+  const float ss = _mm512_reduce_add_ps(acc);
+  const __m512 inv = _mm512_set1_ps(1.f / std::sqrt(ss / static_cast<float>(d) + eps));
+  for (int64_t i = 0; i < d; i += 16) {
+    const __m512 y = _mm512_mul_ps(load16(w + i), round_bf16(_mm512_mul_ps(load16(src + i), inv)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), bf16_bits(y));
+  }
+}
+
+// One bf16 row of silu_and_mul_rows (d a multiple of 16): exp by avx512::exp2, whose error
+// (~1e-7 relative) moves a bf16 output only when it lies within that of a rounding boundary.
+inline void silu_and_mul_row_avx512(const c10::BFloat16* g, const c10::BFloat16* u, c10::BFloat16* o,
+                                    int64_t d) {
+  using avx512::load16;
+  const __m512 one = _mm512_set1_ps(1.f), neg_log2e = _mm512_set1_ps(-1.4426950408889634f);
+  for (int64_t i = 0; i < d; i += 16) {
+    const __m512 gf = load16(g + i);
+    const __m512 e = avx512::exp2(_mm512_mul_ps(gf, neg_log2e));
+    const __m512 silu = round_bf16(_mm512_div_ps(gf, _mm512_add_ps(one, e)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), bf16_bits(_mm512_mul_ps(silu, load16(u + i))));
+  }
+}
+#endif
+
 template <typename T>
 void rms_norm_rows(const T* x, const T* res_in, T* res_out, const T* w, T* out, int64_t rows,
                    int64_t d, float eps) {
@@ -37,6 +100,17 @@ void rms_norm_rows(const T* x, const T* res_in, T* res_out, const T* w, T* out, 
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * d;
       float ss = 0.f;
+#if defined(__AVX512F__)
+      // bf16 rows of whole vectors: the same per-element roundings as the loops below; only
+      // the sum of squares is added in another order (16 lanes, then across).
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        if (d % 16 == 0) {
+          rms_norm_row_avx512(xr, res_in ? res_in + r * d : nullptr, res_in ? res_out + r * d : nullptr,
+                              w, out + r * d, d, eps);
+          continue;
+        }
+      }
+#endif
       if (res_in != nullptr) {
         const T* rr = res_in + r * d;
         T* ro = res_out + r * d;
@@ -69,6 +143,14 @@ void silu_and_mul_rows(const T* x, T* out, int64_t rows, int64_t d) {
       const T* g = x + r * 2 * d;
       const T* u = g + d;
       T* o = out + r * d;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        if (d % 16 == 0) {
+          silu_and_mul_row_avx512(g, u, o, d);
+          continue;
+        }
+      }
+#endif
       for (int64_t i = 0; i < d; ++i) {
         float gf = to_f(g[i]);
         o[i] = static_cast<T>(rnd<T>(gf / (1.f + std::exp(-gf))) * to_f(u[i]));
@@ -76,6 +158,23 @@ void silu_and_mul_rows(const T* x, T* out, int64_t rows, int64_t d) {
     }
   });
 }
+
+#if defined(__AVX512F__)
+// One head of one bf16 token, 16 pairs at a time (half a multiple of 16): the scalar loop's
+// operations lane by lane (products rounded to bf16 before the sum, no FMA).
+template <typename C>
+inline void rotary_head_avx512(const c10::BFloat16* xr, const C* c_row, c10::BFloat16* o, int64_t half) {
+  using avx512::load16;
+  for (int64_t i = 0; i < half; i += 16) {
+    const __m512 c = load16(c_row + i), s = load16(c_row + half + i);
+    const __m512 x1 = load16(xr + i), x2 = load16(xr + half + i);
+    const __m512 o1 = _mm512_sub_ps(round_bf16(_mm512_mul_ps(x1, c)), round_bf16(_mm512_mul_ps(x2, s)));
+    const __m512 o2 = _mm512_add_ps(round_bf16(_mm512_mul_ps(x2, c)), round_bf16(_mm512_mul_ps(x1, s)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), bf16_bits(o1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + half + i), bf16_bits(o2));
+  }
+}
+#endif
 
 template <typename T, typename C>
 void rotary_rows(const T* x, const C* cs, T* out, int64_t rows, int64_t heads, int64_t hd,
@@ -87,6 +186,17 @@ void rotary_rows(const T* x, const C* cs, T* out, int64_t rows, int64_t heads, i
       for (int64_t h = 0; h < heads; ++h) {
         const T* xr = x + r * x_stride + h * hd;
         T* o = out + (r * heads + h) * hd;
+#if defined(__AVX512F__)
+        // bf16 activations (the fused path's case) with a bf16 or fp32 table: at decode batch
+        // sizes the scalar conversions made this 4% of a SmolLM2 step.
+        if constexpr (std::is_same_v<T, c10::BFloat16> &&
+                      (std::is_same_v<C, c10::BFloat16> || std::is_same_v<C, float>)) {
+          if (half % 16 == 0) {
+            rotary_head_avx512(xr, c_row, o, half);
+            continue;
+          }
+        }
+#endif
         for (int64_t i = 0; i < half; ++i) {
           float c = to_f(c_row[i]), s = to_f(c_row[half + i]);
           float x1 = to_f(xr[i]), x2 = to_f(xr[half + i]);

@@ -45,11 +45,13 @@ def test_silu_and_mul_within_one_ulp(dtype):
     torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("hd", [64, 128, 48])     # AVX-512 bf16 path (half % 16 == 0) and the scalar one
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(dtype):
-    hd, heads, kv = 64, 12, 4
+def test_rotary_matches_the_composition_exactly_on_a_qkv_slice(dtype, hd):
+    heads, kv = 12, 4
     rope = RotaryEmbedding(hd, 4096, 10000.0).to(dtype)
     qkv = torch.randn(37, (heads + 2 * kv) * hd, generator=torch.Generator().manual_seed(2)).to(dtype)
+    qkv[0, :8] = torch.tensor([1e30, -1e30, 3e-39, 0.0, -0.0, 1e-20, 2.5, -7.75]).to(dtype)  # large, tiny, signed 0
     q, k, _ = qkv.split([heads * hd, kv * hd, kv * hd], dim=-1)     # strided rows, as in the model
     cs = rope.get_cos_sin(torch.randint(0, 4096, (37,), generator=torch.Generator().manual_seed(3)))
     for x in (q, k):
