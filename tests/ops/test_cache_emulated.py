@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,12 +14,9 @@ import pytest
 import torch
 
 from continuum.ops import reference
+from tests.ops.emulation_build import CSRC, EMU, needs_gxx
 
-ROOT = Path(__file__).resolve().parents[2]
-EMU = Path(__file__).resolve().parent / "emulation"
-CSRC = ROOT / "csrc"
-
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+pytestmark = needs_gxx
 
 
 @pytest.fixture(scope="module")

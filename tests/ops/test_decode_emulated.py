@@ -9,44 +9,20 @@ Skipped without g++. Build: ~20 s once per session (cached by source hash under 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 from continuum.ops import reference
+from tests.ops.emulation_build import build_attention_kernel, needs_gxx
 from tests.ops.helpers import random_block_tables, random_caches, rel_err
 
-ROOT = Path(__file__).resolve().parents[2]
-EMU = Path(__file__).resolve().parent / "emulation"
-CSRC = ROOT / "csrc"
-
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+pytestmark = needs_gxx
 
 
 @pytest.fixture(scope="module")
 def lib():
-    src = (CSRC / "paged_attention.cuh").read_text()
-    marker = "extern __shared__ float smem[];"
-    assert marker in src, "the emulation rewrites this declaration; update the test with the kernel"
-    src = src.replace(marker, "float* smem = g_dyn_smem;")
-    inputs = [src] + [p.read_text() for p in sorted(EMU.rglob("*")) if p.is_file()] + \
-        [(CSRC / f).read_text() for f in ("common.cuh", "paged_attention.h", "dtype.h")]
-    tag = hashlib.sha256("".join(inputs).encode()).hexdigest()[:16]
-    build = Path("/tmp") / f"continuum_decode_emu_{tag}"
-    so = build / "decode_emu.so"
-    if not so.exists():
-        build.mkdir(parents=True, exist_ok=True)
-        (build / "paged_attention_emu.cuh").write_text(src)
-        cmd = ["nice", "g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
-               f"-I{build}", f"-I{EMU / 'shim'}", f"-I{CSRC}", str(EMU / "decode_emu.cpp"),
-               "-o", str(so) + ".tmp"]
-        subprocess.run(cmd, check=True)
-        Path(str(so) + ".tmp").rename(so)
-    lib = ctypes.CDLL(str(so))
+    lib = build_attention_kernel("paged_attention.cuh", ("common.cuh", "paged_attention.h", "dtype.h"), "decode_emu.cpp")
     lib.emu_paged_decode.restype = ctypes.c_int
     return lib
 
