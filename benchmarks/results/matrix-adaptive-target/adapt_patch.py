@@ -1,5 +1,7 @@
 # Adaptive overbooking: target = clamp(1 / P90 of (current blocks / projected peak blocks) over
 # the last 256 door decisions, 1, 2). Measured at each W computation on the same program set.
+# ADAPT_Q: the quantile (default 0.9; 1.0 = the maximum); ADAPT_CAP: the cap (default 2x);
+# GUARD_S > 0: overbook only once the door has stayed engaged that long (default 0: always).
 import continuum.scheduler.admission as adm
 import collections, math, os
 Q = float(os.environ.get("ADAPT_Q", "0.9")); CAP = float(os.environ.get("ADAPT_CAP", "2"))
@@ -7,6 +9,7 @@ _init = adm.AdmissionControl.__init__
 def __init__(self, *a, **k):
     _init(self, *a, **k)
     self._ratios = collections.deque(maxlen=256)
+    self._engaged_since = None           # scheduler time the door last became engaged
 adm.AdmissionControl.__init__ = __init__
 def working_set_blocks(self, now):
     ctx = self.ctx
@@ -39,17 +42,24 @@ def working_set_blocks(self, now):
         self._ratios.append(cur / w)
     return w
 adm.AdmissionControl.working_set_blocks = working_set_blocks
-def _target(self):
+GUARD_S = float(os.environ.get("GUARD_S", "0"))   # > 0: overbook only after that long engaged
+def _target(self, now):
     r = self._ratios
-    if len(r) < 32:
+    since = self._engaged_since
+    if len(r) < 32 or (GUARD_S > 0 and (since is None or now - since < GUARD_S)):
         return self.target
     s = sorted(r)
     p = s[min(int(Q * len(s)), len(s) - 1)]
     return min(max(self.target, 1.0 / max(p, 1e-9)), CAP * self.target)
 def admit(self, req, now):
     rec = req.program_record
+    was = self.engaged
     if rec is None or rec.admitted or not self.is_engaged():
+        if not self.engaged:
+            self._engaged_since = None
         return True
+    if not was or self._engaged_since is None:
+        self._engaged_since = now
     if now - req.arrival_time >= self.max_wait:
         self.num_timeouts += 1
         return True
@@ -58,7 +68,7 @@ def admit(self, req, now):
     if self._ws is None:
         self._ws = self.last_working_set = self.working_set_blocks(now)
     need = self.ctx.kv.blocks_for(self.request_footprint(req))
-    if self._ws and self._ws + need > _target(self) * self.ctx.kv.pool.num_blocks:
+    if self._ws and self._ws + need > _target(self, now) * self.ctx.kv.pool.num_blocks:
         self._closed = True
         self.num_held += 1
         return False
