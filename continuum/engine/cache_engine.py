@@ -12,7 +12,7 @@ from torch import nn
 
 from continuum import ops
 from continuum.engine.prefault import prefault_in_background
-from continuum.layers.attention import Attention
+from continuum.layers.attention import attention_layers
 
 if TYPE_CHECKING:
     from continuum.scheduler.output import SchedulerOutput
@@ -21,10 +21,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_KV_BYTES = 2 * 2**30
 _ALIGN = 64
-
-
-def attention_layers(model: nn.Module) -> list[Attention]:
-    return [m for m in model.modules() if isinstance(m, Attention)]
 
 
 def bytes_per_block(model: nn.Module, block_size: int, dtype: torch.dtype) -> int:

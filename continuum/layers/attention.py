@@ -184,3 +184,8 @@ class Attention(nn.Module):
             return self.backend.forward(self, q, k, v, meta).reshape(T, -1)
         reshape_and_cache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         return paged_attention_ref(q, self.k_cache, self.v_cache, meta, self.scale, k, v).reshape(T, -1)
+
+
+def attention_layers(model: nn.Module) -> list[Attention]:
+    """Every paged ``Attention`` module of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, Attention)]

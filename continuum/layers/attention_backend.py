@@ -22,7 +22,8 @@ from typing import Iterator
 import torch
 
 from continuum.layers.activation import SiluAndMul
-from continuum.layers.attention import Attention, AttentionMetadata, paged_attention_ref, reshape_and_cache
+from continuum.layers.attention import (Attention, AttentionMetadata, attention_layers, paged_attention_ref,
+                                        reshape_and_cache)
 from continuum.layers.layernorm import RMSNorm
 from continuum.layers.rotary import RotaryEmbedding
 
@@ -152,9 +153,8 @@ class CudaBackend(AttentionBackend):
 
     def reserve(self, model, max_num_seqs, max_model_len):
         from continuum import ops
-        from continuum.layers.attention import Attention
 
-        layers = [m for m in model.modules() if isinstance(m, Attention)]
+        layers = attention_layers(model)
         if not layers:
             return
         device = next(model.parameters()).device
