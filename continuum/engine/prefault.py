@@ -29,6 +29,7 @@ map and unmap its own large buffers (64 MiB calls stalled them).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -81,10 +82,14 @@ def _populate(refs: list[weakref.ref], started: threading.Event | None = None) -
     logger.debug("KV cache prefaulted: %.2f GiB in %.1f s", done / 2**30, time.perf_counter() - t0)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _madvise_populate(addr: int, nbytes: int) -> int:
     """``madvise(MADV_POPULATE_WRITE)`` on page-aligned ``[addr, addr + nbytes)``: 0, or the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes), MADV_POPULATE_WRITE) == 0:
+    if _libc().madvise(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes), MADV_POPULATE_WRITE) == 0:
         return 0
     return ctypes.get_errno() or -1
 
