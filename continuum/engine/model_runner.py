@@ -137,7 +137,7 @@ class ModelRunner:
             output_token_ids=[s.request.output_token_ids for s in sampling],
             prompt_token_ids=[s.request.prompt_token_ids for s in sampling],
             eos_token_ids=sampling[0].request.eos_token_ids)
-        so: SamplerOutput = self.sampler(logits.float(), batch)
+        so: SamplerOutput = self.sampler(logits, batch)
         toks: list[int | None] = [None] * n
         lps: list = [None] * n
         k = 0

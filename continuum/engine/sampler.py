@@ -20,7 +20,8 @@ Invariants:
 * every sampled id is in ``[0, V)``, whatever the logits hold (NaN, inf, all ``-inf``): a row
   with nothing left to draw from gets the argmax of its penalised, masked logits;
 * the all-greedy, no-penalty, no-logprobs batch costs one ``argmax`` plus one python pass over
-  the params (no tensor work besides the argmax).
+  the params (no tensor work besides the argmax, which reads the logits in the model's dtype:
+  ``cpu_kernels.argmax_rows``); every other path computes on an fp32 copy.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from continuum.layers.cpu_kernels import argmax_rows
 from continuum.sampling_params import SamplingParams
 
 
@@ -181,7 +183,7 @@ class Sampler:
         num_rows = logits.shape[0]
         assert len(batch.params) == num_rows, "one SamplingParams per logits row"
         if _fast_path_ok(batch):
-            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * num_rows)
+            return SamplerOutput(argmax_rows(logits).tolist(), [None] * num_rows)
         return self._general(logits, batch)
 
     # ------------------------------------------------------------------ general path

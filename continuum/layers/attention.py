@@ -16,6 +16,7 @@ backend, or the reference when none is bound. A backend's step takes precedence.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,8 +53,9 @@ class AttentionMetadata:
     def num_seqs(self) -> int:
         return len(self.seq_lens_list)
 
-    @property
+    @functools.cached_property
     def is_pure_decode(self) -> bool:
+        # Cached: every layer asks (the lists are not changed after construction).
         return all(q == 1 for q in self.query_lens_list)
 
 

@@ -72,6 +72,16 @@ def failure() -> str | None:
     return _failed
 
 
+def argmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(dim=-1)`` of a 2-D tensor (the same indices, NaN first as in torch), read in
+    the tensor's own dtype by the CPU kernel once it is loaded (this never builds it): greedy
+    sampling of bf16 logits [64, 49152] took 0.18 ms instead of 1.17 ms for torch's fp32 copy +
+    argmax (2-core test VM), about 3% of a SmolLM2 decode step."""
+    if _module is not None and x.device.type == "cpu" and x.dim() == 2 and x.shape[1] > 0:
+        return torch.ops.continuum_cpu_ops.argmax_rows(x)
+    return x.argmax(dim=-1)
+
+
 def use_fused(fused, x: torch.Tensor) -> bool:
     """Whether a layer bound to ``fused`` runs it on ``x``: bf16/fp16 CPU rows only. Those ops
     round like the torch composition they replace (the same bits but for a fraction of a

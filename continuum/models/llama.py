@@ -242,8 +242,10 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [N, hidden] (e.g. only each sequence's last token) -> logits [N, vocab] fp32."""
-        return self.lm_head(hidden).float()
+        """hidden [N, hidden] (e.g. only each sequence's last token) -> logits [N, vocab] in the
+        model's dtype: the sampler reads them as they are for greedy rows and upcasts to fp32
+        wherever it computes anything else (a [N, vocab] fp32 copy per step is not free)."""
+        return self.lm_head(hidden)
 
     def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
         """Install llama.cpp-style per-frequency rope divisors (GGUF ``rope_freqs``)."""

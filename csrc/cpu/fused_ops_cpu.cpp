@@ -208,6 +208,63 @@ void rotary_rows(const T* x, const C* cs, T* out, int64_t rows, int64_t heads, i
   });
 }
 
+// NaN test on the bits: the kernels build with -ffast-math, under which std::isnan is false.
+inline bool nan_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return (u & 0x7FFFFFFFu) > 0x7F800000u;
+}
+inline bool nan_bits(double v) {
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return (u & 0x7FFFFFFFFFFFFFFFull) > 0x7FF0000000000000ull;
+}
+
+// torch.argmax of one row: the first index of the maximum, or of the first NaN if there is one
+// (torch orders NaN above everything).
+template <typename T>
+int64_t argmax_row(const T* x, int64_t n) {
+  int64_t i = 0, best = 0;
+#if defined(__AVX512F__)
+  if constexpr (!std::is_same_v<T, double>) {
+    // Per lane: the first index of that lane's maximum (strict >). The row's answer is the
+    // smallest such index among the lanes holding the overall maximum.
+    __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    __m512i vidx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i cur = vidx;
+    const __m512i step = _mm512_set1_epi32(16);
+    __mmask16 nan = 0;
+    const int64_t n16 = n / 16 * 16;
+    if (n16 > 0 && n < (int64_t{1} << 31)) {
+      for (; i < n16; i += 16) {
+        const __m512 v = avx512::load16(x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        const __mmask16 gt = _mm512_cmp_ps_mask(v, vmax, _CMP_GT_OQ);
+        vmax = _mm512_mask_mov_ps(vmax, gt, v);
+        vidx = _mm512_mask_mov_epi32(vidx, gt, cur);
+        cur = _mm512_add_epi32(cur, step);
+      }
+      if (nan) {
+        i = 0;   // rare: the scalar scan below finds the first NaN
+      } else {
+        const float m = _mm512_reduce_max_ps(vmax);
+        const __mmask16 at = _mm512_cmp_ps_mask(vmax, _mm512_set1_ps(m), _CMP_EQ_OQ);
+        best = _mm512_mask_reduce_min_epi32(at, vidx);
+      }
+    }
+  }
+#endif
+  using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  Acc bv = static_cast<Acc>(x[best]);
+  if (i == 0 && nan_bits(bv)) return 0;
+  for (; i < n; ++i) {
+    const Acc v = static_cast<Acc>(x[i]);
+    if (nan_bits(v)) return i;
+    if (v > bv) bv = v, best = i;
+  }
+  return best;
+}
+
 void check_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.dim() == 2 && t.stride(1) == 1, name, ": a CPU [rows, d] tensor with unit stride");
 }
@@ -235,6 +292,24 @@ std::vector<torch::Tensor> rms_norm(torch::Tensor x, std::optional<torch::Tensor
   });
   if (residual) return {out, sum};
   return {out};
+}
+
+// logits [N, V] -> int64 [N]: torch.argmax(logits, -1) (the same index, NaN rules included),
+// rows in parallel, read in the logits' own dtype (no fp32 copy of [N, V] first).
+torch::Tensor argmax_rows(torch::Tensor x) {
+  x = x.contiguous();
+  check_rows(x, "argmax_rows x");
+  TORCH_CHECK(x.size(1) > 0, "argmax_rows: empty rows");
+  auto out = torch::empty({x.size(0)}, x.options().dtype(torch::kLong));
+  int64_t* o = out.data_ptr<int64_t>();
+  const int64_t V = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "argmax_rows", [&] {
+    const scalar_t* p = x.data_ptr<scalar_t>();
+    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) o[r] = argmax_row<scalar_t>(p + r * V, V);
+    });
+  });
+  return out;
 }
 
 torch::Tensor silu_and_mul(torch::Tensor x) {
@@ -310,5 +385,6 @@ TORCH_LIBRARY(continuum_cpu_ops, m) {
         &reshape_and_cache);
   m.def("rms_norm(Tensor x, Tensor? residual, Tensor weight, float eps) -> Tensor[]", &rms_norm);
   m.def("silu_and_mul(Tensor x) -> Tensor", &silu_and_mul);
+  m.def("argmax_rows(Tensor x) -> Tensor", &argmax_rows);
   m.def("rotary(Tensor x, Tensor cs, int head_size) -> Tensor", &rotary);
 }

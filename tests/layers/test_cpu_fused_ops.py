@@ -102,3 +102,28 @@ def test_reshape_and_cache_matches_the_reference_with_strided_rows_and_skips(dty
     assert torch.equal(caches[0], caches[2]) and torch.equal(caches[1], caches[3])
     with pytest.raises(RuntimeError, match="outside the cache"):
         ops.reshape_and_cache(k, v, caches[0], caches[1], torch.tensor([0, 1, 2, 3, 4, 5, nb * bs]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("V", [1, 5, 16, 17, 1000, 49155])
+def test_argmax_rows_is_torch_argmax_ties_nan_and_inf_included(dtype, V):
+    g = torch.Generator().manual_seed(V)
+    x = torch.randn(8, V, generator=g).to(dtype)
+    x[1] = x[1].round()                          # ties: the first index wins
+    x[2] = float("-inf")                          # all -inf: index 0
+    if V > 3:
+        x[3, 3] = float("nan")                    # NaN outranks everything
+    if V > 20:
+        x[4, V - 2] = float("nan")
+        x[4, 10] = float("inf")
+        x[5, 17] = x[5, V - 1] = float("inf")     # tied infinities
+        x[6, V - 1] = 1e4                         # the maximum in the tail past the last 16
+    got = ops.argmax_rows(x)
+    assert got.dtype == torch.long and torch.equal(got, x.argmax(-1))
+    assert torch.equal(cpu_kernels.argmax_rows(x), x.argmax(-1))
+    assert torch.equal(ops.argmax_rows(x[:, :V // 2 + 1]), x[:, :V // 2 + 1].argmax(-1))  # strided rows
+
+
+def test_argmax_rows_rejects_empty_rows():
+    with pytest.raises(RuntimeError, match="empty rows"):
+        ops.argmax_rows(torch.empty(2, 0))
