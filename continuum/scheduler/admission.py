@@ -44,8 +44,10 @@ else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at 
 
 **Rule.** While engaged, a newcomer with footprint ``n`` is admitted iff
 ``W + n <= target * num_blocks`` or ``W == 0`` (nothing active: a program larger than the
-target still runs alone, so the door never wedges the engine), or it has waited
-``max_wait`` seconds (the bound on a newcomer's wait). Newcomers pass in the scheduler's
+target still runs alone, so the door never wedges the engine), or it has waited its bound,
+``max_wait * min(1, prompt tokens / WAIT_REF_TOKENS)``: a newcomer waits at most in proportion
+to what it brings (a chat message of a few hundred tokens a minute or so, an agent's first
+prompt of thousands of tokens up to ``max_wait``). Newcomers pass in the scheduler's
 order, and once one is held every later newcomer is held in that step (the door is FIFO);
 requests of active programs are never held, and the scheduler skips held requests, so the door
 never idles the engine while a turn of an active program could run. ``target`` may exceed 1
@@ -73,6 +75,15 @@ DISENGAGE = 4.0
 # its memory would sit idle most of the time, so it gets no reservation and no pin.
 DUTY = 10.0
 MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls under DUTY s always pass)
+# A newcomer's wait bound is max_wait * min(1, prompt / WAIT_REF_TOKENS). One bound for every
+# program traded the agents' gains for the chat conversations' tail (600 s: people in the mix
+# at 20 GB 1.36x vllm's mean JCT; 120 s: coding agents worse than vllm past the cliff,
+# benchmarks/results/door-wait-frontier/). A small newcomer that waits less costs the agents
+# little: the mix at 20 GB past the cliff 0.93-0.99x vllm's mean JCT instead of 1.00-1.07x,
+# every agent-only point unchanged (8192 tokens: a larger mix gain, but BFCL-like programs,
+# whose prompts are ~1,000 tokens, lost at 20 GB; a 60 s bound for prompts <= 512 tokens only:
+# the mix 0.97-0.99x). docs/scheduling.md, "the wait bound".
+WAIT_REF_TOKENS = 4096
 
 
 @dataclass
@@ -91,7 +102,7 @@ class AdmissionControl:
         self.target = target
         self.max_wait = max_wait
         self.engaged = False                 # the gate (module docstring)
-        self.num_timeouts = 0                # newcomers admitted because they waited max_wait
+        self.num_timeouts = 0                # newcomers admitted because they waited their bound
         self.num_faults = 0                  # returning turns whose context had been evicted
         self.num_returns = 0                 # returning turns that extend their context
         self.horizon_quantile = horizon_quantile
@@ -275,11 +286,16 @@ class AdmissionControl:
             self.engaged = False
         return self.engaged
 
+    def wait_bound(self, req: Request) -> float:
+        """The longest a newcomer waits at the door: ``max_wait`` scaled by its prompt's share
+        of ``WAIT_REF_TOKENS`` (module docstring)."""
+        return self.max_wait * min(1.0, req.num_prompt_tokens / WAIT_REF_TOKENS)
+
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record
         if rec is None or rec.admitted or not self.is_engaged():
             return True
-        if now - req.arrival_time >= self.max_wait:
+        if now - req.arrival_time >= self.wait_bound(req):
             self.num_timeouts += 1
             return True
         if self._closed:

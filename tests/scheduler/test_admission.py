@@ -12,7 +12,7 @@ import random
 import pytest
 
 from continuum.request import RequestStatus
-from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, km_quantile
+from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, WAIT_REF_TOKENS, km_quantile
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
@@ -41,10 +41,18 @@ class PinnedPlus(ContinuumPlusPolicy):
         return 100.0
 
 
+def unbounded_door() -> ContinuumPlusPolicy:
+    """continuum+ whose wait bounds are out of reach: these tests' prompts of tens of tokens
+    would otherwise wait seconds at most (bound proportional to the prompt)."""
+    return ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=1e9))
+
+
 def door_sched(policy=None, num_blocks=100, host_blocks=0):
     """Block size 4. Door statistics seeded so that footprints are exact: mean output 4, mean
-    new input 8 (growth 12 tokens per turn), one completed program of 3 turns (R(1) = 2)."""
-    s = make_sched(policy or ContinuumPlusPolicy(), num_blocks=num_blocks, block_size=4, budget=512,
+    new input 8 (growth 12 tokens per turn), one completed program of 3 turns (R(1) = 2).
+    Default policy: ``unbounded_door()``; tests of the bound pass their own."""
+    policy = policy or unbounded_door()
+    s = make_sched(policy, num_blocks=num_blocks, block_size=4, budget=512,
                    max_seqs=8, max_len=400, host_blocks=host_blocks)
     under_pressure(s)
     door = s.policy.door
@@ -135,7 +143,7 @@ def test_an_answered_turn_of_an_inferred_program_keeps_it_admitted(inferred):
 
 def test_no_wedge_when_one_program_exceeds_what_admission_allows():
     # 20 blocks of 4 tokens; cold statistics: growth 256 tokens a turn, far over the target
-    s = under_pressure(make_sched(ContinuumPlusPolicy(), num_blocks=20, block_size=4, budget=64,
+    s = under_pressure(make_sched(unbounded_door(), num_blocks=20, block_size=4, budget=64,
                                   max_seqs=4, max_len=80))
     s.add_request(areq("a1", 60, 0.0, "a", max_tokens=4))
     s.add_request(areq("b1", list(range(100, 108)), 0.1, "b", max_tokens=2, last=True))
@@ -247,7 +255,7 @@ def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():
     # tokens and 6 outputs each (3 blocks each at their end); under vllm b is preempted
     from continuum.request import Request
     from continuum.sampling_params import SamplingParams
-    s = under_pressure(make_sched(ContinuumPlusPolicy(), num_blocks=4, block_size=4, budget=64, max_len=16))
+    s = under_pressure(make_sched(unbounded_door(), num_blocks=4, block_size=4, budget=64, max_len=16))
     for rid, t, base in (("a", 0.0, 0), ("b", 1.0, 100)):
         s.add_request(Request(rid, list(range(base, base + 6)), SamplingParams(max_tokens=6, ignore_eos=True), t))
     out, _ = step(s, 2.0)
@@ -299,14 +307,23 @@ def test_door_holds_only_under_pressure_with_hysteresis():
     assert s.policy.door.num_held == 2
 
 
-def test_a_newcomers_wait_at_the_door_is_bounded():
-    s = _held_scenario(0.1, max_wait=10.0)
-    step(s, 10.99)                              # b arrived at 1.0: held until 11.0
-    assert waiting_ids(s) == ["b1"]
-    step(s, 11.0)
+def test_a_newcomers_wait_at_the_door_is_bounded_in_proportion_to_its_prompt():
+    s = _held_scenario(0.1, max_wait=600.0)
+    bound = 600.0 * 305 / WAIT_REF_TOKENS       # b's 305-token prompt: 44.677... s (exact in binary)
+    assert s.policy.door.wait_bound(s.requests["b1"]) == bound
+    step(s, 1.0 + bound - 1e-6)                 # b arrived at 1.0: held until 1.0 + bound
+    assert waiting_ids(s) == ["b1"] and s.policy.door.num_timeouts == 0
+    step(s, 1.0 + bound)
     assert "b1" in running_ids(s) and s.policy.door.num_timeouts == 1
-    run_until_idle(s, 12.0)
+    run_until_idle(s, 1.0 + bound + 1.0)
     assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_a_prompt_of_the_reference_size_or_more_waits_the_whole_bound():
+    door = ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0)).door
+    for n, bound in ((WAIT_REF_TOKENS * 3, 10.0), (WAIT_REF_TOKENS, 10.0), (WAIT_REF_TOKENS // 4, 2.5),
+                     (1, 10.0 / WAIT_REF_TOKENS)):
+        assert door.wait_bound(areq("x", n, 0.0, "x")) == bound
 
 
 def _human_program(s, think_s: float):
@@ -321,7 +338,7 @@ def _human_program(s, think_s: float):
 
 
 def test_a_person_thinking_for_ten_minutes_never_holds_the_door():
-    s = door_sched(ContinuumPlusPolicy())
+    s = door_sched()
     _human_program(s, 600.0)                    # P90 600 s > DUTY x 1 s of service
     assert 600.0 > DUTY * 1.0
     assert "a" not in s.agents.pins             # never pinned
@@ -335,7 +352,7 @@ def test_a_person_thinking_for_ten_minutes_never_holds_the_door():
 
 
 def test_an_agent_with_short_tools_reserves_and_holds_the_door():
-    s = door_sched(ContinuumPlusPolicy())
+    s = door_sched()
     _human_program(s, 2.0)                      # a 2 s tool: kept (P90 2 s < DUTY x 1 s)
     s.add_request(areq("b1", list(range(1000, 1305)), 2.0, "b", max_tokens=4))
     step(s, 2.0)
@@ -349,7 +366,7 @@ def _ttl_sched(horizon_s: float):
     """100 blocks of 4 tokens, 8 sequences; tool ``ls`` durations {1, 2, 3, 10} s x 25 (past
     cold start); a reload costs 2 s; T = 0, eta = 1."""
     from continuum.kv_ttl.reload_cost import PrefillCost
-    s = door_sched(ContinuumPlusPolicy())
+    s = door_sched()
     s.agents.ctx.eviction = Horizon(horizon_s)
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 2.0))
     for d in (1.0, 2.0, 3.0, 10.0) * 25:
