@@ -44,10 +44,10 @@ else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at 
 
 **Rule.** While engaged, a newcomer with footprint ``n`` is admitted iff
 ``W + n <= target * num_blocks`` or ``W == 0`` (nothing active: a program larger than the
-target still runs alone, so the door never wedges the engine), or it has waited its bound,
-``max_wait * min(1, prompt tokens / WAIT_REF_TOKENS)``: a newcomer waits at most in proportion
-to what it brings (a chat message of a few hundred tokens a minute or so, an agent's first
-prompt of thousands of tokens up to ``max_wait``). Newcomers pass in the scheduler's
+target still runs alone, so the door never wedges the engine), or it has waited its bound:
+``max_wait``, or ``SMALL_WAIT_S`` for a chat-sized prompt (at most ``SMALL_PROMPT_TOKENS``; an
+agent's first prompt, with its system prompt and tool schemas, is thousands of tokens).
+Newcomers pass in the scheduler's
 order, and once one is held every later newcomer is held in that step (the door is FIFO);
 requests of active programs are never held, and the scheduler skips held requests, so the door
 never idles the engine while a turn of an active program could run. ``target`` may exceed 1
@@ -75,15 +75,15 @@ DISENGAGE = 4.0
 # its memory would sit idle most of the time, so it gets no reservation and no pin.
 DUTY = 10.0
 MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls under DUTY s always pass)
-# A newcomer's wait bound is max_wait * min(1, prompt / WAIT_REF_TOKENS). One bound for every
-# program traded the agents' gains for the chat conversations' tail (600 s: people in the mix
-# at 20 GB 1.36x vllm's mean JCT; 120 s: coding agents worse than vllm past the cliff,
-# benchmarks/results/door-wait-frontier/). A small newcomer that waits less costs the agents
-# little: the mix at 20 GB past the cliff 0.93-0.99x vllm's mean JCT instead of 1.00-1.07x,
-# every agent-only point unchanged (8192 tokens: a larger mix gain, but BFCL-like programs,
-# whose prompts are ~1,000 tokens, lost at 20 GB; a 60 s bound for prompts <= 512 tokens only:
-# the mix 0.97-0.99x). docs/scheduling.md, "the wait bound".
-WAIT_REF_TOKENS = 4096
+# A newcomer with a chat-sized prompt waits at most SMALL_WAIT_S. One bound for every program
+# traded the agents' gains for the people's tail (600 s: people in the mix at 20 GB 1.36x
+# vllm's mean JCT; 120 s: coding agents worse than vllm past the cliff,
+# benchmarks/results/door-wait-frontier/). A bound in proportion to the prompt (600 s x
+# prompt / 4,096) gained more on the mix but cost the 70k-token SWE-like programs, whose first
+# prompts are ~2,000 tokens, 5-6% past the cliff at 30 GB: a small first prompt does not make a
+# small program. docs/scheduling.md, "the wait bound".
+SMALL_PROMPT_TOKENS = 512
+SMALL_WAIT_S = 60.0
 
 
 @dataclass
@@ -287,9 +287,11 @@ class AdmissionControl:
         return self.engaged
 
     def wait_bound(self, req: Request) -> float:
-        """The longest a newcomer waits at the door: ``max_wait`` scaled by its prompt's share
-        of ``WAIT_REF_TOKENS`` (module docstring)."""
-        return self.max_wait * min(1.0, req.num_prompt_tokens / WAIT_REF_TOKENS)
+        """The longest a newcomer waits at the door: ``max_wait``, at most ``SMALL_WAIT_S`` for
+        a prompt of at most ``SMALL_PROMPT_TOKENS`` (module docstring)."""
+        if req.num_prompt_tokens <= SMALL_PROMPT_TOKENS:
+            return min(self.max_wait, SMALL_WAIT_S)
+        return self.max_wait
 
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record

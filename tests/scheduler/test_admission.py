@@ -12,7 +12,8 @@ import random
 import pytest
 
 from continuum.request import RequestStatus
-from continuum.scheduler.admission import COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, WAIT_REF_TOKENS, km_quantile
+from continuum.scheduler.admission import (COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, SMALL_PROMPT_TOKENS, SMALL_WAIT_S,
+                                           km_quantile)
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
@@ -42,8 +43,8 @@ class PinnedPlus(ContinuumPlusPolicy):
 
 
 def unbounded_door() -> ContinuumPlusPolicy:
-    """continuum+ whose wait bounds are out of reach: these tests' prompts of tens of tokens
-    would otherwise wait seconds at most (bound proportional to the prompt)."""
+    """continuum+ whose wait bounds are out of reach (these tests' prompts of tens of tokens are
+    chat-sized: 60 s at most otherwise), so that a test sees only what it is about."""
     return ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=1e9))
 
 
@@ -307,10 +308,10 @@ def test_door_holds_only_under_pressure_with_hysteresis():
     assert s.policy.door.num_held == 2
 
 
-def test_a_newcomers_wait_at_the_door_is_bounded_in_proportion_to_its_prompt():
+def test_a_chat_sized_newcomer_waits_at_the_door_at_most_a_minute():
     s = _held_scenario(0.1, max_wait=600.0)
-    bound = 600.0 * 305 / WAIT_REF_TOKENS       # b's 305-token prompt: 44.677... s (exact in binary)
-    assert s.policy.door.wait_bound(s.requests["b1"]) == bound
+    bound = SMALL_WAIT_S                        # b's prompt: 305 tokens
+    assert s.policy.door.wait_bound(s.requests["b1"]) == bound == 60.0
     step(s, 1.0 + bound - 1e-6)                 # b arrived at 1.0: held until 1.0 + bound
     assert waiting_ids(s) == ["b1"] and s.policy.door.num_timeouts == 0
     step(s, 1.0 + bound)
@@ -319,11 +320,12 @@ def test_a_newcomers_wait_at_the_door_is_bounded_in_proportion_to_its_prompt():
     assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
 
 
-def test_a_prompt_of_the_reference_size_or_more_waits_the_whole_bound():
-    door = ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0)).door
-    for n, bound in ((WAIT_REF_TOKENS * 3, 10.0), (WAIT_REF_TOKENS, 10.0), (WAIT_REF_TOKENS // 4, 2.5),
-                     (1, 10.0 / WAIT_REF_TOKENS)):
+def test_only_chat_sized_prompts_get_the_short_bound():
+    door = ContinuumPlusPolicy().door
+    for n, bound in ((SMALL_PROMPT_TOKENS + 1, 600.0), (8000, 600.0), (SMALL_PROMPT_TOKENS, 60.0), (1, 60.0)):
         assert door.wait_bound(areq("x", n, 0.0, "x")) == bound
+    short = ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0)).door    # the smaller one wins
+    assert short.wait_bound(areq("x", 100, 0.0, "x")) == short.wait_bound(areq("y", 9000, 0.0, "y")) == 10.0
 
 
 def _human_program(s, think_s: float):

@@ -16,8 +16,8 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   time (a person thinking between chat turns) is never pinned.
 - **The door** (``scheduler/admission.py``): new programs wait while the active programs'
   peak working set would not fit, only while the cache is under pressure (H below a gate,
-  with hysteresis), for at most ``max_wait`` seconds scaled by the prompt's share of
-  ``WAIT_REF_TOKENS`` (4,096).
+  with hysteresis), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
+  most 512 tokens).
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ from continuum.scheduler.policy import (CACHE_SURVIVES, COLD_START, LOW_DUTY, RE
 class ContinuumPlusConfig:
     admission_target: float = knob(1.0, "continuum+: the active programs' estimated peak KV / KV "
                                         "blocks at which new programs wait (> 1 overbooks)")
-    door_max_wait: float = knob(600.0, "continuum+: seconds a new program with a prompt of 4,096 tokens "
-                                       "or more waits at most at the door (admission control) before it is "
-                                       "admitted anyway; shorter prompts proportionally less")
+    door_max_wait: float = knob(600.0, "continuum+: seconds a new program waits at most at the door "
+                                       "(admission control) before it is admitted anyway (one with a prompt "
+                                       "of at most 512 tokens: at most 60 s)")
 
     def __post_init__(self) -> None:
         if self.admission_target <= 0 or self.door_max_wait <= 0:
