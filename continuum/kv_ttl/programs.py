@@ -33,6 +33,7 @@ class ProgramRecord:
     last_tool: str | None = None    # tool called after the last finished turn
     pinned: bool = False            # the pin table holds this program's KV
     admitted: bool = False          # one of its requests has been admitted (it is active)
+    held: bool = False              # the door held it before its admission (it is in the backlog)
     context_tokens: int = 0         # tokens (prompt + output) of its last finished turn
     first_prompt_tokens: int = 0    # prompt tokens of its first turn
     num_running: int = 0

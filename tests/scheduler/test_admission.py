@@ -12,7 +12,9 @@ import random
 import pytest
 
 from continuum.request import RequestStatus
-from continuum.scheduler.admission import (COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, SMALL_PROMPT_TOKENS, SMALL_WAIT_S,
+from continuum.scheduler import admission
+from continuum.scheduler.admission import (COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
+                                           SMALL_WAIT_S,
                                            km_quantile)
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
@@ -430,3 +432,65 @@ def test_calls_in_flight_that_outlast_the_returns_stop_a_reservation():
     s = _person_paced(3)
     assert not s.agents.programs.get("q").kept
     assert s.policy.door.between["q"].horizon == 0.0
+
+
+# -- the backlog ---------------------------------------------------------------------------------
+def _backlog_scenario(b_prompt: int):
+    """Target 0.5 of 100 blocks (the engaged door's limit: 50 blocks; a disengaged door's limit
+    for its backlog: RELEASE x 50 = 75). a's only turn (11 blocks: 40 + 4 expected output)
+    runs; b arrives while the door is engaged and needs more than the 39 blocks left: held, it
+    is in the backlog. Then the pressure goes (H above the upper threshold)."""
+    assert RELEASE == 1.5
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.5, door_max_wait=1e9)))
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1000 + b_prompt)), 1.0, "b", max_tokens=4))
+    step(s, 1.0)
+    b = s.agents.programs.get("b")
+    assert waiting_ids(s) == ["b1"] and s.policy.door.engaged and b.held and not b.admitted
+    s.agents.ctx.eviction.seconds = DISENGAGE * GATE_S + 0.01
+    return s
+
+
+@pytest.mark.parametrize("b_prompt,released", [(228, True), (229, False)])
+def test_a_disengaged_door_releases_its_backlog_only_up_to_release_times_the_target(b_prompt, released,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(admission, "SMALL_PROMPT_TOKENS", 0)     # b and c count as agents here
+    s = _backlog_scenario(b_prompt)
+    door = s.policy.door
+    # b's footprint: prompt + 4 output + 12 growth x R(1) = 2 turns; 11 + 64 = 75 blocks fit
+    assert door.request_footprint(s.requests["b1"]) == b_prompt + 28
+    s.add_request(areq("c1", list(range(3000, 3008)), 2.0, "c", max_tokens=4))   # never held
+    step(s, 2.0)
+    assert not door.engaged and door.last_working_set == 11
+    if released:
+        assert {"b1", "c1"} <= set(running_ids(s))
+    else:       # b waits for the working set to shrink, and c, behind it, joins the backlog
+        assert waiting_ids(s) == ["b1", "c1"] and s.agents.programs.get("c").held
+    run_until_idle(s, 3.0)          # a ends: nothing active (W = 0), the backlog enters
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_a_newcomer_the_door_never_held_passes_it_disengaged_whatever_its_size():
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.5, door_max_wait=1e9)))
+    s.agents.ctx.eviction = Horizon(DISENGAGE * GATE_S + 0.01)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1229)), 1.0, "b", max_tokens=4))   # 11 + 65 > 75
+    step(s, 1.0)
+    assert "b1" in running_ids(s) and not s.policy.door.engaged
+    assert not s.agents.programs.get("b").held and s.policy.door.num_held == 0
+    run_until_idle(s, 2.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_a_chat_sized_newcomer_passes_a_disengaged_door_ahead_of_the_backlog():
+    s = _backlog_scenario(229)       # b: held while the door was engaged, too big for the release
+    s.add_request(areq("c1", list(range(3000, 3008)), 2.0, "c", max_tokens=4))
+    assert max(s.requests[r].num_prompt_tokens for r in ("b1", "c1")) <= SMALL_PROMPT_TOKENS
+    step(s, 2.0)
+    # both chat-sized: a conversation's first message is not what floods memory once the
+    # pressure is gone (agents' growing contexts are), so both pass the disengaged door
+    assert {"b1", "c1"} <= set(running_ids(s)) and not s.agents.programs.get("c").held
+    run_until_idle(s, 3.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks

@@ -17,7 +17,8 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
 - **The door** (``scheduler/admission.py``): new programs wait while the active programs'
   peak working set would not fit, only while the cache is under pressure (H below a gate,
   with hysteresis), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
-  most 512 tokens).
+  most 512 tokens); once the pressure is gone, the programs it held enter only while their
+  peaks fit in 1.5x the target, so that the backlog does not flood memory at once.
 """
 from __future__ import annotations
 
