@@ -2,6 +2,8 @@
 
     python benchmarks/admission_sweep.py --out benchmarks/results/admission   # the full set
     python benchmarks/admission_sweep.py --workload swe-final --kv-gb 30 --loads 0.03,0.05
+    python benchmarks/admission_sweep.py --reuse benchmarks/results/admission/results.json \
+        --fresh continuum+ --out DIR                  # rerun only what changed
 
 For each workload and KV budget, every policy replays the same Poisson arrivals at each load
 (H200 Llama-3.1-8B profile); a reference run with unbounded KV (vllm) shows the compute
@@ -139,6 +141,26 @@ def _plots(rows: list[dict], out: Path, limit: float) -> list[str]:
     return files
 
 
+def reused(path: str, fresh: list[str], jobs: list[tuple]) -> tuple[list[dict], list[tuple]]:
+    """(runs of ``path`` for the planned jobs whose policy is not in ``fresh``, the jobs left to
+    run). Exits if a reused run is missing or ``path`` was made with other knobs or profile."""
+    prev = json.loads(Path(path).read_text())
+    have = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]): r for r in prev["per_seed"]}
+    rows, left = [], []
+    for j in jobs:
+        wl, gb, jps, pol, _, seed, sched_kw, profile = j
+        if pol in fresh:
+            left.append(j)
+        elif (wl, gb, jps, pol, seed) not in have:
+            sys.exit(f"--reuse {path}: no run of {pol} for {wl} {gb:g} GB at {jps:g} JPS, seed {seed}")
+        else:
+            rows.append(have[(wl, gb, jps, pol, seed)])
+    knobs = {k: prev.get(k) for k in ("sched_kw", "profile")}
+    if rows and knobs != {"sched_kw": jobs[0][6], "profile": jobs[0][7]} and any(knobs.values()):
+        sys.exit(f"--reuse {path}: made with {knobs}")
+    return rows, left
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", action="append", choices=["swe-final", "swe", "bfcl"])
@@ -153,6 +175,10 @@ def main() -> int:
     ap.add_argument("--admission-target", type=float, default=None)
     ap.add_argument("--door-max-wait", type=float, default=None)
     ap.add_argument("--no-unbounded", action="store_true", help="skip the unbounded-KV reference")
+    ap.add_argument("--reuse", default=None, metavar="RESULTS_JSON",
+                    help="take the runs of policies not listed in --fresh from this earlier results.json "
+                         "(same seeds, limit, knobs and profile; the simulator is deterministic)")
+    ap.add_argument("--fresh", default="", help="with --reuse: comma-separated policies to rerun")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -173,6 +199,8 @@ def main() -> int:
                     for pol in a.policies.split(","):
                         jobs.append((wl, gb, jps, pol, a.num_programs, seed, sched_kw, a.profile))
     rows = []
+    if a.reuse:
+        rows, jobs = reused(a.reuse, a.fresh.split(","), jobs)
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
         for i, row in enumerate(ex.map(_run, jobs), 1):
@@ -205,6 +233,7 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
         (out / "results.json").write_text(json.dumps({"command": cmd, "limit": a.limit, "seeds": seeds,
+                                                      "sched_kw": sched_kw, "profile": a.profile,
                                                       "rows": rows, "per_seed": per_seed,
                                                       "sustainable": sustain}, indent=1))
         plots = _plots(rows, out, a.limit)

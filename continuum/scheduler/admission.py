@@ -97,10 +97,11 @@ MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls und
 SMALL_PROMPT_TOKENS = 512
 SMALL_WAIT_S = 60.0
 # A disengaged door releases the newcomers it held while W + n <= RELEASE x target x blocks
-# (module docstring, "the backlog"). A door kept engaged until its backlog had entered held
-# the mix at 20 GB behind peaks never reached (1.02-1.10x vllm's mean JCT past the cliff);
-# 2.0 let much of the flood through; 1.25 and 1.5 are within 2-3% of each other on the agent
-# points, 1.5 better on the mix. benchmarks/results/door-backlog/.
+# (module docstring, "the backlog"). Stricter is better for agents and worse for the mix of
+# people and agents on a small cache: a door kept engaged until its backlog had entered made
+# the mix at 20 GB 1.02-1.10x vllm's mean JCT past the cliff, 1.25 up to 1.02x; 2 kept half of
+# what the flood cost the agents. 1.5 is the strictest that leaves the mix no worse than vllm
+# (benchmarks/results/door-backlog/).
 RELEASE = 1.5
 
 

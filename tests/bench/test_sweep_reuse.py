@@ -1,0 +1,54 @@
+"""``benchmarks/admission_sweep.py --reuse``: which runs come from the earlier file, which run
+again, and a clear exit when the earlier file lacks one."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sweep():
+    spec = importlib.util.spec_from_file_location("admission_sweep", ROOT / "benchmarks" / "admission_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _job(policy, jps=0.1, seed=0):
+    return ("bfcl", 20, jps, policy, 100, seed, {}, "h200-llama3.1-8b")
+
+
+def _earlier(tmp_path, runs):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"per_seed": [{"workload": "bfcl", "kv_gb": 20, "jps": jps, "policy": pol,
+                                              "seed": seed, "jct_mean": 1.0} for pol, jps, seed in runs]}))
+    return str(path)
+
+
+def test_runs_of_policies_not_fresh_are_taken_from_the_earlier_file(tmp_path):
+    sweep = _sweep()
+    path = _earlier(tmp_path, [("vllm", 0.1, 0), ("vllm", 0.1, 1), ("continuum+", 0.1, 0)])
+    jobs = [_job("vllm"), _job("continuum+"), _job("vllm", seed=1), _job("continuum+", seed=1)]
+    rows, left = sweep.reused(path, ["continuum+"], jobs)
+    assert [(r["policy"], r["seed"]) for r in rows] == [("vllm", 0), ("vllm", 1)]
+    assert left == [_job("continuum+"), _job("continuum+", seed=1)]
+
+
+def test_a_missing_earlier_run_exits_with_what_is_missing(tmp_path):
+    sweep = _sweep()
+    path = _earlier(tmp_path, [("vllm", 0.1, 0)])
+    with pytest.raises(SystemExit, match="no run of vllm for bfcl 20 GB at 0.2 JPS, seed 0"):
+        sweep.reused(path, ["continuum+"], [_job("vllm", jps=0.2)])
+
+
+def test_an_earlier_file_made_with_other_knobs_is_refused(tmp_path):
+    sweep = _sweep()
+    path = _earlier(tmp_path, [("vllm", 0.1, 0)])
+    d = json.loads(Path(path).read_text())
+    Path(path).write_text(json.dumps({**d, "sched_kw": {"admission_target": 1.25}, "profile": "h200-llama3.1-8b"}))
+    with pytest.raises(SystemExit, match="made with"):
+        sweep.reused(path, ["continuum+"], [_job("vllm")])
+    Path(path).write_text(json.dumps({**d, "sched_kw": {}, "profile": "h200-llama3.1-8b"}))
+    assert len(sweep.reused(path, ["continuum+"], [_job("vllm")])[0]) == 1
