@@ -208,6 +208,7 @@ class AgentState:
             # the recogniser attached because it continues this conversation (a person who
             # answered), which an explicit id would have kept in the admitted program.
             rec.admitted = req.agent.inferred
+            rec.held = False                            # nor is it the door's backlog any more
             if req.program_id in self.pins:
                 self._release(req.program_id)
                 self.stats.pins_dropped_program_end += 1

@@ -494,3 +494,21 @@ def test_a_chat_sized_newcomer_passes_a_disengaged_door_ahead_of_the_backlog():
     assert {"b1", "c1"} <= set(running_ids(s)) and not s.agents.programs.get("c").held
     run_until_idle(s, 3.0)
     assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_a_program_that_ended_is_no_longer_part_of_the_backlog():
+    """A later request under the id of a program that ended starts a new program: a newcomer
+    the door has not held."""
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.5, door_max_wait=1e9)))
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1160)), 1.0, "b", max_tokens=4, last=True))
+    step(s, 1.0)
+    b = s.agents.programs.get("b")
+    assert waiting_ids(s) == ["b1"] and b.held                  # 11 + 41 blocks > 50
+    s.agents.ctx.eviction.seconds = DISENGAGE * GATE_S + 0.01
+    step(s, 2.0)                                                # 52 <= 75: released
+    assert "b1" in running_ids(s)
+    run_until_idle(s, 3.0)
+    assert not b.admitted and not b.held
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
