@@ -5,6 +5,9 @@ import random
 import pytest
 
 from continuum.request import RequestStatus
+from continuum.scheduler import admission
+from continuum.scheduler.admission import AdmissionControl
+from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, step
 
 POLICY_NAMES = ["vllm", "program-fcfs", "fixed-ttl", "continuum", "continuum+", "autellix", "infercept"]
@@ -18,12 +21,25 @@ class _EngagedDoor:
         pass
 
 
-def simulate(policy, seed, host_blocks=0, num_blocks=20, programs=16, max_len=64, door=False):
+class _FlappingHorizon:
+    """An eviction horizon that jumps between 0 s and 100 s at random steps: continuum+'s
+    door engages, holds, disengages and releases its backlog over and over."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.seconds = 0.0
+
+    def update(self, *args) -> None:
+        if self.rng.random() < 0.2:
+            self.seconds = 100.0 - self.seconds
+
+
+def simulate(policy, seed, host_blocks=0, num_blocks=20, programs=16, max_len=64, eviction=None):
     rng = random.Random(seed)
     s = make_sched(policy, num_blocks=num_blocks, block_size=4, budget=24, max_seqs=4,
                    max_len=max_len, host_blocks=host_blocks, pin_budget_fraction=0.6)
-    if door:
-        s.agents.ctx.eviction = _EngagedDoor()
+    if eviction is not None:
+        s.agents.ctx.eviction = eviction
     # make continuum pin from the first turn: reload costs 3 s -> cold-start TTL ln 3
     from continuum.kv_ttl.reload_cost import PrefillCost
     s.set_reload_cost(prefill=PrefillCost(0.0, 0.0, 3.0))
@@ -87,9 +103,33 @@ def test_random_agent_workload_with_host_tier(policy):
 def test_continuum_plus_never_wedges_with_its_door_engaged(seed):
     """The door holds new programs throughout (and pins every call the 0 s horizon would lose):
     still every program finishes, the books balance after every step, nothing leaks."""
-    s = simulate("continuum+", seed, door=True)
+    s = simulate("continuum+", seed, eviction=_EngagedDoor())
     assert s.policy.door.engaged and s.policy.door.num_held > 0
     assert s.stats.num_finished > 10 and s.stats.pins_made > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_continuum_plus_never_wedges_with_a_flapping_door(seed, monkeypatch):
+    """The pressure comes and goes at random: the door holds newcomers, and once disengaged
+    lets its backlog in under the 1.5x rule or keeps holding it, again and again; every program
+    finishes, the books balance after every step, nothing leaks. (Target 0.5 and no prompt
+    counted as chat-sized, so that this small cache exercises both outcomes.)"""
+    monkeypatch.setattr(admission, "SMALL_PROMPT_TOKENS", 0)
+    outcomes = []                 # (admitted?) of backlog newcomers at the disengaged door
+    admit = AdmissionControl.admit
+
+    def watched(self, req, now):
+        rec = req.program_record
+        backlog = rec is not None and rec.held and not rec.admitted
+        ok = admit(self, req, now)
+        if backlog and not self.engaged:
+            outcomes.append(ok)
+        return ok
+
+    monkeypatch.setattr(AdmissionControl, "admit", watched)
+    policy = ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.5))
+    s = simulate(policy, seed, eviction=_FlappingHorizon(seed))
+    assert True in outcomes and False in outcomes and s.stats.num_finished > 10
 
 
 def test_continuum_pins_and_hits_under_pressure():
