@@ -145,19 +145,20 @@ def reused(path: str, fresh: list[str], jobs: list[tuple]) -> tuple[list[dict], 
     """(runs of ``path`` for the planned jobs whose policy is not in ``fresh``, the jobs left to
     run). Exits if a reused run is missing or ``path`` was made with other knobs or profile."""
     prev = json.loads(Path(path).read_text())
+    if jobs:
+        for key, want in (("sched_kw", jobs[0][6]), ("profile", jobs[0][7])):
+            if key in prev and prev[key] != want:      # files before 2026-12-06 record neither
+                sys.exit(f"--reuse {path}: made with {key} {prev[key]}, not {want}")
     have = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]): r for r in prev["per_seed"]}
     rows, left = [], []
     for j in jobs:
-        wl, gb, jps, pol, _, seed, sched_kw, profile = j
+        wl, gb, jps, pol, _, seed, _, _ = j
         if pol in fresh:
             left.append(j)
         elif (wl, gb, jps, pol, seed) not in have:
             sys.exit(f"--reuse {path}: no run of {pol} for {wl} {gb:g} GB at {jps:g} JPS, seed {seed}")
         else:
             rows.append(have[(wl, gb, jps, pol, seed)])
-    knobs = {k: prev.get(k) for k in ("sched_kw", "profile")}
-    if rows and knobs != {"sched_kw": jobs[0][6], "profile": jobs[0][7]} and any(knobs.values()):
-        sys.exit(f"--reuse {path}: made with {knobs}")
     return rows, left
 
 

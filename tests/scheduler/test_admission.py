@@ -14,8 +14,7 @@ import pytest
 from continuum.request import RequestStatus
 from continuum.scheduler import admission
 from continuum.scheduler.admission import (COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
-                                           SMALL_WAIT_S,
-                                           km_quantile)
+                                           SMALL_WAIT_S, km_quantile)
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
