@@ -3,7 +3,12 @@
 A program is the sequence of requests sharing an ``AgentInfo.program_id``. Its record keeps
 the program's first arrival (program-level FCFS orders by it), turn counts, the finish time
 and tool of its last turn (the next arrival minus that finish is the tool's measured
-duration, METHOD 2.3), and attained service / waiting in scheduler steps (Autellix).
+duration, METHOD 2.3), attained service / waiting in scheduler steps (Autellix), and its
+live requests (waiting or running, by id). ``active`` indexes the records of admitted
+programs (``continuum+``'s door sizes them at every decision under pressure, without
+scanning a waiting queue full of the newcomers it holds). Invariants (``check`` and the
+scheduler's integrity check): a record's ``live`` are exactly its requests in the queues;
+``active`` holds exactly the records with ``admitted`` set.
 
 Memory is bounded: a record with no live request and no pin is forgotten once it has been
 idle for ``idle_timeout`` seconds (checked lazily by ``gc(now)``; O(1) amortised, records are
@@ -17,7 +22,11 @@ finishes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from continuum.request import Request
 
 
 @dataclass
@@ -27,7 +36,7 @@ class ProgramRecord:
     last_active: float
     turns_arrived: int = 0          # requests seen
     turns_finished: int = 0         # requests finished
-    num_live: int = 0               # requests waiting or running now
+    live: dict[str, Request] = field(default_factory=dict)     # requests waiting or running now, by id
     num_waiting: int = 0            # of which waiting (queued or preempted)
     last_finish_time: float | None = None
     last_tool: str | None = None    # tool called after the last finished turn
@@ -42,6 +51,10 @@ class ProgramRecord:
     # nothing is visited per step: total = base + (number open) * current step.
     service_base: int = 0
     wait_base: int = 0
+
+    @property
+    def num_live(self) -> int:
+        return len(self.live)
 
     def service_steps(self, step: int) -> int:
         return self.service_base + self.num_running * step
@@ -74,6 +87,7 @@ class ProgramTable:
         self.idle_timeout = idle_timeout
         self.max_programs = max_programs
         self._records: OrderedDict[str, ProgramRecord] = OrderedDict()
+        self.active: dict[str, ProgramRecord] = {}          # the admitted records (set_admitted)
         self.num_forgotten = 0
 
     def __len__(self) -> int:
@@ -89,8 +103,10 @@ class ProgramTable:
     def get(self, program_id: str | None) -> ProgramRecord | None:
         return None if program_id is None else self._records.get(program_id)
 
-    def on_arrival(self, program_id: str, now: float, step: int = 0) -> ProgramRecord:
-        """A request of the program arrived (it is now waiting, from scheduler step ``step``)."""
+    def on_arrival(self, req: Request, now: float, step: int = 0) -> ProgramRecord:
+        """``req`` arrived (it is live and waiting, from scheduler step ``step``); it stays in
+        its program's ``live`` until ``on_finish``."""
+        program_id = req.program_id
         rec = self._records.get(program_id)
         if rec is None:
             if len(self._records) >= self.max_programs:
@@ -98,9 +114,24 @@ class ProgramTable:
             rec = self._records[program_id] = ProgramRecord(program_id, now, now)
         self.touch(rec, now)
         rec.turns_arrived += 1
-        rec.num_live += 1
+        rec.live[req.request_id] = req
         rec.start_waiting(step)
         return rec
+
+    @staticmethod
+    def on_finish(rec: ProgramRecord, req: Request) -> None:
+        """``req`` left the queues (finished, aborted or failed)."""
+        del rec.live[req.request_id]
+
+    def set_admitted(self, rec: ProgramRecord, admitted: bool) -> None:
+        """Mark the program active (one of its requests was admitted) or not; ``active``
+        holds exactly the records marked, so that the door sizes the active programs without
+        scanning a queue of held newcomers."""
+        rec.admitted = admitted
+        if admitted:
+            self.active[rec.program_id] = rec
+        else:
+            self.active.pop(rec.program_id, None)
 
     def touch(self, rec: ProgramRecord, now: float) -> None:
         rec.last_active = max(rec.last_active, now)
@@ -125,9 +156,16 @@ class ProgramTable:
                 self.touch(rec, now)
                 continue
             del self._records[rec.program_id]
+            self.active.pop(rec.program_id, None)
             done += 1
         self.num_forgotten += done
         return done
 
+    def check(self) -> None:
+        """``active`` holds exactly the admitted records."""
+        assert self.active == {p: r for p, r in self._records.items() if r.admitted}, \
+            "active programs disagree with the records"
+
     def forget(self, program_id: str) -> None:
         self._records.pop(program_id, None)
+        self.active.pop(program_id, None)

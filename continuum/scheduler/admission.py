@@ -68,6 +68,7 @@ to overbook: footprints are peaks, and programs do not all peak at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from continuum.kv_ttl.predictor import TOOL, tool_key
@@ -216,11 +217,18 @@ class AdmissionControl:
 
     def turns_left(self, m: int) -> float:
         """R(m) = E[N - m | N >= m] over recently completed programs (m before any)."""
+        table = self._turns_table()
+        if not table:
+            return float(m)
+        return table[m] if m < len(table) else 0.0
+
+    def _turns_table(self) -> list[float]:
+        """R(m) by m, built once per step (empty before any program completed)."""
         table = self._turns_left
         if not table:
             counts = self.ctx.eta.turn_counts
             if not counts:
-                return float(m)
+                return table
             hist: dict[int, int] = {}
             for n in counts:
                 hist[n] = hist.get(n, 0) + 1
@@ -232,7 +240,7 @@ class AdmissionControl:
                 tot += k * hist.get(k, 0)
                 table[k] = tot / num - k if num else 0.0
             self._turns_left = table
-        return table[m] if m < len(table) else 0.0
+        return table
 
     def program_growth(self, rec, g: float | None = None) -> float:
         """Growth per turn of this program: its own mean so far, shrunk towards the global mean
@@ -250,35 +258,44 @@ class AdmissionControl:
         """Tokens the request's program is expected to need at its peak: the tokens it holds
         when its turn ends (prompt + ``min(max_tokens, mean output)``, or what it already
         produced if more), plus the program's growth over its expected turns left.
-        ``mean_output`` and ``g`` may be passed in by callers that size many requests."""
-        if mean_output is None:
-            mean_output = self.mean_output.value
-        mt = req.sampling_params.max_tokens
-        more = int(min(mean_output, mt) if mt is not None else mean_output) - len(req.output_token_ids)
-        end = len(req.all_token_ids) + (more if more > 0 else 0)
-        agent = req.agent
-        if agent.program_id is None or agent.is_last_step:
-            return end                          # no turn follows this one
-        rec = req.program_record
-        if rec is None:
-            return int(end + self.program_growth(rec, g) * self.turns_left(1))
-        return int(end + self.program_growth(rec, g) * self.turns_left(rec.turns_arrived) * rec.kept)
+        ``mean_output`` and ``g`` default to the current means."""
+        return next(self._peaks((req,), self.mean_output.value if mean_output is None else mean_output,
+                                self.growth if g is None else g))
+
+    def _peaks(self, reqs: Iterable[Request], mean_output: float, g: float) -> Iterator[int]:
+        """``request_footprint`` of each request. The working set runs this over every live
+        request at every door decision under pressure (the policy's costliest step), so the
+        sizes shared by all of them are read once and the per-request sum is inlined."""
+        table = self._turns_table()
+        n_table = len(table)
+        for req in reqs:
+            mt = req.sampling_params.max_tokens
+            expected = int(mean_output if mt is None or mt > mean_output else mt)
+            produced = len(req.output_token_ids)
+            end = req.num_prompt_tokens + (produced if produced > expected else expected)
+            agent = req.agent
+            rec = req.program_record
+            if agent.program_id is None or agent.is_last_step or (rec is not None and not rec.kept):
+                yield end                       # no turn follows this one, or none is kept
+                continue
+            if rec is None:
+                m, gp = 1, g
+            else:
+                m, k = rec.turns_arrived, rec.turns_finished          # program_growth, inlined
+                gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g
+            yield int(end + gp * ((table[m] if m < n_table else 0.0) if table else float(m)))
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
-        docstring). Runs over every live request when a newcomer is at the door, so the sizes
-        that are the same for all of them are read once."""
+        docstring)."""
         ctx = self.ctx
         bs = ctx.kv.block_size
         self._turns_left = []                  # the turn-count history may have changed
-        mean_output, g = self.mean_output.value, self.growth
-        footprint = self.request_footprint
-        w = 0
-        for queue in (ctx.running, ctx.waiting):
-            for r in queue:
-                rec = r.program_record
-                if rec is not None and rec.admitted:
-                    w -= -footprint(r, mean_output, g) // bs          # ceil division
+        g = self.growth
+        # Live requests of active programs, from the active records rather than the queues:
+        # under pressure the waiting queue is mostly newcomers held at this door.
+        live = [r for rec in ctx.programs.active.values() if rec.live for r in rec.live.values()]
+        w = -sum(-p // bs for p in self._peaks(live, self.mean_output.value, g))    # ceil division
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
         for pid in list(self.between):

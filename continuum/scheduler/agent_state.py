@@ -78,7 +78,7 @@ class AgentState:
     # -- arrivals and admission ----------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
         # Arrivals land between steps: they wait from the next one.
-        rec = self.programs.on_arrival(req.program_id, req.arrival_time, self.ctx.step_no + 1)
+        rec = self.programs.on_arrival(req, req.arrival_time, self.ctx.step_no + 1)
         req.program_arrival = rec.first_arrival
         req.program_record = rec
         if rec.turns_arrived == 1:
@@ -101,7 +101,7 @@ class AgentState:
             return
         rec.stop_waiting(self.ctx.step_no)
         rec.start_running(self.ctx.step_no)
-        rec.admitted = True
+        self.programs.set_admitted(rec, True)
         self.programs.touch(rec, now)
         self.policy.on_admit(req, now)
         if req.program_id in self.pins:
@@ -187,7 +187,7 @@ class AgentState:
             self.stats.pin_decisions[decision] += 1
         if rec is None:
             return
-        rec.num_live -= 1
+        self.programs.on_finish(rec, req)
         # Finishes land after the step that ran (or between steps, for aborts).
         if was_waiting:
             rec.stop_waiting(self.ctx.step_no + 1)
@@ -207,7 +207,7 @@ class AgentState:
             # end is only a guess (no tool call was parsed), and a later turn under it is one
             # the recogniser attached because it continues this conversation (a person who
             # answered), which an explicit id would have kept in the admitted program.
-            rec.admitted = req.agent.inferred
+            self.programs.set_admitted(rec, req.agent.inferred)
             rec.held = False                            # nor is it the door's backlog any more
             if req.program_id in self.pins:
                 self._release(req.program_id)
@@ -259,6 +259,9 @@ class AgentState:
             w, r = waiting.get(pid, 0), running.get(pid, 0)
             assert rec is not None and (rec.num_live, rec.num_waiting, rec.num_running) == (w + r, w, r), \
                 f"program {pid}: record {rec} disagrees with the queues"
+        for r in (*self.ctx.waiting, *self.ctx.running):
+            assert self.programs.get(r.program_id).live.get(r.request_id) is r, f"{r.request_id} not live"
+        self.programs.check()
         assert set(self.kv.pinned) == {p.key for p in self.pins.pins.values()}, "pins and holders disagree"
         for p in self.pins.pins.values():
             assert [b.block_id for b in self.kv.pinned[p.key]] == p.block_ids

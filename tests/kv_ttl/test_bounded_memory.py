@@ -3,6 +3,12 @@ entries go first, entries in use never."""
 from continuum.distributed.router import Router
 from continuum.kv_ttl.predictor import MAX_TOOL_NAME_CHARS, DurationPredictor
 from continuum.kv_ttl.programs import ProgramTable
+from continuum.request import AgentInfo, Request
+from continuum.sampling_params import SamplingParams
+
+
+def req(pid: str, t: float) -> Request:
+    return Request(f"{pid}@{t}", [1, 2], SamplingParams(), t, agent=AgentInfo(pid))
 
 
 def test_tool_histories_are_an_lru_of_bounded_size():
@@ -28,19 +34,21 @@ def test_tool_names_are_cut_to_a_bounded_key():
 
 def test_program_table_is_capped_and_keeps_programs_in_use():
     t = ProgramTable(idle_timeout=1e9, max_programs=3)
-    recs = [t.on_arrival(pid, float(i)) for i, pid in enumerate("abc")]
-    recs[0].num_live = recs[2].num_live = 0          # a and c idle, b has a live request
-    recs[0].num_waiting = recs[2].num_waiting = 0
-    t.on_arrival("d", 3.0)                           # evicts a (least recently active idle)
+    reqs = [req(pid, float(i)) for i, pid in enumerate("abc")]
+    recs = [t.on_arrival(r, r.arrival_time) for r in reqs]
+    for i in (0, 2):                                 # a and c idle, b has a live request
+        t.on_finish(recs[i], reqs[i])
+        recs[i].num_waiting = 0
+    t.on_arrival(req("d", 3.0), 3.0)                           # evicts a (least recently active idle)
     assert "a" not in t and {"b", "c", "d"} == {pid for pid in "bcd" if pid in t}
-    t.on_arrival("e", 4.0)                           # b is live: skipped (touched); c goes
+    t.on_arrival(req("e", 4.0), 4.0)                           # b is live: skipped (touched); c goes
     assert "c" not in t and "b" in t and len(t) == 3 and t.num_forgotten == 2
 
 
 def test_program_table_may_exceed_the_cap_only_with_programs_in_use():
     t = ProgramTable(max_programs=2)
     for i in range(5):
-        t.on_arrival(f"p{i}", float(i))              # every one has a live request
+        t.on_arrival(req(f"p{i}", float(i)), float(i))   # every one has a live request
     assert len(t) == 5 and t.num_forgotten == 0
 
 

@@ -5,20 +5,27 @@ import pytest
 
 from continuum.kv_ttl.pins import PinTable
 from continuum.kv_ttl.programs import ProgramTable
+from continuum.request import AgentInfo, Request
+from continuum.sampling_params import SamplingParams
+
+
+def req(pid: str, t: float) -> Request:
+    return Request(f"{pid}@{t}", [1, 2], SamplingParams(), t, agent=AgentInfo(pid))
 
 
 def test_idle_programs_are_forgotten_live_and_pinned_ones_kept():
     t = ProgramTable(idle_timeout=10.0)
-    a = t.on_arrival("a", 0.0)
-    b = t.on_arrival("b", 1.0)
-    c = t.on_arrival("c", 2.0)
-    for r in (a, b, c):
-        r.num_live = r.num_waiting = 0
-    b.num_live = 1                            # still has a request in the system
-    c.pinned = True
+    ra, rb, rc = req("a", 0.0), req("b", 1.0), req("c", 2.0)
+    a, b, c = (t.on_arrival(r, r.arrival_time) for r in (ra, rb, rc))
+    for rec, r in ((a, ra), (c, rc)):
+        t.on_finish(rec, r)
+    for rec in (a, b, c):
+        rec.num_waiting = 0
+    c.pinned = True                           # b still has a request in the system
     assert t.gc(9.0) == 0 and len(t) == 3
     assert t.gc(11.5) == 1 and "a" not in t and "b" in t and "c" in t
-    b.num_live, c.pinned = 0, False
+    t.on_finish(b, rb)
+    c.pinned = False
     # b was touched at 11.5 when found live: idle again only 10 s later; c was not reached
     assert t.gc(21.0) == 1 and "c" not in t and "b" in t
     assert t.gc(21.6) == 1 and len(t) == 0 and t.num_forgotten == 3
@@ -26,8 +33,8 @@ def test_idle_programs_are_forgotten_live_and_pinned_ones_kept():
 
 def test_program_record_keeps_first_arrival_and_counts_turns():
     t = ProgramTable()
-    r = t.on_arrival("p", 3.0, step=1)
-    r2 = t.on_arrival("p", 8.0, step=4)
+    r = t.on_arrival(req("p", 3.0), 3.0, step=1)
+    r2 = t.on_arrival(req("p", 8.0), 8.0, step=4)
     assert r is r2 and r.first_arrival == 3.0 and r.turns_arrived == 2 and r.num_waiting == 2
     assert r.wait_steps(6) == 5 + 2                        # open intervals since steps 1 and 4
     r.stop_waiting(6)
@@ -50,3 +57,21 @@ def test_pin_table_budget_victims_and_expiry():
     pins.check()
     with pytest.raises(AssertionError):
         pins.add("x", "r4", [5, 6], now=3.0, ttl=1.0, program_arrival=5.0)
+
+
+def test_active_holds_exactly_the_admitted_records_even_when_one_is_forgotten():
+    t = ProgramTable(idle_timeout=10.0)
+    ra, rb = req("a", 0.0), req("b", 1.0)
+    a, b = t.on_arrival(ra, 0.0), t.on_arrival(rb, 1.0)
+    assert t.active == {} and a.live == {ra.request_id: ra} and a.num_live == 1
+    t.set_admitted(a, True)
+    t.set_admitted(b, True)
+    assert t.active == {"a": a, "b": b}
+    t.set_admitted(b, False)                  # b's program ended
+    assert t.active == {"a": a}
+    t.on_finish(a, ra)                         # a between turns: still active, nothing live
+    a.num_waiting = 0
+    assert t.active == {"a": a} and a.num_live == 0
+    t.check()
+    assert t.gc(10.5) == 1 and "a" not in t and t.active == {}   # idle too long: forgotten
+    t.check()

@@ -91,6 +91,26 @@ def test_new_program_is_held_exactly_when_its_working_set_would_not_fit(prompt, 
     assert s.stats.num_preemptions == 0
 
 
+@pytest.mark.parametrize("prompt,admitted", [(308, True), (309, False)])
+def test_a_turn_admitted_earlier_in_the_step_counts_once_in_the_working_set(prompt, admitted):
+    """a's next turn is admitted just before newcomer b reaches the door in the same step: it
+    is in the running queue and not yet off the waiting one, and counts once (it used to count
+    twice, holding b for memory nobody needed)."""
+    s = door_sched()
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    for t in (0.0, 1.0, 2.0, 3.0):                  # a's first turn: 40 + 4 tokens, then its tool
+        step(s, t)
+    s.add_request(areq("a2", list(range(44)) + list(range(500, 508)), 3.9, "a", max_tokens=4))
+    s.add_request(areq("b1", list(range(1000, 1000 + prompt)), 4.0, "b", max_tokens=4))
+    out, _ = step(s, 4.0)
+    door = s.policy.door
+    # a2: 52 + 4 tokens, + growth 8 (own 4 per turn shrunk to 12: (4 + 12) / 2) x R(2) = 1
+    # turn left = 64 tokens, 16 blocks; b1: prompt + 4 + 12 x R(1) = 2 -> (prompt + 28) / 4
+    assert door.last_working_set == 16
+    assert [x.request.request_id for x in out.scheduled] == (["a2", "b1"] if admitted else ["a2"])
+    assert waiting_ids(s) == ([] if admitted else ["b1"])
+
+
 def test_door_is_fifo_and_never_holds_turns_of_active_programs():
     s = door_sched()
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
