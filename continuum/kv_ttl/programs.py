@@ -121,7 +121,7 @@ class ProgramTable:
     @staticmethod
     def on_finish(rec: ProgramRecord, req: Request) -> None:
         """``req`` left the queues (finished, aborted or failed)."""
-        del rec.live[req.request_id]
+        rec.live.pop(req.request_id, None)
 
     def set_admitted(self, rec: ProgramRecord, admitted: bool) -> None:
         """Mark the program active (one of its requests was admitted) or not; ``active``
