@@ -25,7 +25,8 @@ and think time, over the ideal's). The report checks the default policy against 
 - below the cliff: mean and P95 JCT <= 1.02x vllm's, turn-TTFT P99 <= 1.10x (a goal holds when
   it is inside the confidence interval or above it);
 - past the cliff: mean JCT <= vllm's (<= 0.75x on agent workloads), turn-TTFT P99 <= 2x;
-- sustainable load >= 1.3x vllm's on agent workloads, or >= 90% of the unbounded ceiling.
+- sustainable load >= 1.3x vllm's on agent workloads at their smaller budget, or >= 90% of the
+  unbounded ceiling.
 
 Writes ``results.json`` (command, per-seed rows, aggregates), ``report.md`` (goal verdicts
 with every regression first, then a Pareto table per point) and plots per (workload, budget).
@@ -217,8 +218,14 @@ def verdicts(aggs: list[dict], sustain: dict, policy: str) -> list[dict]:
             ci = a[f"{k}_vs_vllm"]
             out.append({"point": point, "below_cliff": below, "goal": f"{k} <= {g:g}x vllm",
                         "value": ci, "ok": _holds(ci, g)})
+    # The issue asks the sustainable-load gain at the small budgets: each agent workload's
+    # smallest; the larger budgets' values stay in the sustainable-load table.
+    small = {}
+    for wl, gb, _ in sustain:
+        if gb:
+            small[wl] = min(gb, small.get(wl, gb))
     for (wl, gb, pol), v in sorted(sustain.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if pol != policy or wl not in AGENT_WORKLOADS:
+        if pol != policy or wl not in AGENT_WORKLOADS or gb != small.get(wl):
             continue
         base, ceil = sustain.get((wl, gb, "vllm")), sustain.get((wl, 0, UNBOUNDED))
         goal = 1.3 * base if base else None

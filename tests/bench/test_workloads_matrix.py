@@ -89,3 +89,14 @@ def test_rescale_for_a_cpu_run():
         for a, b in zip(p.turns[:len(q.turns) - 1], q.turns):
             assert b.input_tokens == max(1, round(a.input_tokens * 0.05))
             assert b.tool == a.tool and b.tool_duration == pytest.approx(a.tool_duration * 0.02)
+
+
+def test_the_sustainable_load_goal_applies_at_each_agent_workloads_smaller_budget():
+    sustain = {("swe", 10, "vllm"): 0.4, ("swe", 10, "continuum+"): 0.5,      # 1.25x: missed
+               ("swe", 20, "vllm"): 0.7, ("swe", 20, "continuum+"): 0.7,      # larger budget: no goal
+               ("swe", 0, matrix.UNBOUNDED): 1.4,
+               ("chat", 20, "vllm"): 6.8, ("chat", 20, "continuum+"): 6.0,    # not an agent workload
+               ("bfcl", 20, "vllm"): 0.156, ("bfcl", 20, "continuum+"): 0.217,
+               ("bfcl", 0, matrix.UNBOUNDED): 0.24}                          # 90% of 0.24 = 0.216: held
+    v = matrix.verdicts([], sustain, "continuum+")
+    assert [(x["point"], x["ok"]) for x in v] == [("bfcl 20 GB", True), ("swe 10 GB", False)]
