@@ -39,9 +39,9 @@ def test_program_table_is_capped_and_keeps_programs_in_use():
     for i in (0, 2):                                 # a and c idle, b has a live request
         t.on_finish(recs[i], reqs[i])
         recs[i].num_waiting = 0
-    t.on_arrival(req("d", 3.0), 3.0)                           # evicts a (least recently active idle)
+    t.on_arrival(req("d", 3.0), 3.0)                 # evicts a (least recently active idle)
     assert "a" not in t and {"b", "c", "d"} == {pid for pid in "bcd" if pid in t}
-    t.on_arrival(req("e", 4.0), 4.0)                           # b is live: skipped (touched); c goes
+    t.on_arrival(req("e", 4.0), 4.0)                 # b is live: skipped (touched); c goes
     assert "c" not in t and "b" in t and len(t) == 3 and t.num_forgotten == 2
 
 
