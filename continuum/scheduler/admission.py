@@ -59,6 +59,16 @@ the door re-engaged only once the thrash had started (half the returning turns f
 averages 0.52-0.73 of its final one on the matrix's agent workloads. A chat-sized newcomer is
 never part of the backlog once the door is disengaged (a conversation's first message is not
 what floods memory; holding people behind the agents' peaks cost the mix at 20 GB 2-3%).
+**Demotion.** The door can only stop admitting, and the active set keeps growing after
+admission (programs admitted while it was open, or through the release, grow turn by turn):
+on BFCL-like programs at 20 GB past the cliff W sat at 1.4x the cache at the median decision
+and a third of the returning turns faulted with the door engaged. So an engaged door whose W
+exceeds ``DEMOTE * target * num_blocks`` lowers the multiprogramming level, as an OS swaps a
+process out: it takes programs in a tool call out of the active set (unpinned ones that
+reserve memory, the latest program arrival first) until ``W <= target * num_blocks``. A
+demoted program keeps its KV in the prefix cache until evicted; its next turn is a newcomer
+and joins the backlog. This spreads the waiting the door imposes over more programs instead of
+concentrating it on first turns (turn-TTFT P99 past the cliff).
 Newcomers pass in the scheduler's
 order, and once one is held every later newcomer is held in that step (the door is FIFO);
 requests of active programs are never held, and the scheduler skips held requests, so the door
@@ -104,6 +114,10 @@ SMALL_WAIT_S = 60.0
 # what the flood cost the agents. 1.5 is the strictest that leaves the mix no worse than vllm
 # (benchmarks/results/door-backlog/).
 RELEASE = 1.5
+# An engaged door whose active programs' peaks W exceed DEMOTE x target x blocks takes programs
+# in a tool call out of the active set until they fit (module docstring, "demotion"). Measured
+# once, on the whole matrix (benchmarks/results/door-demote/): 1.2.
+DEMOTE = 1.2
 
 
 @dataclass
@@ -133,6 +147,7 @@ class AdmissionControl:
         self._turns_left: list[float] = []   # this step's R(m), by m
         self._closed = False                 # a newcomer was held this step
         self.num_held = 0                    # steps in which the door held a newcomer
+        self.num_demoted = 0                 # programs the door took out of the active set
         self.last_working_set = 0            # W at the last door decision (blocks)
         self.ctx = None
 
@@ -298,6 +313,7 @@ class AdmissionControl:
         w = -sum(-p // bs for p in self._peaks(live, self.mean_output.value, g))    # ceil division
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
+        demotable = []                             # unpinned programs reserving in a tool call
         for pid in list(self.between):
             b = self.between[pid]
             rec = ctx.programs.get(pid)
@@ -306,10 +322,31 @@ class AdmissionControl:
                 continue
             if rec.num_live:
                 continue                           # it came back: counted as live
-            if pid in pins or (not host and now - rec.last_finish_time <= b.horizon):
+            pinned = pid in pins
+            if pinned or (not host and now - rec.last_finish_time <= b.horizon):
                 gp = self.program_growth(rec, g)
-                w -= -int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1)
-                                                     * rec.kept)) // bs
+                n = -(-int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1)
+                                                      * rec.kept)) // bs)
+                w += n
+                if not pinned:
+                    demotable.append((rec, n))
+        limit = self.target * ctx.kv.pool.num_blocks
+        if self.engaged and w > DEMOTE * limit:
+            w = self._demote(w, demotable, limit)
+        return w
+
+    def _demote(self, w: int, demotable: list, limit: float) -> int:
+        """Shrink the active set until ``W <= limit`` (module docstring, "demotion"): programs
+        in a tool call, unpinned, the latest program arrival first. Returns the new W."""
+        demotable.sort(key=lambda x: (-x[0].first_arrival, x[0].program_id))
+        for rec, n in demotable:
+            if w <= limit:
+                break
+            self.ctx.programs.set_admitted(rec, False)
+            rec.held = True                        # its next turn joins the backlog
+            del self.between[rec.program_id]
+            w -= n
+            self.num_demoted += 1
         return w
 
     # -- the door -----------------------------------------------------------------------------

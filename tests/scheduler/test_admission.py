@@ -13,7 +13,7 @@ import pytest
 
 from continuum.request import RequestStatus
 from continuum.scheduler import admission
-from continuum.scheduler.admission import (COLD_HORIZON_S, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
+from continuum.scheduler.admission import (COLD_HORIZON_S, DEMOTE, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
                                            SMALL_WAIT_S, km_quantile)
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
@@ -201,6 +201,35 @@ def _between_scenario(policy=None, host_blocks=0):
     return s
 
 
+@pytest.mark.parametrize("new_input,demoted", [(368, False), (370, True)])
+def test_an_engaged_door_demotes_the_latest_program_in_a_tool_call_when_w_exceeds_demote(new_input, demoted):
+    """a (first arrival 0) and b (0.5) both finish a turn and go to their tools, reserving;
+    the mean new input then grows so that their peaks exceed DEMOTE x the target. At the next
+    door decision b, the later program, leaves the active set (W back under the target) and its
+    next turn waits at the door as a newcomer; a keeps its place."""
+    assert DEMOTE == 1.2                        # the threshold below: 120 of 100 blocks
+    s = door_sched()
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    s.add_request(areq("b1", list(range(100, 140)), 0.5, "b", max_tokens=4))
+    for t in (0.0, 1.0, 2.0, 3.0, 4.0):
+        step(s, t)
+    door = s.policy.door
+    assert set(door.between) == {"a", "b"} and not s.running and not s.agents.pins
+    door.mean_new_input.add(new_input)          # growth g = (8 + new_input) / 2 + 4
+    # each reserves 44 + (4 + g) / 2 x (1 + R(2) = 1) = 48 + g tokens: 240 (60 blocks, W = 120,
+    # not above 1.2 x 100) or 241 (61 blocks, W = 122)
+    s.add_request(areq("c1", list(range(300, 308)), 4.2, "c", max_tokens=4))
+    step(s, 4.5)
+    b = s.agents.programs.get("b")
+    assert door.num_demoted == int(demoted) and (b.admitted, b.held) == (not demoted, demoted)
+    assert door.last_working_set == (61 if demoted else 120)
+    assert set(door.between) == ({"a"} if demoted else {"a", "b"})
+    assert s.agents.programs.get("a").admitted and waiting_ids(s) == ["c1"]
+    s.add_request(areq("b2", list(range(100, 144)) + list(range(500, 508)), 4.6, "b", max_tokens=4))
+    out, _ = step(s, 4.7)                       # b's next turn: held behind c if b was demoted
+    assert [x.request.request_id for x in out.scheduled] == ([] if demoted else ["b2"])
+
+
 def test_program_in_a_tool_call_reserves_until_its_horizon():
     s = _between_scenario()
     step(s, 4.0)
@@ -268,8 +297,8 @@ def test_config_and_stats():
     s = door_sched()
     assert s.policy.snapshot() == {"admission_held_steps_total": 0, "admission_working_set_blocks": 0,
                                 "admission_faults_total": 0, "admission_returns_total": 0,
-                                "admission_timeouts_total": 0, "admission_door_engaged": 0.0,
-                                "kv_eviction_horizon_seconds": 0.5}
+                                "admission_timeouts_total": 0, "admission_demoted_total": 0,
+                                "admission_door_engaged": 0.0, "kv_eviction_horizon_seconds": 0.5}
 
 
 def test_door_avoids_the_overcommit_that_other_policies_resolve_by_preemption():

@@ -26,7 +26,7 @@ BASE_KEYS = {
 }
 ADMISSION_KEYS = {"admission_held_steps_total", "admission_working_set_blocks",
                   "admission_faults_total", "admission_returns_total", "admission_timeouts_total",
-                  "admission_door_engaged", "kv_eviction_horizon_seconds"}
+                  "admission_demoted_total", "admission_door_engaged", "kv_eviction_horizon_seconds"}
 
 
 def test_compose_refuses_a_key_two_layers_report():

@@ -18,7 +18,9 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   peak working set would not fit, only while the cache is under pressure (H below a gate,
   with hysteresis), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
   most 512 tokens); once the pressure is gone, the programs it held enter only while their
-  peaks fit in 1.5x the target, so that the backlog does not flood memory at once.
+  peaks fit in 1.5x the target, so that the backlog does not flood memory at once; when the
+  active programs' peaks outgrow 1.2x the target, it takes programs in a tool call out of the
+  active set (latest first) until they fit.
 """
 from __future__ import annotations
 
@@ -81,6 +83,7 @@ class ContinuumPlusPolicy(ContinuumPolicy):
                 "admission_working_set_blocks": d.last_working_set,
                 "admission_faults_total": d.num_faults, "admission_returns_total": d.num_returns,
                 "admission_timeouts_total": d.num_timeouts,
+                "admission_demoted_total": d.num_demoted,
                 "admission_door_engaged": float(d.engaged),
                 "kv_eviction_horizon_seconds": min(self.ctx.eviction.seconds, 1e9)}
 
