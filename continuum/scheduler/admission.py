@@ -62,7 +62,7 @@ what floods memory; holding people behind the agents' peaks cost the mix at 20 G
 **Demotion.** The door can only stop admitting, and the active set keeps growing after
 admission (programs admitted while it was open, or through the release, grow turn by turn):
 on BFCL-like programs at 20 GB past the cliff W sat at 1.4x the cache at the median decision
-and a third of the returning turns faulted with the door engaged. So an engaged door whose W
+and 30% of the returning turns faulted, most with the door engaged. So an engaged door whose W
 exceeds ``DEMOTE * target * num_blocks`` lowers the multiprogramming level, as an OS swaps a
 process out: it takes programs in a tool call out of the active set (unpinned ones that
 reserve memory, the latest program arrival first) until ``W <= target * num_blocks``. A
@@ -302,7 +302,8 @@ class AdmissionControl:
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
-        docstring)."""
+        docstring). An engaged door also demotes here when W exceeds ``DEMOTE`` x the target,
+        and returns the W left after it."""
         ctx = self.ctx
         bs = ctx.kv.block_size
         self._turns_left = []                  # the turn-count history may have changed
