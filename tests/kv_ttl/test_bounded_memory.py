@@ -3,12 +3,11 @@ entries go first, entries in use never."""
 from continuum.distributed.router import Router
 from continuum.kv_ttl.predictor import MAX_TOOL_NAME_CHARS, DurationPredictor
 from continuum.kv_ttl.programs import ProgramTable
-from continuum.request import AgentInfo, Request
-from continuum.sampling_params import SamplingParams
+from tests.scheduler.agent_helpers import areq
 
 
-def req(pid: str, t: float) -> Request:
-    return Request(f"{pid}@{t}", [1, 2], SamplingParams(), t, agent=AgentInfo(pid))
+def req(pid: str, t: float):
+    return areq(f"{pid}@{t}", [1, 2], t, pid)
 
 
 def test_tool_histories_are_an_lru_of_bounded_size():

@@ -5,12 +5,11 @@ import pytest
 
 from continuum.kv_ttl.pins import PinTable
 from continuum.kv_ttl.programs import ProgramTable
-from continuum.request import AgentInfo, Request
-from continuum.sampling_params import SamplingParams
+from tests.scheduler.agent_helpers import areq
 
 
-def req(pid: str, t: float) -> Request:
-    return Request(f"{pid}@{t}", [1, 2], SamplingParams(), t, agent=AgentInfo(pid))
+def req(pid: str, t: float):
+    return areq(f"{pid}@{t}", [1, 2], t, pid)
 
 
 def test_idle_programs_are_forgotten_live_and_pinned_ones_kept():
