@@ -49,7 +49,7 @@ def test_flag_defaults_are_the_dataclass_defaults(cmd):
     assert args == EngineArgs(policy_options=SchedulerConfig().policy_options)
     assert args.scheduler_config() == EngineArgs().scheduler_config() == SchedulerConfig()
     assert SchedulerConfig().policy_options == {
-        "fixed_ttl": 2.0, "admission_target": 1.0, "door_max_wait": 600.0, "autellix_num_queues": 7,
+        "fixed_ttl": 2.0, "admission_target": 1.0, "door_max_wait": 180.0, "autellix_num_queues": 7,
         "autellix_base_quantum": 1, "autellix_beta": 8.0, "swap_budget_tokens": 4096}
 
 

@@ -372,7 +372,7 @@ def test_a_chat_sized_newcomer_waits_at_the_door_at_most_a_minute():
 
 def test_only_chat_sized_prompts_get_the_short_bound():
     door = ContinuumPlusPolicy().door
-    for n, bound in ((SMALL_PROMPT_TOKENS + 1, 600.0), (8000, 600.0), (SMALL_PROMPT_TOKENS, 60.0), (1, 60.0)):
+    for n, bound in ((SMALL_PROMPT_TOKENS + 1, 180.0), (8000, 180.0), (SMALL_PROMPT_TOKENS, 60.0), (1, 60.0)):
         assert door.wait_bound(areq("x", n, 0.0, "x")) == bound
     short = ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0)).door    # the smaller one wins
     assert short.wait_bound(areq("x", 100, 0.0, "x")) == short.wait_bound(areq("y", 9000, 0.0, "y")) == 10.0

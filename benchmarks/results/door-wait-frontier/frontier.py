@@ -1,29 +1,28 @@
 """The door-wait frontier: continuum+'s mean JCT and turn-TTFT P99 (each / vllm's, per seed)
-at five past-the-cliff points of the matrix, for each bound on a newcomer's wait at the door.
+at past-the-cliff points of the matrix, for each bound on a newcomer's wait at the door.
 
-    python benchmarks/results/door-wait-frontier/frontier.py
+    python benchmarks/results/door-wait-frontier/frontier.py                  # before demotion
+    python benchmarks/results/door-wait-frontier/frontier.py after-demotion   # after it
 
-Reads ``points-w*/results.json`` (``benchmarks/matrix.py --point ... --set door_max_wait=W``,
-README.md) and the matrix's own results for the default (600 s).
+Reads ``DIR/points-w*/results.json`` (``benchmarks/matrix.py --point ...`` with
+``door_max_wait`` = W, README.md; ``points-w600`` holds the matrix's own rows at these points,
+the default then) and prints one row per point and bound, the largest bound first.
 """
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-POINTS = [("swe", 10, 1.0), ("short-agent", 4, 3.0), ("coding-agent", 40, 0.4), ("mix", 20, 0.5),
-          ("bfcl", 30, 0.24)]
-SOURCES = [("600 (default)", HERE.parent / "matrix" / "results.json")] + [
-    (str(w), HERE / f"points-w{w}" / "results.json") for w in (300, 120, 60, 30, 10)]
 
 
 def ratios(rows: list[dict], point: tuple, key: str) -> list[float]:
     wl, gb, jps = point
     def get(policy: str, seed: int):
-        return next((r[key] for r in rows if r["workload"] == wl and r["kv_gb"] == gb
-                     and abs(r["jps"] - jps) < 1e-9 and r["policy"] == policy and r["seed"] == seed), None)
+        return next((r[key] for r in rows if (r["workload"], r["kv_gb"], r["jps"]) == point
+                     and r["policy"] == policy and r["seed"] == seed), None)
     return [c / v for s in (0, 1, 2)
             if (v := get("vllm", s)) and (c := get("continuum+", s)) is not None]
 
@@ -33,12 +32,15 @@ def fmt(xs: list[float]) -> str:
 
 
 def main() -> None:
-    runs = {name: json.loads(path.read_text())["rows"] for name, path in SOURCES}
+    folder = HERE / (sys.argv[1] if len(sys.argv) > 1 else ".")
+    paths = sorted(folder.glob("points-w*/results.json"), key=lambda p: -float(p.parent.name[len("points-w"):]))
+    runs = {p.parent.name[len("points-w"):]: json.loads(p.read_text())["rows"] for p in paths}
+    points = sorted({(r["workload"], r["kv_gb"], r["jps"]) for rows in runs.values() for r in rows})
     print("| point | door_max_wait s | mean JCT x vllm (seeds 0/1/2) | turn-TTFT P99 x vllm (seeds) |")
     print("|---|---|---|---|")
-    for point in POINTS:
+    for point in points:
         for name, rows in runs.items():
-            print(f"| {point[0]} {point[1]} GB @ {point[2]:g} | {name} | {fmt(ratios(rows, point, 'jct_mean'))} "
+            print(f"| {point[0]} {point[1]:g} GB @ {point[2]:g} | {name} | {fmt(ratios(rows, point, 'jct_mean'))} "
                   f"| {fmt(ratios(rows, point, 'ttft_p99'))} |")
 
 
