@@ -28,6 +28,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reuse import earlier_runs  # noqa: E402
+
 DEFAULT_GRID = {
     # workload: (KV budgets in GB, loads in JPS)
     "swe-final": ([30, 45], [0.03, 0.035, 0.04, 0.045, 0.05, 0.055, 0.06, 0.065, 0.07, 0.08, 0.09]),
@@ -144,12 +147,7 @@ def _plots(rows: list[dict], out: Path, limit: float) -> list[str]:
 def reused(path: str, fresh: list[str], jobs: list[tuple]) -> tuple[list[dict], list[tuple]]:
     """(runs of ``path`` for the planned jobs whose policy is not in ``fresh``, the jobs left to
     run). Exits if a reused run is missing or ``path`` was made with other knobs or profile."""
-    prev = json.loads(Path(path).read_text())
-    if jobs:
-        for key, want in (("sched_kw", jobs[0][6]), ("profile", jobs[0][7])):
-            if key in prev and prev[key] != want:      # files before 2026-12-06 record neither
-                sys.exit(f"--reuse {path}: made with {key} {prev[key]}, not {want}")
-    have = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]): r for r in prev["per_seed"]}
+    have = earlier_runs(path, "per_seed", {"sched_kw": jobs[0][6], "profile": jobs[0][7]} if jobs else {})
     rows, left = [], []
     for j in jobs:
         wl, gb, jps, pol, _, seed, _, _ = j

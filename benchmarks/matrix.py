@@ -44,6 +44,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reuse import earlier_runs  # noqa: E402
+
 # workload: (programs per run, KV budgets in GB, loads in programs/s)
 GRID = {
     "swe": (100, [10, 20], [0.2, 0.4, 0.6, 0.8, 1.0, 1.4]),
@@ -334,12 +337,9 @@ def plots(aggs: list[dict], out: Path) -> list[str]:
 
 
 def reused_rows(path: str, fresh: list[str], jobs: list[tuple], profile: str, sched_kw: dict) -> list[dict]:
-    """Rows of an earlier run for the jobs planned here whose policy is not in ``fresh``."""
-    prev = json.loads(Path(path).read_text())
-    if prev["profile"] != profile or prev["scheduler"] != sched_kw:
-        sys.exit(f"--reuse {path}: made with profile {prev['profile']} and knobs {prev['scheduler']}, "
-                 f"not {profile} and {sched_kw}")
-    have = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]): r for r in prev["rows"]}
+    """Rows of an earlier run for the jobs planned here whose policy is not in ``fresh``; a job
+    the earlier file lacks is left to run (so a grid can grow without rerunning what it had)."""
+    have = earlier_runs(path, "rows", {"profile": profile, "scheduler": sched_kw})
     want = {(j[0], j[1], j[2], j[3], j[4]) for j in jobs if j[3] not in fresh}
     return [have[k] for k in sorted(want, key=str) if k in have]
 

@@ -1,5 +1,6 @@
-"""``benchmarks/admission_sweep.py --reuse``: which runs come from the earlier file, which run
-again, and a clear exit when the earlier file lacks one."""
+"""``--reuse`` of the simulator's sweeps (``benchmarks/reuse.py``): which runs come from the
+earlier file, which run again, a clear exit when it was made with other knobs, and what a
+missing run does (the admission sweep exits, the matrix reruns it)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -52,3 +53,24 @@ def test_an_earlier_file_made_with_other_knobs_is_refused(tmp_path):
         sweep.reused(path, ["continuum+"], [_job("vllm")])
     Path(path).write_text(json.dumps({**d, "sched_kw": {}, "profile": "h200-llama3.1-8b"}))
     assert len(sweep.reused(path, ["continuum+"], [_job("vllm")])[0]) == 1
+
+
+def _matrix():
+    spec = importlib.util.spec_from_file_location("matrix", ROOT / "benchmarks" / "matrix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_matrix_reuses_what_the_earlier_file_has_and_reruns_the_rest(tmp_path):
+    matrix = _matrix()
+    path = tmp_path / "results.json"
+    rows = [{"workload": "bfcl", "kv_gb": 20, "jps": 0.1, "policy": pol, "seed": 0, "jct_mean": 1.0}
+            for pol in ("vllm", "continuum+")]
+    path.write_text(json.dumps({"profile": "h200-llama3.1-8b", "scheduler": {}, "rows": rows}))
+    jobs = [("bfcl", 20, 0.1, pol, seed, 100, "h200-llama3.1-8b", {})
+            for pol in ("vllm", "continuum+") for seed in (0, 1)]
+    got = matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {})
+    assert [(r["policy"], r["seed"]) for r in got] == [("vllm", 0)]      # seed 1 and continuum+ run
+    with pytest.raises(SystemExit, match="made with scheduler"):
+        matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {"admission_target": 1.5})
