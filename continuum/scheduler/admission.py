@@ -59,6 +59,7 @@ the door re-engaged only once the thrash had started (half the returning turns f
 averages 0.52-0.73 of its final one on the matrix's agent workloads. A chat-sized newcomer is
 never part of the backlog once the door is disengaged (a conversation's first message is not
 what floods memory; holding people behind the agents' peaks cost the mix at 20 GB 2-3%).
+
 **Demotion.** The door can only stop admitting, and the active set keeps growing after
 admission (programs admitted while it was open, or through the release, grow turn by turn):
 on BFCL-like programs at 20 GB past the cliff W sat at 1.4x the cache at the median decision
@@ -69,11 +70,12 @@ reserve memory, the latest program arrival first) until ``W <= target * num_bloc
 demoted program keeps its KV in the prefix cache until evicted; its next turn is a newcomer
 and joins the backlog. This spreads the waiting the door imposes over more programs instead of
 concentrating it on first turns (turn-TTFT P99 past the cliff).
-Newcomers pass in the scheduler's
-order, and once one is held every later newcomer is held in that step (the door is FIFO);
-requests of active programs are never held, and the scheduler skips held requests, so the door
-never idles the engine while a turn of an active program could run. ``target`` may exceed 1
-to overbook: footprints are peaks, and programs do not all peak at once.
+
+**Order.** Newcomers pass in the scheduler's order, and once one is held every later newcomer
+is held in that step (the door is FIFO); requests of active programs are never held, and the
+scheduler skips held requests, so the door never idles the engine while a turn of an active
+program could run. ``target`` may exceed 1 to overbook: footprints are peaks, and programs do
+not all peak at once.
 """
 from __future__ import annotations
 
