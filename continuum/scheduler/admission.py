@@ -80,10 +80,11 @@ not all peak at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from continuum.kv_ttl.predictor import TOOL, tool_key
+from continuum.kv_ttl.programs import ProgramRecord
 from continuum.kv_ttl.ttl import SlidingMean
 from continuum.request import Request
 
@@ -271,37 +272,43 @@ class AdmissionControl:
         own = (rec.context_tokens - rec.first_prompt_tokens) / k
         return (own * k + g) / (k + 1)
 
-    def request_footprint(self, req: Request, mean_output: float | None = None,
-                          g: float | None = None) -> int:
+    def request_footprint(self, req: Request) -> int:
         """Tokens the request's program is expected to need at its peak: the tokens it holds
         when its turn ends (prompt + ``min(max_tokens, mean output)``, or what it already
-        produced if more), plus the program's growth over its expected turns left.
-        ``mean_output`` and ``g`` default to the current means."""
-        return next(self._peaks((req,), self.mean_output.value if mean_output is None else mean_output,
-                                self.growth if g is None else g))
+        produced if more), plus the program's growth (``program_growth``) over its expected
+        turns left (``turns_left``; none if no turn follows this one or its memory is not
+        kept). A request without a program record is taken as a first turn."""
+        return self._peak_sum(((req.program_record, (req,)),), self.growth, 1)
 
-    def _peaks(self, reqs: Iterable[Request], mean_output: float, g: float) -> Iterator[int]:
-        """``request_footprint`` of each request. The working set runs this over every live
-        request at every door decision under pressure (the policy's costliest step), so the
-        sizes shared by all of them are read once and the per-request sum is inlined."""
+    def _peak_sum(self, groups: Iterable[tuple[ProgramRecord | None, Iterable[Request]]],
+                  g: float, unit: int) -> int:
+        """The sum of ``ceil(request_footprint / unit)`` over requests grouped by program
+        record. The working set runs this over every live request at every door decision
+        under pressure (the policy's costliest step), so what a program's requests share is
+        read once per program and the rest is inlined."""
         table = self._turns_table()
         n_table = len(table)
-        for req in reqs:
-            mt = req.sampling_params.max_tokens
-            expected = int(mean_output if mt is None or mt > mean_output else mt)
-            produced = len(req.output_token_ids)
-            end = req.num_prompt_tokens + (produced if produced > expected else expected)
-            agent = req.agent
-            rec = req.program_record
-            if agent.program_id is None or agent.is_last_step or (rec is not None and not rec.kept):
-                yield end                       # no turn follows this one, or none is kept
-                continue
+        mo = self.mean_output.value
+        mo_int = int(mo)
+        total = 0
+        for rec, reqs in groups:
             if rec is None:
-                m, gp = 1, g
+                m, k = 1, 0
             else:
-                m, k = rec.turns_arrived, rec.turns_finished          # program_growth, inlined
-                gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g
-            yield int(end + gp * ((table[m] if m < n_table else 0.0) if table else float(m)))
+                m, k = rec.turns_arrived, rec.turns_finished
+            kept = rec is None or rec.kept
+            gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g  # program_growth
+            tail = gp * ((table[m] if m < n_table else 0.0) if table else float(m))
+            for req in reqs:
+                mt = req.sampling_params.max_tokens
+                expected = mo_int if mt is None or mt > mo else mt
+                produced = len(req.output_token_ids)
+                end = len(req.prompt_token_ids) + (produced if produced > expected else expected)
+                agent = req.agent
+                if kept and agent.program_id is not None and not agent.is_last_step:
+                    end = int(end + tail)
+                total -= -end // unit                                   # ceil division
+        return total
 
     def working_set_blocks(self, now: float) -> int:
         """W: blocks the active programs are expected to need at their peaks (see the module
@@ -313,13 +320,11 @@ class AdmissionControl:
         g = self.growth
         # Live requests of active programs, from the active records rather than the queues:
         # under pressure the waiting queue is mostly newcomers held at this door.
-        live = [r for rec in ctx.programs.active.values() if rec.live for r in rec.live.values()]
-        w = -sum(-p // bs for p in self._peaks(live, self.mean_output.value, g))    # ceil division
+        w = self._peak_sum(((rec, rec.live.values()) for rec in ctx.programs.active.values() if rec.live), g, bs)
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
         demotable = []                             # unpinned programs reserving in a tool call
-        for pid in list(self.between):
-            b = self.between[pid]
+        for pid, b in list(self.between.items()):
             rec = ctx.programs.get(pid)
             if rec is None or (not rec.num_live and rec.last_finish_time is None):
                 del self.between[pid]              # it ended (or came back and was aborted)
