@@ -88,8 +88,8 @@ def _class_metrics(records) -> dict:
 
 def run_point(job: tuple) -> dict:
     """One simulation: (workload, kv_gb (0 = unbounded), load, policy, seed, programs, profile,
-    scheduler knobs) -> a row of metrics."""
-    workload, gb, jps, policy, seed, n, profile, sched_kw = job
+    scheduler knobs, host tier as a multiple of the device blocks) -> a row of metrics."""
+    workload, gb, jps, policy, seed, n, profile, sched_kw, host_x = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from continuum.bench.metrics import summarize
     from continuum.bench.replay import assign_arrivals
@@ -107,6 +107,7 @@ def run_point(job: tuple) -> dict:
     t0 = time.perf_counter()
     r = simulate(programs, arrivals, CostModel(prof),
                  SimConfig(policy="vllm" if policy == UNBOUNDED else policy, num_blocks=blocks,
+                           num_host_blocks=int(host_x * blocks) if gb else 0,
                            seed=seed, scheduler=SchedulerConfig.from_kwargs(**sched_kw)))
     s = summarize(r.programs, r.stats)
     tools = {p.program_id: sum(t.tool_duration for t in p.turns if not t.last) for p in programs}
@@ -336,10 +337,12 @@ def plots(aggs: list[dict], out: Path) -> list[str]:
     return files
 
 
-def reused_rows(path: str, fresh: list[str], jobs: list[tuple], profile: str, sched_kw: dict) -> list[dict]:
+def reused_rows(path: str, fresh: list[str], jobs: list[tuple], profile: str, sched_kw: dict,
+                host_x: float = 0.0) -> list[dict]:
     """Rows of an earlier run for the jobs planned here whose policy is not in ``fresh``; a job
     the earlier file lacks is left to run (so a grid can grow without rerunning what it had)."""
-    have = earlier_runs(path, "rows", {"profile": profile, "scheduler": sched_kw})
+    have = earlier_runs(path, "rows", {"profile": profile, "scheduler": sched_kw, "host_x": host_x},
+                        defaults={"host_x": 0.0})
     want = {(j[0], j[1], j[2], j[3], j[4]) for j in jobs if j[3] not in fresh}
     return [have[k] for k in sorted(want, key=str) if k in have]
 
@@ -359,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="h200-llama3.1-8b")
     ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="a SchedulerConfig field or policy knob for every run, e.g. --set admission_target=1.25")
+    ap.add_argument("--host-x", type=float, default=0.0, metavar="X",
+                    help="a host-memory KV tier (CPU offload) of X times each budget's device KV "
+                         "blocks, for every policy (default 0: none; the unbounded ceiling never has one)")
     ap.add_argument("--no-unbounded", action="store_true", help="skip the unbounded-KV ceiling")
     ap.add_argument("--reuse", default=None, metavar="RESULTS_JSON",
                     help="take the rows of policies not listed in --fresh from this earlier "
@@ -391,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         for jps in loads:
             for seed in seeds:
                 if not a.no_unbounded:
-                    jobs.append((wl, 0, jps, UNBOUNDED, seed, n, a.profile, sched_kw))
-                jobs += [(wl, gb, jps, pol, seed, n, a.profile, sched_kw) for gb in gbs for pol in policies]
-    rows, t0 = reused_rows(a.reuse, a.fresh.split(","), jobs, a.profile, sched_kw) if a.reuse else [], time.time()
+                    jobs.append((wl, 0, jps, UNBOUNDED, seed, n, a.profile, sched_kw, 0.0))
+                jobs += [(wl, gb, jps, pol, seed, n, a.profile, sched_kw, a.host_x) for gb in gbs for pol in policies]
+    rows, t0 = (reused_rows(a.reuse, a.fresh.split(","), jobs, a.profile, sched_kw, a.host_x)
+                if a.reuse else []), time.time()
     done = {(r["workload"], r["kv_gb"], r["jps"], r["policy"], r["seed"]) for r in rows}
     jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
     # Longest jobs first (chat and mix have the most programs), so the pool ends together.
@@ -420,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         (out / "report.md").write_text(text)
         (out / "results.json").write_text(json.dumps(
-            {"command": cmd, "profile": a.profile, "seeds": seeds, "scheduler": sched_kw,
+            {"command": cmd, "profile": a.profile, "seeds": seeds, "scheduler": sched_kw, "host_x": a.host_x,
              "wall_seconds": round(time.time() - t0, 1), "rows": rows, "aggregates": aggs,
              "sustainable": [{"workload": k[0], "kv_gb": k[1], "policy": k[2], "jps": v}
                              for k, v in sorted(sustain.items(), key=lambda kv: tuple(map(str, kv[0])))]},

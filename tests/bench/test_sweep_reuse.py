@@ -68,9 +68,20 @@ def test_the_matrix_reuses_what_the_earlier_file_has_and_reruns_the_rest(tmp_pat
     rows = [{"workload": "bfcl", "kv_gb": 20, "jps": 0.1, "policy": pol, "seed": 0, "jct_mean": 1.0}
             for pol in ("vllm", "continuum+")]
     path.write_text(json.dumps({"profile": "h200-llama3.1-8b", "scheduler": {}, "rows": rows}))
-    jobs = [("bfcl", 20, 0.1, pol, seed, 100, "h200-llama3.1-8b", {})
+    jobs = [("bfcl", 20, 0.1, pol, seed, 100, "h200-llama3.1-8b", {}, 0.0)
             for pol in ("vllm", "continuum+") for seed in (0, 1)]
     got = matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {})
     assert [(r["policy"], r["seed"]) for r in got] == [("vllm", 0)]      # seed 1 and continuum+ run
     with pytest.raises(SystemExit, match="made with scheduler"):
         matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {"admission_target": 1.5})
+
+
+def test_the_matrix_never_reuses_runs_made_with_another_host_tier(tmp_path):
+    matrix = _matrix()
+    path = tmp_path / "results.json"
+    rows = [{"workload": "bfcl", "kv_gb": 20, "jps": 0.1, "policy": "vllm", "seed": 0, "jct_mean": 1.0}]
+    path.write_text(json.dumps({"profile": "h200-llama3.1-8b", "scheduler": {}, "rows": rows}))   # no host_x: 0
+    jobs = [("bfcl", 20, 0.1, "vllm", 0, 100, "h200-llama3.1-8b", {}, 4.0)]
+    with pytest.raises(SystemExit, match="made with host_x 0.0, not 4.0"):
+        matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {}, 4.0)
+    assert len(matrix.reused_rows(str(path), ["continuum+"], jobs, "h200-llama3.1-8b", {}, 0.0)) == 1

@@ -100,3 +100,12 @@ def test_the_sustainable_load_goal_applies_at_each_agent_workloads_smaller_budge
                ("bfcl", 0, matrix.UNBOUNDED): 0.24}                          # 90% of 0.24 = 0.216: held
     v = matrix.verdicts([], sustain, "continuum+")
     assert [(x["point"], x["ok"]) for x in v] == [("bfcl 20 GB", True), ("swe 10 GB", False)]
+
+
+def test_a_host_tier_gives_every_policy_a_cpu_offload_of_the_evicted_kv():
+    # 16 short-agent programs at 3/s in 4 GB thrash; with a host tier 4x the device blocks
+    # their evicted contexts come back over the link instead of by recompute.
+    job = ("short-agent", 4, 3, "vllm", 0, 16, "h200-llama3.1-8b", {})
+    off, on = matrix.run_point((*job, 0.0)), matrix.run_point((*job, 4.0))
+    assert on["prefix_hit_rate"] > off["prefix_hit_rate"] + 0.2
+    assert on["jct_mean"] < off["jct_mean"] and on["preemptions"] < off["preemptions"]
