@@ -278,16 +278,17 @@ class AdmissionControl:
         produced if more), plus the program's growth (``program_growth``) over its expected
         turns left (``turns_left``; none if no turn follows this one or its memory is not
         kept). A request without a program record is taken as a first turn."""
-        return self._peak_sum(((req.program_record, (req,)),), self.growth, 1)
+        return self._peak_sum(((req.program_record, (req,)),), 1)
 
     def _peak_sum(self, groups: Iterable[tuple[ProgramRecord | None, Iterable[Request]]],
-                  g: float, unit: int) -> int:
+                  unit: int) -> int:
         """The sum of ``ceil(request_footprint / unit)`` over requests grouped by program
         record. The working set runs this over every live request at every door decision
         under pressure (the policy's costliest step), so what a program's requests share is
         read once per program and the rest is inlined."""
         table = self._turns_table()
         n_table = len(table)
+        g = self.growth
         mo = self.mean_output.value
         mo_int = int(mo)
         total = 0
@@ -297,7 +298,8 @@ class AdmissionControl:
             else:
                 m, k = rec.turns_arrived, rec.turns_finished
             kept = rec is None or rec.kept
-            gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g  # program_growth
+            # program_growth, inlined
+            gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g
             tail = gp * ((table[m] if m < n_table else 0.0) if table else float(m))
             for req in reqs:
                 mt = req.sampling_params.max_tokens
@@ -320,7 +322,8 @@ class AdmissionControl:
         g = self.growth
         # Live requests of active programs, from the active records rather than the queues:
         # under pressure the waiting queue is mostly newcomers held at this door.
-        w = self._peak_sum(((rec, rec.live.values()) for rec in ctx.programs.active.values() if rec.live), g, bs)
+        w = self._peak_sum(((rec, rec.live.values()) for rec in ctx.programs.active.values() if rec.live),
+                           bs)
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
         demotable = []                             # unpinned programs reserving in a tool call
