@@ -10,11 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _sweep():
-    spec = importlib.util.spec_from_file_location("admission_sweep", ROOT / "benchmarks" / "admission_sweep.py")
+def _benchmark(name):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _sweep():
+    return _benchmark("admission_sweep")
 
 
 def _job(policy, jps=0.1, seed=0):
@@ -56,10 +61,7 @@ def test_an_earlier_file_made_with_other_knobs_is_refused(tmp_path):
 
 
 def _matrix():
-    spec = importlib.util.spec_from_file_location("matrix", ROOT / "benchmarks" / "matrix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("matrix")
 
 
 def test_the_matrix_reuses_what_the_earlier_file_has_and_reruns_the_rest(tmp_path):
