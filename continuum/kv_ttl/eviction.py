@@ -8,6 +8,11 @@ block freed now is evicted once every block ahead of it has been taken: after ab
 seconds. The rate is an exponentially weighted moving average over ``time_constant``
 seconds of the blocks handed out (``BlockPool.num_allocated``), on the scheduler's clock.
 
+With a host tier of B blocks an evicted block is written there and leaves it about B
+evictions later, so a freed block's KV stays *somewhere* (on the device, or a reload away)
+for ``seconds_with(B)``. The door gates on that (past it a return costs a recompute, before
+it only a reload); pins keep the device H, since a pin saves the reload too.
+
 H is what a pin or a reservation is measured against: a program whose tool call ends within H
 finds its KV in the cache without any help (below the cliff H is minutes, and holding memory
 buys nothing); only calls longer than H need a pin, and a door is needed only when H falls
@@ -42,4 +47,10 @@ class EvictionHorizon:
 
     @property
     def seconds(self) -> float:
-        return self._free / self.rate if self.rate > 1e-9 else math.inf
+        return self.seconds_with(0)
+
+    def seconds_with(self, behind: int) -> float:
+        """H when ``behind`` more blocks keep a block after the free queue has evicted it: a
+        host tier of that many blocks, into which every evicted block is written and which
+        drops its least recent block per block written (LRU), at the same rate."""
+        return (self._free + behind) / self.rate if self.rate > 1e-9 else math.inf

@@ -13,7 +13,11 @@ falls below ``GATE_S`` and disengages when H rises above ``DISENGAGE * GATE_S``.
 cliff H is minutes: returning programs find their context whatever the door does, so it
 never holds (no harm where there is nothing to win). Past the cliff H falls to seconds and
 the door keeps the working set in memory; the hysteresis keeps it engaged while its own holds
-are what keeps H up.
+are what keeps H up. With a host tier H counts its blocks too (``seconds_with``): an
+evicted block is written there, and a return within that H costs a reload over the link,
+not the recompute the door exists to prevent. Gated on the device's H alone, the door held
+newcomers where vllm's "thrash" only reloads, and its turn-TTFT P99 reached 5-6.7x vllm's
+below the cliff with a tier 4x the device KV (``benchmarks/results/matrix-host/``).
 
 **The working set.** Agent contexts grow every turn (turn k+1's prompt is turn k's context +
 the tool result), so a program's working set is its *peak* context, not its current one: a
@@ -364,7 +368,8 @@ class AdmissionControl:
     # -- the door -----------------------------------------------------------------------------
     def is_engaged(self) -> bool:
         """The gate, with hysteresis (module docstring); updated at each door decision."""
-        h = self.ctx.eviction.seconds
+        host = self.ctx.kv.host
+        h = self.ctx.eviction.seconds_with(host.num_blocks if host is not None else 0)
         if h < GATE_S:
             self.engaged = True
         elif h > DISENGAGE * GATE_S:

@@ -153,6 +153,7 @@ def test_eviction_horizon_is_free_blocks_over_the_allocation_rate():
     h.update(0.0, 0, 100)
     h.update(1.0, 10, 90)                                 # 10 blocks in 1 s: rate 10 / 10 = 1
     assert h.rate == pytest.approx(1.0) and h.seconds == pytest.approx(90.0)
+    assert h.seconds_with(400) == pytest.approx(490.0)   # a host tier of 400 blocks behind it
     h.update(2.0, 20, 80)                                 # decays by e^-0.1, adds 1
     assert h.rate == pytest.approx(math.exp(-0.1) + 1.0)
     assert h.seconds == pytest.approx(80.0 / (math.exp(-0.1) + 1.0))
@@ -161,4 +162,4 @@ def test_eviction_horizon_is_free_blocks_over_the_allocation_rate():
     h.update(1002.0, 30, 70)                              # long after: only those 10 blocks remain
     assert h.rate == pytest.approx(1.0) and h.seconds == pytest.approx(70.0)
     h.update(2002.0, 30, 70)                              # idle for long: the rate decays to ~0
-    assert h.seconds == math.inf
+    assert h.seconds == math.inf and h.seconds_with(400) == math.inf

@@ -20,10 +20,14 @@ from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
 
 
 class Horizon:
-    """A fixed eviction horizon (what ``kv_ttl.eviction.EvictionHorizon`` measures)."""
+    """A fixed eviction horizon (what ``kv_ttl.eviction.EvictionHorizon`` measures), blocks
+    taken at ``rate`` per second (by default so fast that a host tier adds nothing)."""
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
+    def __init__(self, seconds: float, rate: float = math.inf):
+        self.seconds, self.rate = seconds, rate
+
+    def seconds_with(self, behind: int) -> float:
+        return self.seconds + behind / self.rate
 
     def update(self, *args) -> None:
         pass
@@ -253,6 +257,25 @@ def test_with_a_host_tier_unpinned_programs_between_turns_do_not_reserve():
     s = _between_scenario(host_blocks=32)
     step(s, 4.0)
     assert running_ids(s) == ["b1"]
+
+
+@pytest.mark.parametrize("host_blocks,held", [(0, True), (18, True), (19, False)])
+def test_with_a_host_tier_the_door_gates_on_the_device_and_host_horizon(host_blocks, held):
+    """The device's H is 0.5 s and blocks are taken at 10 per second: a host tier of B blocks
+    keeps an evicted block B / 10 s longer (a reload away, not a recompute). 18 blocks: 2.3 s,
+    below the gate (ln 10 = 2.303 s), the door engages and holds b (as in the first test); 19
+    blocks: 2.4 s, above it, so the door never engaged and b enters."""
+    s = door_sched(host_blocks=host_blocks)
+    s.agents.ctx.eviction = Horizon(0.5, rate=10.0)
+    assert 0.5 + 1.8 < GATE_S < 0.5 + 1.9
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1305)), 1.0, "b", max_tokens=4))   # 17 + 84 > 100
+    step(s, 1.0)
+    door = s.policy.door
+    assert door.engaged is held and (waiting_ids(s) == ["b1"]) is held and door.num_held == int(held)
+    run_until_idle(s, 2.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
 
 
 def test_order_is_request_fcfs_with_pinned_programs_first():
