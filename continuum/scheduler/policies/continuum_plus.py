@@ -16,10 +16,11 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   time (a person thinking between chat turns) is never pinned.
 - **The door** (``scheduler/admission.py``): new programs wait while the active programs'
   peak working set would not fit, only while the cache is under pressure (H below a gate,
-  with hysteresis), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
-  most 512 tokens); once the pressure is gone, the programs it held enter only while their
-  peaks fit in 1.5x the target, so that the backlog does not flood memory at once; when the
-  active programs' peaks outgrow 1.2x the target, it takes programs in a tool call out of the
+  with hysteresis; with a host tier the H of device + host, since a return within it only
+  reloads), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at most 512
+  tokens); once the pressure is gone, the programs it held enter only while their peaks fit
+  in 1.5x the target, so that the backlog does not flood memory at once; when the active
+  programs' peaks outgrow 1.2x the target, it takes programs in a tool call out of the
   active set (latest first) until they fit.
 """
 from __future__ import annotations
