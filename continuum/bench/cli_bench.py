@@ -34,7 +34,9 @@ def add_bench_parsers(sub, add_engine_args, engine_kwargs) -> None:
     b.add_argument("--profile", default=None,
                    help="profile name/path for the sim and ideal JCT (default h200-llama3.1-8b for sim)")
     b.add_argument("--tp", type=int, default=1, help="sim: tensor-parallel scaling of the profile (approximation)")
-    b.add_argument("--num-blocks", type=int, default=None, help="sim: KV blocks (default: profile capacity)")
+    b.add_argument("--num-blocks", type=int, default=None,
+                   help="KV blocks, exactly (sim default: the profile's capacity; engine: instead of "
+                        "--kv-cache-memory, the same pool whatever dtype the machine picks)")
     b.add_argument("--offload-gb", type=float, default=0.0,
                    help="sim: host-memory KV tier in GB (CPU offload); 0 = off")
     b.add_argument("--served-model", default=None, help="http: model name (default: the server's first)")
@@ -150,6 +152,8 @@ def cmd_bench(a: argparse.Namespace, engine_kwargs) -> int:
         print(f"wrote {profile}")
     from continuum.config import EngineArgs, parse_bytes
     engine = engine_kwargs(a)
+    if a.num_blocks is not None and a.target == "engine":
+        engine["num_blocks_override"] = a.num_blocks
     args = EngineArgs.from_kwargs(**engine)     # the sim takes the engine's knobs too
     host_blocks = 0
     if not a.offload_gb and args.host_kv_cache_memory:

@@ -51,7 +51,7 @@ def check_fits(programs: list[ProgramTrace], kv_blocks: int, block_size: int, by
         raise KVTooSmallError(
             f"{where}, but the KV cache holds {kv_blocks * block_size:,} ({kv_blocks:,} blocks of "
             f"{block_size}): it needs at least {blocks:,} blocks, {blocks * bytes_per_block / 2**20:,.1f} "
-            "MiB of KV (--num-blocks for the simulator, --kv-cache-memory for the engine)")
+            "MiB of KV (--num-blocks, or --kv-cache-memory for the engine)")
 
 
 def poisson_arrivals(n: int, jps: float, seed: int) -> list[float]:

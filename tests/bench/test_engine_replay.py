@@ -44,6 +44,21 @@ def test_bench_cli_end_to_end(tmp_path):
     assert rc == 0 and (out / "swe_jct_vs_load.png").exists()
 
 
+def test_bench_num_blocks_sizes_the_engine_pool_exactly(tmp_path):
+    """--num-blocks gives the engine target the same pool on any machine (--kv-cache-memory
+    buys half the blocks where the CPU has no fast bf16 and the dtype is float32)."""
+    from continuum.cli import main
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(p.to_dict()) for p in _programs()) + "\n")
+    out = tmp_path / "out"
+    rc = main(["bench", "--target", "engine", "--workload", str(trace), "--jps", "50", "--policies", "vllm",
+               "--model", "random:tiny", "--max-num-batched-tokens", "64", "--num-blocks", "37",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert run["num_blocks"] == 37 and run["summary"]["completed"] == 3
+
+
 def test_bench_cli_reports_bad_input(tmp_path, capsys):
     from continuum.cli import main
     bad = tmp_path / "bad.jsonl"
