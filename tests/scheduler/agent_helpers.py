@@ -18,6 +18,20 @@ class ConstTTL(ContinuumPolicy):
         return self.ttl
 
 
+class FixedHorizon:
+    """A fixed eviction horizon (what ``kv_ttl.eviction.EvictionHorizon`` measures), blocks
+    taken at ``rate`` per second (by default so fast that a host tier adds nothing)."""
+
+    def __init__(self, seconds: float, rate: float = float("inf")):
+        self.seconds, self.rate = seconds, rate
+
+    def seconds_with(self, behind: int) -> float:
+        return self.seconds + behind / self.rate
+
+    def update(self, *args) -> None:
+        pass
+
+
 def make_sched(policy="continuum", num_blocks=16, block_size=4, budget=64, max_seqs=8, max_len=64,
                host_blocks=0, output_text=None, **cfg):
     pol = policy if not isinstance(policy, str) else None

@@ -16,21 +16,8 @@ from continuum.scheduler import admission
 from continuum.scheduler.admission import (COLD_HORIZON_S, DEMOTE, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
                                            SMALL_WAIT_S, km_quantile)
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
+from tests.scheduler.agent_helpers import FixedHorizon as Horizon
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
-
-
-class Horizon:
-    """A fixed eviction horizon (what ``kv_ttl.eviction.EvictionHorizon`` measures), blocks
-    taken at ``rate`` per second (by default so fast that a host tier adds nothing)."""
-
-    def __init__(self, seconds: float, rate: float = math.inf):
-        self.seconds, self.rate = seconds, rate
-
-    def seconds_with(self, behind: int) -> float:
-        return self.seconds + behind / self.rate
-
-    def update(self, *args) -> None:
-        pass
 
 
 def under_pressure(s, seconds: float = 0.5):

@@ -8,26 +8,23 @@ from continuum.request import RequestStatus
 from continuum.scheduler import admission
 from continuum.scheduler.admission import AdmissionControl
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
-from tests.scheduler.agent_helpers import areq, make_sched, step
+from tests.scheduler.agent_helpers import FixedHorizon, areq, make_sched, step
 
 POLICY_NAMES = ["vllm", "program-fcfs", "fixed-ttl", "continuum", "continuum+", "autellix", "infercept"]
 
 
-class _EngagedDoor:
+def _engaged_door() -> FixedHorizon:
     """An eviction horizon of 0 s: continuum+'s door engaged from the first step."""
-    seconds = 0.0
-
-    def update(self, *args) -> None:
-        pass
+    return FixedHorizon(0.0)
 
 
-class _FlappingHorizon:
+class _FlappingHorizon(FixedHorizon):
     """An eviction horizon that jumps between 0 s and 100 s at random steps: continuum+'s
     door engages, holds, disengages and releases its backlog over and over."""
 
     def __init__(self, seed: int):
+        super().__init__(0.0)
         self.rng = random.Random(seed)
-        self.seconds = 0.0
 
     def update(self, *args) -> None:
         if self.rng.random() < 0.2:
@@ -103,7 +100,7 @@ def test_random_agent_workload_with_host_tier(policy):
 def test_continuum_plus_never_wedges_with_its_door_engaged(seed):
     """The door holds new programs throughout (and pins every call the 0 s horizon would lose):
     still every program finishes, the books balance after every step, nothing leaks."""
-    s = simulate("continuum+", seed, eviction=_EngagedDoor())
+    s = simulate("continuum+", seed, eviction=_engaged_door())
     assert s.policy.door.engaged and s.policy.door.num_held > 0
     assert s.stats.num_finished > 10 and s.stats.pins_made > 0
 
