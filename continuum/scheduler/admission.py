@@ -17,7 +17,7 @@ are what keeps H up. With a host tier H counts its blocks too (``seconds_with``)
 evicted block is written there, and a return within that H costs a reload over the link,
 not the recompute the door exists to prevent. Gated on the device's H alone, the door held
 newcomers where vllm's "thrash" only reloads, and its turn-TTFT P99 reached 5-6.7x vllm's
-below the cliff with a tier 4x the device KV (``benchmarks/results/matrix-host/``).
+below the cliff with a tier 4x the device KV (``benchmarks/results/matrix-host/device-gate/``).
 
 **The working set.** Agent contexts grow every turn (turn k+1's prompt is turn k's context +
 the tool result), so a program's working set is its *peak* context, not its current one: a
