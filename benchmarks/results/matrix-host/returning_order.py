@@ -2,19 +2,24 @@
 slots held by later turns of programs are refilled in program order (oldest program first), so
 an old program's turn goes ahead of a younger program's turn, never ahead of a newcomer that
 arrived before it; only while the returning turns' mean queueing delay T exceeds Q seconds
-(Q=0: always). HOST=1: only with a host tier."""
+(Q=0: always; with Q_OFF < Q it stays on until T falls below Q_OFF). HOST=1: only with a host
+tier."""
 import os
 from continuum.request import RequestStatus
 from continuum.scheduler import scheduler as sm
 HOST = os.environ.get("HOST", "1") == "1"
 Q = float(os.environ.get("Q", "0"))
+Q_OFF = float(os.environ.get("Q_OFF", os.environ.get("Q", "0")))   # hysteresis: off again below Q_OFF
 
 
 class ReslotList(list):
     def sort(self, key=None, reverse=False):
         super().sort(key=key, reverse=reverse)
-        if Q > 0 and self.ctx.queue_delay.value <= Q:
-            return
+        if Q > 0:
+            t = self.ctx.queue_delay.value
+            self.on = t > Q or (getattr(self, "on", False) and t > Q_OFF)
+            if not self.on:
+                return
         idx = [i for i, r in enumerate(self)
                if r.status != RequestStatus.PREEMPTED and r.program_id is not None
                and r.arrival_time > r.program_arrival]
