@@ -39,10 +39,14 @@ UNDER_PRESSURE = "continuum+@pressure"
 
 
 class _NoHorizon:
+    """The eviction horizon forced to 0 s, with or without a host tier behind the device."""
     seconds = 0.0
 
     def update(self, *args) -> None:
         pass
+
+    def seconds_with(self, behind: int) -> float:
+        return 0.0
 
 
 def bench(policy: str, steps: int, host_blocks: int, seed: int = 0) -> dict:
