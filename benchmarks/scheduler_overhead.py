@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from continuum.config import CacheConfig, SchedulerConfig  # noqa: E402
 from continuum.kv.block_pool import hash_block  # noqa: E402
 from continuum.kv.kv_manager import KVCacheManager  # noqa: E402
+from continuum.kv_ttl.eviction import EvictionHorizon  # noqa: E402
 from continuum.kv_ttl.reload_cost import PrefillCost  # noqa: E402
 from continuum.request import AgentInfo, Request  # noqa: E402
 from continuum.sampling_params import SamplingParams  # noqa: E402
@@ -38,12 +39,8 @@ RUNNING, WAITING = 256, 1000
 UNDER_PRESSURE = "continuum+@pressure"
 
 
-class _NoHorizon:
+class _NoHorizon(EvictionHorizon):
     """The eviction horizon forced to 0 s, with or without a host tier behind the device."""
-    seconds = 0.0
-
-    def update(self, *args) -> None:
-        pass
 
     def seconds_with(self, behind: int) -> float:
         return 0.0

@@ -1,21 +1,12 @@
 """``--reuse`` of the simulator's sweeps (``benchmarks/reuse.py``): which runs come from the
 earlier file, which run again, a clear exit when it was made with other knobs, and what a
 missing run does (the admission sweep exits, the matrix reruns it)."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _benchmark(name):
-    """A script of benchmarks/ as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench.scripts import load_benchmark as _benchmark
 
 
 def _sweep():
