@@ -76,6 +76,7 @@ class EtaEstimator:
     def __init__(self, window: int = 256, initial: float = 1.0):
         self.programs: deque[tuple[float, ...]] = deque(maxlen=window)
         self.turn_counts: deque[int] = deque(maxlen=window)     # N of the same programs
+        self.num_added = 0                           # programs added ever (a version)
         self.initial = initial
         self._s = [0.0] * 6                          # n, Sk, Sm, Skk, Smm, Skm
 
@@ -92,6 +93,7 @@ class EtaEstimator:
         sums = self._sums(max(n_turns, 1))
         self.programs.append(sums)
         self.turn_counts.append(max(n_turns, 1))
+        self.num_added += 1
         self._s = [a + b for a, b in zip(self._s, sums)]
 
     @property

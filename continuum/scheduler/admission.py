@@ -22,20 +22,35 @@ below the cliff with a tier 4x the device KV (``benchmarks/results/matrix-host/d
 **The working set.** Agent contexts grow every turn (turn k+1's prompt is turn k's context +
 the tool result), so a program's working set is its *peak* context, not its current one: a
 door that counted only today's contexts admits many young programs that later outgrow memory
-together, and the engine thrashes anyway. The footprint of an active program is therefore
+together, and the engine thrashes anyway. Each active program is therefore a *trajectory*: it
+holds the tokens at the end of its current (or next) turn now, and grows by
 
-    tokens at the end of its current (or next) turn + g * R(m) * keep
+    g * min(j, R(m)) * keep  tokens j turns ahead, until j = Rq(m); then it has ended
 
-with ``g`` the mean growth per turn (new input + output, last 256 turns), ``m`` its turns so
-far, ``R(m) = E[N - m | N >= m]`` the expected turns left from the turn counts ``N`` of the
-last 256 completed programs (before any has completed: ``R(m) = m``, a program is assumed
-halfway), and ``keep`` 0 for a program whose memory is not kept across its calls (below),
-else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at the first door decision of a step:
+with ``g`` the mean growth per turn (new input + output, last 256 turns; each program's own so
+far, shrunk towards it), ``m`` its turns so far, ``R(m) = E[N - m | N >= m]`` the expected
+turns left and ``Rq(m)`` their ``LEAVE_QUANTILE`` (P90), both from the turn counts ``N`` of the
+last 256 completed programs (before any has completed: ``R(m) = Rq(m) = m``, a program is
+assumed halfway), and ``keep`` 0 for a program whose memory is not kept across its calls
+(below), else 1 (``ProgramRecord.kept``). Its *footprint* is its peak, reached at
+``j = R(m)``. The working set ``W`` (in KV blocks, estimated at the first door decision of a
+step) is the *peak of the sum* of the trajectories over the turns ahead (``Projection``), not
+the sum of their peaks: the old programs end while the young ones grow, so an old program's
+last turns and a young one's last turns do not hold memory at once. Summing the peaks held
+newcomers for memory no one would need: at vllm's cliff first turns waited 2.6-5.8x vllm's
+turn-TTFT P99 (short agents at 4 and 8 GB, SWE-like at 10 and 20 GB) for little or no gain in
+mean JCT. A program is counted until the P90 of its turns left, not their mean: counted only
+until the mean, the programs that outlive it collide with the young ones' growth where turn
+counts spread (coding agents, 3-16 turns: at 107 GB @ 0.5 programs/s 4.7x vllm's turn-TTFT
+P99, from 1.6x with summed peaks; 2.7x with the P90). Turns are the common clock (programs are
+assumed to move through their turns at one pace). ``benchmarks/results/working-set/``. The
+trajectories:
 
 - every live (running or waiting) request of an active program: its prompt plus the output it
-  is still expected to produce (``min(max_tokens, mean output)``), plus its expected growth
+  is still expected to produce (``min(max_tokens, mean output)``), then its expected growth
   (none for a program's last step or a request without a program);
-- every active program between turns (in a tool call): its context plus its expected growth,
+- every active program between turns (in a tool call): its context plus one turn's growth,
+  then its expected growth over the turns after it,
   while it is pinned, or, unpinned, while its call has lasted less than its *reservation
   horizon*: the P90 of the tool's durations, counting the calls still in flight as
   censored durations (Kaplan-Meier; returns alone are the short calls). A program that computes less than 1/``DUTY`` of
@@ -46,21 +61,29 @@ else 1 (``ProgramRecord.kept``). Working set ``W`` (in KV blocks), estimated at 
   memory: their KV is written to the host tier when evicted, so their return costs a reload
   over the link, not a recompute.
 
-**Rule.** While engaged, a newcomer with footprint ``n`` is admitted iff
-``W + n <= target * num_blocks`` or ``W == 0`` (nothing active: a program larger than the
+**Rule.** While engaged, a newcomer is admitted iff ``W`` with its trajectory added is at
+most ``target * num_blocks``, or ``W == 0`` (nothing active: a program larger than the
 target still runs alone, so the door never wedges the engine), or it has waited its bound:
 ``max_wait``, or ``SMALL_WAIT_S`` for a chat-sized prompt (at most ``SMALL_PROMPT_TOKENS``; an
 agent's first prompt, with its system prompt and tool schemas, is thousands of tokens).
 
 **The backlog.** A disengaged door lets through every newcomer it never held, but the ones it
-held (the *backlog*, ``ProgramRecord.held``), and the newcomers behind them, only while
-``W + n <= RELEASE * target * num_blocks`` (bounds and ``W == 0`` as above). H measures
+held (the *backlog*, ``ProgramRecord.held``), and the newcomers behind them, only while the
+*sum of the peaks* (``Projection.peak_sum``: every trajectory at its peak, as if all peaked at
+once) with it fits ``RELEASE * target * num_blocks`` (bounds and ``W == 0`` as above). H measures
 today's pressure and a program's footprint arrives over its whole life: when H crossed the
 upper threshold the door used to release its whole backlog at once (14 SWE-like programs
 within a second at 10 GB, W to 2.3x the cache), those programs outgrew memory together, and
 the door re-engaged only once the thrash had started (half the returning turns faulted).
 ``RELEASE`` overbooks the peaks by what they overstate: an agent's context over its turns
-averages 0.52-0.73 of its final one on the matrix's agent workloads. A chat-sized newcomer is
+averages 0.52-0.73 of its final one on the matrix's agent workloads. Why the peaks and not the
+projection here: the projection with the same factor overbooked twice (it already counts that
+programs do not peak at once), and let the 70k-token SWE-like programs of the admission sweeps
+flood a cache that holds three of them (1.10x vllm's mean JCT at 30 GB @ 0.09 programs/s,
+0.27x with the peaks); the projection against the target itself (no overbooking) held the
+mix's coding agents behind its people at 20 GB (1.06x vllm's mean JCT at 0.2 programs/s) and
+lengthened the backlog's waits (coding agents at 40 GB: turn-TTFT P99 2.9-5.0x vllm's, from
+2.1-2.4x). ``benchmarks/results/working-set/``. A chat-sized newcomer is
 never part of the backlog once the door is disengaged (a conversation's first message is not
 what floods memory; holding people behind the agents' peaks cost the mix at 20 GB 2-3%).
 
@@ -78,11 +101,11 @@ concentrating it on first turns (turn-TTFT P99 past the cliff).
 **Order.** Newcomers pass in the scheduler's order, and once one is held every later newcomer
 is held in that step (the door is FIFO); requests of active programs are never held, and the
 scheduler skips held requests, so the door never idles the engine while a turn of an active
-program could run. ``target`` may exceed 1 to overbook: footprints are peaks, and programs do
-not all peak at once.
+program could run. ``target`` may exceed 1 to overbook.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -114,18 +137,24 @@ MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls und
 # small program. docs/scheduling.md, "the wait bound".
 SMALL_PROMPT_TOKENS = 512
 SMALL_WAIT_S = 60.0
-# A disengaged door releases the newcomers it held while W + n <= RELEASE x target x blocks
-# (module docstring, "the backlog"). Stricter is better for agents and worse for the mix of
-# people and agents on a small cache: a door kept engaged until its backlog had entered made
-# the mix at 20 GB 1.02-1.10x vllm's mean JCT past the cliff, 1.25 up to 1.02x; 2 kept half of
-# what the flood cost the agents. 1.5 is the strictest that leaves the mix no worse than vllm
-# (benchmarks/results/door-backlog/).
+# A disengaged door releases the newcomers it held while the sum of the peaks with them fits
+# RELEASE x target x blocks (module docstring, "the backlog"). Stricter is better for agents and
+# worse for the mix of people and agents on a small cache: a door kept engaged until its backlog
+# had entered made the mix at 20 GB 1.02-1.10x vllm's mean JCT past the cliff, 1.25 up to
+# 1.02x; 2 kept half of what the flood cost the agents. 1.5 is the strictest that leaves the
+# mix no worse than vllm (benchmarks/results/door-backlog/).
 RELEASE = 1.5
-# An engaged door whose active programs' peaks W exceed DEMOTE x target x blocks takes programs
+# An engaged door whose working set W exceeds DEMOTE x target x blocks takes programs
 # in a tool call out of the active set until they fit (module docstring, "demotion"). On the
 # whole matrix (benchmarks/results/door-demote/) 1.0 spread the waiting further but lost short
 # agents' JCT gain, 1.5 kept more gain but the coding agents' tails returned; 1.2 held the most goals.
 DEMOTE = 1.2
+# The working set counts a program until this quantile of its turns left (given its turns so
+# far, from the completed programs' turn counts), holding its peak from its expected last turn
+# on (``Projection``): counted only until their mean, the programs that outlive it collide
+# with the young programs' growth (module docstring). The P90, as for the tools' reservation
+# horizon; 1.0 (the longest seen) measured the same on the points that moved.
+LEAVE_QUANTILE = 0.9
 
 
 @dataclass
@@ -152,7 +181,9 @@ class AdmissionControl:
         self.mean_output = SlidingMean(initial=COLD_OUTPUT_TOKENS)
         self.mean_new_input = SlidingMean()
         self._ws: int | None = None          # this step's working set (None: not computed yet)
-        self._turns_left: list[float] = []   # this step's R(m), by m
+        self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
+        self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
+        self._turns_version = -1             # of the turn-count history they were built from
         self._closed = False                 # a newcomer was held this step
         self.num_held = 0                    # steps in which the door held a newcomer
         self.num_demoted = 0                 # programs the door took out of the active set
@@ -238,32 +269,22 @@ class AdmissionControl:
         """Expected tokens a program's context grows by per turn."""
         return self.mean_new_input.value + self.mean_output.value
 
-    def turns_left(self, m: int) -> float:
-        """R(m) = E[N - m | N >= m] over recently completed programs (m before any)."""
-        table = self._turns_table()
+    def turns_ahead(self, m: int) -> tuple[float, float]:
+        """(R(m), Rq(m)): the turns a program at turn m is expected to have left, and the
+        ``LEAVE_QUANTILE`` of them (m and m before any program completed)."""
+        table, q_table = self._turns_table()
         if not table:
-            return float(m)
-        return table[m] if m < len(table) else 0.0
+            return float(m), float(m)
+        return (table[m], q_table[m]) if m < len(table) else (0.0, 0.0)
 
-    def _turns_table(self) -> list[float]:
-        """R(m) by m, built once per step (empty before any program completed)."""
-        table = self._turns_left
-        if not table:
-            counts = self.ctx.eta.turn_counts
-            if not counts:
-                return table
-            hist: dict[int, int] = {}
-            for n in counts:
-                hist[n] = hist.get(n, 0) + 1
-            top = max(hist)
-            table = [0.0] * (top + 2)
-            num = tot = 0                       # programs with N >= m, sum of their N
-            for k in range(top, 0, -1):
-                num += hist.get(k, 0)
-                tot += k * hist.get(k, 0)
-                table[k] = tot / num - k if num else 0.0
-            self._turns_left = table
-        return table
+    def _turns_table(self) -> tuple[list[float], list[float]]:
+        """R(m) and Rq(m) (the ``LEAVE_QUANTILE`` of ``N - m`` given ``N >= m``) by m; empty
+        before any program completed. Rebuilt when a program completes."""
+        eta = self.ctx.eta
+        if self._turns_version != eta.num_added:
+            self._turns_version = eta.num_added
+            self._turns_left = turns_left_tables(eta.turn_counts, LEAVE_QUANTILE)
+        return self._turns_left
 
     def program_growth(self, rec, g: float | None = None) -> float:
         """Growth per turn of this program: its own mean so far, shrunk towards the global mean
@@ -280,22 +301,26 @@ class AdmissionControl:
         """Tokens the request's program is expected to need at its peak: the tokens it holds
         when its turn ends (prompt + ``min(max_tokens, mean output)``, or what it already
         produced if more), plus the program's growth (``program_growth``) over its expected
-        turns left (``turns_left``; none if no turn follows this one or its memory is not
+        turns left (``turns_ahead``; none if no turn follows this one or its memory is not
         kept). A request without a program record is taken as a first turn."""
-        return self._peak_sum(((req.program_record, (req,)),), 1)
+        proj = Projection()
+        self._project_live(((req.program_record, (req,)),), 1, proj)
+        return round(proj.peak_sum())
 
-    def _peak_sum(self, groups: Iterable[tuple[ProgramRecord | None, Iterable[Request]]],
-                  unit: int) -> int:
-        """The sum of ``ceil(request_footprint / unit)`` over requests grouped by program
-        record. The working set runs this over every live request at every door decision
-        under pressure (the policy's costliest step), so what a program's requests share is
-        read once per program and the rest is inlined."""
-        table = self._turns_table()
+    def _project_live(self, groups: Iterable[tuple[ProgramRecord | None, Iterable[Request]]],
+                      unit: int, proj: Projection) -> None:
+        """Add each request's trajectory, in units of ``unit`` tokens, to ``proj``: now
+        ``ceil(end / unit)`` (the tokens at the end of its turn), at its peak
+        ``ceil(request_footprint / unit)`` ``R(m)`` turns ahead, gone after ``Rq(m)``. The
+        working set runs this over every live request at every door decision under pressure
+        (the policy's costliest step), so what a program's requests share is read once per
+        program and the rest is inlined."""
+        table, q_table = self._turns_table()
         n_table = len(table)
         g = self.growth
         mo = self.mean_output.value
         mo_int = int(mo)
-        total = 0
+        cohorts = proj.cohorts
         for rec, reqs in groups:
             if rec is None:
                 m, k = 1, 0
@@ -304,30 +329,44 @@ class AdmissionControl:
             kept = rec is None or rec.kept
             # program_growth, inlined
             gp = ((rec.context_tokens - rec.first_prompt_tokens) / k * k + g) / (k + 1) if k else g
-            tail = gp * ((table[m] if m < n_table else 0.0) if table else float(m))
+            if not table:
+                r = rq = float(m)
+            elif m < n_table:
+                r, rq = table[m], q_table[m]
+            else:
+                r = rq = 0.0
+            tail = gp * r
             for req in reqs:
                 mt = req.sampling_params.max_tokens
                 expected = mo_int if mt is None or mt > mo else mt
                 produced = len(req.output_token_ids)
                 end = len(req.prompt_token_ids) + (produced if produced > expected else expected)
+                now_units = -(-end // unit)                             # ceil division
                 agent = req.agent
-                if kept and agent.program_id is not None and not agent.is_last_step:
-                    end = int(end + tail)
-                total -= -end // unit                                   # ceil division
-        return total
+                if kept and agent.program_id is not None and not agent.is_last_step and r > 0:
+                    grow = -(-int(end + tail) // unit) - now_units
+                    acc = cohorts.get((r, rq))
+                    if acc is None:
+                        cohorts[(r, rq)] = [now_units, grow / r]
+                    else:
+                        acc[0] += now_units
+                        acc[1] += grow / r
+                else:
+                    proj.now_only += now_units
 
     def working_set_blocks(self, now: float) -> int:
-        """W: blocks the active programs are expected to need at their peaks (see the module
-        docstring). An engaged door also demotes here when W exceeds ``DEMOTE`` x the target,
+        """W: blocks the active programs are expected to need at once (see the module
+        docstring), and this step's projection (``self._proj``) that newcomers are tried
+        against. An engaged door also demotes here when W exceeds ``DEMOTE`` x the target,
         and returns the W left after it."""
         ctx = self.ctx
         bs = ctx.kv.block_size
-        self._turns_left = []                  # the turn-count history may have changed
         g = self.growth
+        proj = self._proj = Projection()
         # Live requests of active programs, from the active records rather than the queues:
         # under pressure the waiting queue is mostly newcomers held at this door.
-        w = self._peak_sum(((rec, rec.live.values()) for rec in ctx.programs.active.values() if rec.live),
-                           bs)
+        self._project_live(((rec, rec.live.values()) for rec in ctx.programs.active.values() if rec.live),
+                           bs, proj)
         host = ctx.kv.host is not None
         pins = ctx.pins.pins
         demotable = []                             # unpinned programs reserving in a tool call
@@ -340,28 +379,32 @@ class AdmissionControl:
                 continue                           # it came back: counted as live
             pinned = pid in pins
             if pinned or (not host and now - rec.last_finish_time <= b.horizon):
+                # Its next turn: its context + one turn's growth, then R(m + 1) more turns.
                 gp = self.program_growth(rec, g)
-                n = -(-int(rec.context_tokens + gp * (1 + self.turns_left(rec.turns_finished + 1)
-                                                      * rec.kept)) // bs)
-                w += n
+                nxt = -(-int(rec.context_tokens + gp) // bs)
+                r, rq = self.turns_ahead(rec.turns_finished + 1) if rec.kept else (0.0, 0.0)
+                grow = -(-int(rec.context_tokens + gp * (1 + r)) // bs) - nxt
+                proj.add(nxt, grow, r, rq)
                 if not pinned:
-                    demotable.append((rec, n))
+                    demotable.append((rec, nxt, grow, r, rq))
+        w = proj.peak()
         limit = self.target * ctx.kv.pool.num_blocks
         if self.engaged and w > DEMOTE * limit:
             w = self._demote(w, demotable, limit)
-        return w
+        return math.ceil(w - 1e-9)
 
-    def _demote(self, w: int, demotable: list, limit: float) -> int:
+    def _demote(self, w: float, demotable: list, limit: float) -> float:
         """Shrink the active set until ``W <= limit`` (module docstring, "demotion"): programs
         in a tool call, unpinned, the latest program arrival first. Returns the new W."""
         demotable.sort(key=lambda x: (-x[0].first_arrival, x[0].program_id))
-        for rec, n in demotable:
+        for rec, nxt, grow, r, rq in demotable:
             if w <= limit:
                 break
             self.ctx.programs.set_admitted(rec, False)
             rec.held = True                        # its next turn joins the backlog
             del self.between[rec.program_id]
-            w -= n
+            self._proj.add(-nxt, -grow, r, rq)
+            w = self._proj.peak()
             self.num_demoted += 1
         return w
 
@@ -398,14 +441,129 @@ class AdmissionControl:
             return False
         if self._ws is None:
             self._ws = self.last_working_set = self.working_set_blocks(now)
-        need = self.ctx.kv.blocks_for(self.request_footprint(req))
         limit = self.target * (1.0 if engaged else RELEASE) * self.ctx.kv.pool.num_blocks
-        if self._ws and self._ws + need > limit:
+        proj = self._proj
+        if not self._ws:                    # nothing active: it is admitted whatever its size
+            self._project_live(((rec, (req,)),), self.ctx.kv.block_size, proj)
+            self._ws = math.ceil(proj.peak() - 1e-9)
+            return True
+        trial = proj.copy()
+        self._project_live(((rec, (req,)),), self.ctx.kv.block_size, trial)
+        # Engaged: the projection. Releasing the backlog: the sum of the peaks, overbooked by
+        # RELEASE (module docstring, "the backlog").
+        w = trial.peak() if engaged else trial.peak_sum()
+        if w > limit + 1e-9:
             self._closed = rec.held = True
             self.num_held += 1
             return False
-        self._ws += need
+        self._proj, self._ws = trial, math.ceil(w - 1e-9)
         return True
+
+
+class Projection:
+    """The active programs' expected KV over the turns ahead: the door's working set.
+
+    Each program (each live request, or a program between turns) is a trajectory: ``b`` blocks
+    at the end of its current (or next) turn, growing by ``g`` blocks a turn for the ``r``
+    turns it is expected to have left, up to its peak ``b + g * r`` (its footprint), which it
+    holds until ``rq`` turns ahead (``rq >= r``: the ``LEAVE_QUANTILE`` of its turns left, so
+    that a program longer than the mean is still counted); then it has ended and freed its KV.
+    The programs do not all peak at once: the old ones end while the young ones grow. So the
+    door's working set is the *peak of the sum*,
+
+        W = max over j >= 0 of  sum over programs with rq >= j of (b + g * min(j, r)),
+
+    not the sum of the peaks (which it used to be, and which counted memory for an old
+    program's last turns and a young one's last turns at the same time). Turns are the common
+    clock: programs are assumed to move through their turns at one pace. Invariants:
+    ``sum of b <= W <= sum of the peaks`` (``peak_sum``), with the upper bound reached when
+    every program has the same ``rq``. Kept by ``(r, rq)`` (``cohorts``: [sum of b, sum of g]);
+    both are functions of a program's turn index, so there are a few dozen cohorts however
+    many programs are active."""
+    __slots__ = ("cohorts", "now_only")
+
+    def __init__(self):
+        self.cohorts: dict[tuple[float, float], list[float]] = {}
+        self.now_only = 0.0          # blocks of requests with no turn after this one
+
+    def add(self, b: float, growth: float, r: float, rq: float) -> None:
+        """A trajectory from ``b`` blocks to ``b + growth`` over ``r`` turns, gone after ``rq``
+        turns (negative ``b`` and ``growth`` remove one)."""
+        if r <= 0:
+            self.now_only += b + growth
+            return
+        acc = self.cohorts.get((r, rq))
+        if acc is None:
+            self.cohorts[(r, rq)] = [b, growth / r]
+        else:
+            acc[0] += b
+            acc[1] += growth / r
+
+    def copy(self) -> Projection:
+        p = Projection()
+        p.cohorts = {k: acc[:] for k, acc in self.cohorts.items()}
+        p.now_only = self.now_only
+        return p
+
+    def peak(self) -> float:
+        """W: the most the trajectories hold at once: now (j = 0, every ``b``), or just before
+        some ``rq`` (the sum only falls at those; between them it grows)."""
+        cohorts = sorted(self.cohorts.items(), key=lambda kv: -kv[0][1])
+        b_sum = g_lin = const = 0.0              # sums of b; g with r >= j; g * r with r < j
+        below: list[tuple[float, float]] = []    # (-r, g) of counted cohorts with r < j (heap)
+        best = 0.0
+        i, n = 0, len(cohorts)
+        while i < n:
+            j = cohorts[i][0][1]
+            while i < n and cohorts[i][0][1] == j:
+                (r, _), (b, g) = cohorts[i]
+                b_sum += b
+                if r >= j:
+                    g_lin += g
+                else:
+                    const += g * r
+                    heapq.heappush(below, (-r, g))
+                i += 1
+            while below and -below[0][0] >= j:   # r >= j now: growing until j
+                r, g = heapq.heappop(below)
+                const += g * r                     # r is negated
+                g_lin += g
+            v = b_sum + g_lin * j + const
+            if v > best:
+                best = v
+        return max(best, b_sum + self.now_only)
+
+    def peak_sum(self) -> float:
+        """The sum of the trajectories' peaks (an upper bound on ``peak``)."""
+        return self.now_only + sum(acc[0] + acc[1] * r for (r, _), acc in self.cohorts.items())
+
+
+def turns_left_tables(counts: Iterable[int], q: float) -> tuple[list[float], list[float]]:
+    """From the turn counts ``N`` of completed programs: ``R(m) = E[N - m | N >= m]`` and
+    ``Rq(m)``, the q-quantile of ``N - m`` given ``N >= m`` (index ``min(int(q * n), n - 1)``
+    of the n sorted values, as the tools' quantiles), for m = 0 .. max N + 1; both empty
+    without counts."""
+    hist: dict[int, int] = {}
+    for n in counts:
+        hist[n] = hist.get(n, 0) + 1
+    if not hist:
+        return [], []
+    top = max(hist)
+    table = [0.0] * (top + 2)
+    q_table = [0.0] * (top + 2)
+    num = tot = 0                           # programs with N >= m, sum of their N
+    for m in range(top, 0, -1):
+        num += hist.get(m, 0)
+        tot += m * hist.get(m, 0)
+        if not num:
+            continue
+        table[m] = tot / num - m
+        idx, seen, n = min(int(q * num), num - 1), 0, m - 1
+        while seen <= idx:                  # the (idx + 1)-th smallest N >= m
+            n += 1
+            seen += hist.get(n, 0)
+        q_table[m] = max(float(n - m), table[m])
+    return table, q_table
 
 
 def km_quantile(events: list[float], censored: list[float], q: float) -> float:

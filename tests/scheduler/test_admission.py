@@ -82,7 +82,7 @@ def test_new_program_is_held_exactly_when_its_working_set_would_not_fit(prompt, 
     assert s.stats.num_preemptions == 0
 
 
-@pytest.mark.parametrize("prompt,admitted", [(308, True), (309, False)])
+@pytest.mark.parametrize("prompt,admitted", [(320, True), (321, False)])
 def test_a_turn_admitted_earlier_in_the_step_counts_once_in_the_working_set(prompt, admitted):
     """a's next turn is admitted just before newcomer b reaches the door in the same step: it
     is in the running queue and not yet off the waiting one, and counts once (it used to count
@@ -95,19 +95,74 @@ def test_a_turn_admitted_earlier_in_the_step_counts_once_in_the_working_set(prom
     s.add_request(areq("b1", list(range(1000, 1000 + prompt)), 4.0, "b", max_tokens=4))
     out, _ = step(s, 4.0)
     door = s.policy.door
-    # a2: 52 + 4 tokens, + growth 8 (own 4 per turn shrunk to 12: (4 + 12) / 2) x R(2) = 1
-    # turn left = 64 tokens, 16 blocks; b1: prompt + 4 + 12 x R(1) = 2 -> (prompt + 28) / 4
+    # a2: 52 + 4 tokens (14 blocks), + growth 8 (own 4 per turn shrunk to 12: (4 + 12) / 2) x
+    # R(2) = 1 turn left = 64 tokens, 16 blocks; b1: prompt + 4 tokens now, + 12 a turn for
+    # R(1) = 2 turns (3 blocks a turn). W with b1 peaks one turn ahead, a2's last:
+    # 16 + blocks(prompt + 4) + 3 <= 100 iff prompt <= 320 (counted twice, a2 would hold b1
+    # from 257 on)
     assert door.last_working_set == 16
     assert [x.request.request_id for x in out.scheduled] == (["a2", "b1"] if admitted else ["a2"])
     assert waiting_ids(s) == ([] if admitted else ["b1"])
+
+
+@pytest.mark.parametrize("old_leaves,w", [(1, 37.5), (3, 42.5)])
+def test_projection_peaks_where_the_programs_left_hold_the_most(old_leaves, w):
+    """W is the largest sum over the turns ahead, each program at b + g x min(j, r) until it
+    leaves (rq turns ahead); never above the sum of the peaks, never below what the programs
+    hold now."""
+    p = admission.Projection()
+    p.add(10, 20, 1, old_leaves)   # an old program: 10 blocks now, 30 from one turn on
+    p.add(5, 10, 4, 4)             # a young one: 5 blocks, growing 2.5 a turn for 4 turns
+    p.add(3, 0, 0, 0)              # a last turn: 3 blocks, gone after it
+    # now: 18; when the old one leaves: 30 + 5 + 2.5 x old_leaves; four turns on: 15
+    assert p.peak() == w and p.peak_sum() == 48
+    p.add(-10, -20, 1, old_leaves)  # the old one leaves the active set (demoted)
+    assert p.peak() == 15 and p.peak_sum() == 18
+    p.add(9, 0, 0, 0)              # the programs' sizes now are the most they will hold
+    assert p.peak() == 17
+    assert admission.Projection().peak() == 0
+
+
+def test_turns_left_tables_give_the_mean_and_the_quantile_of_the_turns_left():
+    table, q_table = admission.turns_left_tables([3, 10, 2, 3], 0.9)
+    assert table[1] == 18 / 4 - 1 and q_table[1] == 9          # N - 1 of {1, 2, 2, 9}: P90 = 9
+    assert table[3] == 16 / 3 - 3 and q_table[3] == 7          # N >= 3: {3, 3, 10}
+    assert table[4] == q_table[4] == 6 and table[10] == q_table[10] == 0
+    assert len(table) == len(q_table) == 12
+    # the quantile is never under the mean: {0, 0, 0, 0, 30}, P50 0, mean 6
+    assert admission.turns_left_tables([1, 1, 1, 1, 31], 0.5)[1][1] == 6
+    assert admission.turns_left_tables([], 0.9) == ([], [])
+
+
+@pytest.mark.parametrize("prompt,admitted", [(196, True), (197, False)])
+def test_a_newcomer_fits_beside_a_program_that_ends_before_it_grows(prompt, admitted):
+    """a's last turn holds 50 blocks and frees them when it ends; newcomer b starts small and
+    grows for two more turns. The door admits b while both fit now and b fits alone at its
+    peak (a's KV is gone by then); the sum of their peaks would have held b from 173 tokens."""
+    s = door_sched()
+    s.add_request(areq("a1", 196, 0.0, "a", max_tokens=4, last=True))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1000 + prompt)), 0.5, "b", max_tokens=4))
+    step(s, 0.5)
+    door = s.policy.door
+    assert door.last_working_set == 50                 # a: 196 + 4 expected output tokens
+    # b: blocks(prompt + 4) now (50 at 196, 51 at 197), + 12 tokens a turn for R(1) = 2 turns
+    assert door.request_footprint(s.requests["b1"]) == prompt + 28
+    # W with b = max(50 + blocks(prompt + 4), blocks(prompt + 28)) <= 100 iff prompt <= 196
+    assert ("b1" in running_ids(s)) is admitted
+    assert door.num_held == int(not admitted)
+    run_until_idle(s, 1.0)
+    assert s.stats.num_preemptions == 0 and s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
 
 
 def test_door_is_fifo_and_never_holds_turns_of_active_programs():
     s = door_sched()
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
     step(s, 0.0)
-    s.add_request(areq("b1", list(range(1000, 1320)), 0.5, "b", max_tokens=4))    # too big now
-    s.add_request(areq("c1", list(range(2000, 2008)), 0.6, "c", max_tokens=4))    # would fit
+    # b: 87 blocks at the end of its turn, 93 at its peak two turns on: too big while a is
+    # active, even with a's last turn alone (14 blocks); c: one turn of 3 blocks, would fit
+    s.add_request(areq("b1", list(range(1000, 1344)), 0.5, "b", max_tokens=4))
+    s.add_request(areq("c1", list(range(2000, 2008)), 0.6, "c", max_tokens=4, last=True))
     for t in (1.0, 2.0, 3.0):           # a decodes its 4 tokens and goes to its tool
         step(s, t)
     assert waiting_ids(s) == ["b1", "c1"] and not s.running      # c waits behind b at the door
@@ -123,7 +178,7 @@ def test_door_is_fifo_and_never_holds_turns_of_active_programs():
     for t in (5.0, 6.0, 7.0):
         step(s, t)
     assert "a" not in [r.program_id for r in s.running + s.waiting]
-    # a ended: nothing is active, b enters first, then c (87 + 9 blocks fit in 100)
+    # a ended: nothing is active, b enters first, then c (93 blocks at b's peak, 87 + 3 now)
     out, _ = step(s, 8.0)
     assert [x.request.request_id for x in out.scheduled] == ["b1", "c1"]
     run_until_idle(s, 9.0)
@@ -184,10 +239,11 @@ def _between_scenario(policy=None, host_blocks=0):
         step(s, t)
     assert s.agents.programs.get("a").last_finish_time == 3.0
     # a between turns: 44 tokens; its own growth so far is 4 a turn (its output), shrunk
-    # towards the global 12: (4 + 12) / 2 = 8; it reserves 44 + 8 x (1 + R(2) = 1) = 60 tokens
-    # = 15 blocks. b needs blocks(200 + 4 + 24) = 57: with a target of 0.7 (70 blocks) b waits
-    # while a reserves
-    s.policy.door.target = 0.7
+    # towards the global 12: (4 + 12) / 2 = 8; it reserves 44 + 8 = 52 tokens (13 blocks) for
+    # its next turn and 60 (15 blocks) at its peak, R(2) = 1 turn on. b: 51 blocks now (204
+    # tokens), + 3 a turn for R(1) = 2 turns. W with b peaks one turn ahead: 15 + 54 = 69 >
+    # 68 blocks (a target of 0.68): b waits while a reserves, and fits alone (57)
+    s.policy.door.target = 0.68
     s.add_request(areq("b1", list(range(1000, 1200)), 3.5, "b", max_tokens=4))
     return s
 
@@ -516,7 +572,9 @@ def test_a_disengaged_door_releases_its_backlog_only_up_to_release_times_the_tar
     monkeypatch.setattr(admission, "SMALL_PROMPT_TOKENS", 0)     # b and c count as agents here
     s = _backlog_scenario(b_prompt)
     door = s.policy.door
-    # b's footprint: prompt + 4 output + 12 growth x R(1) = 2 turns; 11 + 64 = 75 blocks fit
+    # b's footprint: prompt + 4 output + 12 growth x R(1) = 2 turns. The release counts the
+    # peaks, not their projection (a's only turn ends before b grows: projected, b would fit
+    # up to 252 tokens): 11 + blocks(b_prompt + 28) = 11 + 64 = 75 blocks fit
     assert door.request_footprint(s.requests["b1"]) == b_prompt + 28
     s.add_request(areq("c1", list(range(3000, 3008)), 2.0, "c", max_tokens=4))   # never held
     step(s, 2.0)
@@ -534,7 +592,7 @@ def test_a_newcomer_the_door_never_held_passes_it_disengaged_whatever_its_size()
     s.agents.ctx.eviction = Horizon(DISENGAGE * GATE_S + 0.01)
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))
     step(s, 0.0)
-    s.add_request(areq("b1", list(range(1000, 1229)), 1.0, "b", max_tokens=4))   # 11 + 65 > 75
+    s.add_request(areq("b1", list(range(1000, 1300)), 1.0, "b", max_tokens=4))   # 11 + 76 > 75
     step(s, 1.0)
     assert "b1" in running_ids(s) and not s.policy.door.engaged
     assert not s.agents.programs.get("b").held and s.policy.door.num_held == 0
