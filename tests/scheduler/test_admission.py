@@ -248,13 +248,13 @@ def _between_scenario(policy=None, host_blocks=0):
     return s
 
 
-@pytest.mark.parametrize("new_input,demoted", [(368, False), (370, True)])
+@pytest.mark.parametrize("new_input,demoted", [(288, False), (290, True)])
 def test_an_engaged_door_demotes_the_latest_program_in_a_tool_call_when_w_exceeds_demote(new_input, demoted):
     """a (first arrival 0) and b (0.5) both finish a turn and go to their tools, reserving;
     the mean new input then grows so that their peaks exceed DEMOTE x the target. At the next
     door decision b, the later program, leaves the active set (W back under the target) and its
     next turn waits at the door as a newcomer; a keeps its place."""
-    assert DEMOTE == 1.2                        # the threshold below: 120 of 100 blocks
+    assert DEMOTE == 1.0                        # the threshold below: 100 of 100 blocks
     s = door_sched()
     s.add_request(areq("a1", 40, 0.0, "a", max_tokens=4))
     s.add_request(areq("b1", list(range(100, 140)), 0.5, "b", max_tokens=4))
@@ -263,13 +263,14 @@ def test_an_engaged_door_demotes_the_latest_program_in_a_tool_call_when_w_exceed
     door = s.policy.door
     assert set(door.between) == {"a", "b"} and not s.running and not s.agents.pins
     door.mean_new_input.add(new_input)          # growth g = (8 + new_input) / 2 + 4
-    # each reserves 44 + (4 + g) / 2 x (1 + R(2) = 1) = 48 + g tokens: 240 (60 blocks, W = 120,
-    # not above 1.2 x 100) or 241 (61 blocks, W = 122)
-    s.add_request(areq("c1", list(range(300, 308)), 4.2, "c", max_tokens=4))
+    # each reserves 44 + (4 + g) / 2 x (1 + R(2) = 1) = 48 + g tokens: 200 (50 blocks, W = 100,
+    # not above 1.0 x 100) or 201 (51 blocks, W = 102)
+    # newcomer c (200 tokens, 51 blocks now) fits beside neither W
+    s.add_request(areq("c1", list(range(300, 500)), 4.2, "c", max_tokens=4))
     step(s, 4.5)
     b = s.agents.programs.get("b")
     assert door.num_demoted == int(demoted) and (b.admitted, b.held) == (not demoted, demoted)
-    assert door.last_working_set == (61 if demoted else 120)
+    assert door.last_working_set == (51 if demoted else 100)
     assert set(door.between) == ({"a"} if demoted else {"a", "b"})
     assert s.agents.programs.get("a").admitted and waiting_ids(s) == ["c1"]
     s.add_request(areq("b2", list(range(100, 144)) + list(range(500, 508)), 4.6, "b", max_tokens=4))

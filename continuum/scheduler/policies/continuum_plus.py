@@ -21,7 +21,7 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   reloads), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at most 512
   tokens); once the pressure is gone, the programs it held enter only while their peaks fit
   in 1.5x the target, so that the backlog does not flood memory at once; when the active
-  programs' working set outgrows 1.2x the target, it takes programs in a tool call out of the
+  programs' working set outgrows the target, it takes programs in a tool call out of the
   active set (latest first) until they fit.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ class ContinuumPlusConfig:
                                         "KV they are expected to hold at once) / KV blocks at which "
                                         "new programs wait (> 1 overbooks)")
     # 180 s: past the cliff a newcomer admitted on its bound no longer floods memory (the door
-    # demotes programs in a tool call once the working set outgrows 1.2x the target), so the bound
+    # demotes programs in a tool call once the working set outgrows the target), so the bound
     # spreads waiting instead of re-creating the thrash. On the whole matrix 180 s cut the
     # mix's turn-TTFT P99 at 20 GB from 3.1-3.4x to 2.1-3.2x vllm's at no mean-JCT harm; 120 s
     # cut it further but made the mix at 20 GB @ 1 1.04x vllm's mean JCT, and 60 s costs the
