@@ -182,7 +182,9 @@ class AdmissionControl:
         self.between: dict[str, _Between] = {}
         self.mean_output = SlidingMean(initial=COLD_OUTPUT_TOKENS)
         self.mean_new_input = SlidingMean()
-        self._ws: int | None = None          # this step's working set (None: not computed yet)
+        # This step's working set (None: not computed yet; 0: nothing active). After a release
+        # it holds the sum of the peaks instead, an upper bound: only its being 0 is read.
+        self._ws: int | None = None
         self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
         self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
         self._turns_version = -1             # of the turn-count history they were built from
