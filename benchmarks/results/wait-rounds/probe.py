@@ -4,7 +4,7 @@ seed, the way ``benchmarks/matrix.py`` simulates them (same generators, arrivals
     K=4 SEEDS=0,1,2 .venv/bin/python benchmarks/results/wait-rounds/probe.py PATCH.py[+PATCH2.py]|none workload:gb:load ...
 
 Prints mean JCT, P95 JCT and turn-TTFT P99 as ratios to vllm's (mean over the seeds, then per
-seed JCT/TTFT P99)."""
+seed JCT/TTFT P99), from ``matrix.run_point``."""
 import os
 import sys
 from pathlib import Path
@@ -15,27 +15,16 @@ for pf in (sys.argv[1].split("+") if sys.argv[1] != "none" else []):
     exec(open(pf).read(), {})
 
 import numpy as np  # noqa: E402
-from matrix import GRID, programs_for  # noqa: E402
-from continuum.bench.replay import assign_arrivals  # noqa: E402
-from continuum.config import SchedulerConfig  # noqa: E402
-from continuum.sim.cost_model import CostModel  # noqa: E402
-from continuum.sim.profile import kv_bytes_per_token, load_profile  # noqa: E402
-from continuum.sim.simulator import SimConfig, simulate  # noqa: E402
+from matrix import GRID, run_point  # noqa: E402
 
-prof = load_profile("h200-llama3.1-8b")
 seeds = [int(s) for s in os.environ.get("SEEDS", "0,1,2").split(",")]
+METRICS = ("jct_mean", "jct_p95", "ttft_p99")
 
 
 def run(w, gb, jps, policy, seed):
-    programs = programs_for(w, GRID[w][0], seed)
-    arrivals = assign_arrivals(programs, jps, seed)
-    blocks = int(gb * 1e9 // (kv_bytes_per_token(prof) * 16))
-    r = simulate(programs, arrivals, CostModel(prof),
-                 SimConfig(policy=policy, num_blocks=blocks, seed=seed, scheduler=SchedulerConfig.from_kwargs()))
-    done = [p for p in r.programs if p.finish is not None]
-    jct = [p.jct for p in done]
-    return [float(np.mean(jct)), float(np.percentile(jct, 95)),
-            float(np.percentile([t.ttft for p in done for t in p.turns], 99))]
+    """``matrix.run_point``'s metrics, without the scheduler knobs or a host tier."""
+    row = run_point((w, gb, jps, policy, seed, GRID[w][0], "h200-llama3.1-8b", {}, 0.0))
+    return [row[m] for m in METRICS]
 
 
 for pt in sys.argv[2:]:
