@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 # Stats that are ratios or means: averaging keeps them in range.
-_AVERAGED = ("kv_usage", "pin_ttl_eta", "pin_ttl_queue_delay_seconds")
+_AVERAGED = ("kv_usage", "pin_ttl_eta", "pin_ttl_queue_delay_seconds", "step_cost_fitted",
+             "step_cost_step_floor_s", "step_cost_per_prefill_token_s", "step_cost_per_attention_pair_s")
 
 
 def _number(v: Any) -> bool:

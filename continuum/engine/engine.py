@@ -24,6 +24,7 @@ from continuum.errors import (ConfigError, InvalidRequestError, PromptTooLongErr
                               TensorParallelError, check_text)
 from continuum.layers.cpu_linear import pack_linears, packing_supported
 from continuum.kv_ttl.reload_cost import OffloadCost
+from continuum.kv_ttl.step_cost import MeasuredPrefill, OnlineStepCost
 from continuum.models.loader import load_model
 from continuum.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 from continuum.progress import Phases
@@ -181,7 +182,12 @@ class LLMEngine:
         # host reloads cost this model's KV bytes per token.
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks,
                                    output_text=self._output_text)
-        self.scheduler.set_reload_cost(offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
+        # Recompute costs what this engine's own steps cost (fitted online, as they run; the
+        # H100 default until enough steps are seen); host reloads this model's KV bytes.
+        self.step_cost = OnlineStepCost()
+        self.scheduler.set_reload_cost(
+            prefill=MeasuredPrefill(self.step_cost, sc.max_num_batched_tokens),
+            offload=OffloadCost(bytes_per_token=per_block / cc.block_size))
         self.schedule_timer = CallTimer("scheduler_time")     # wall seconds inside schedule()
         self._states: dict[str, _RequestState] = {}
         self._ids = itertools.count()
@@ -300,7 +306,10 @@ class LLMEngine:
             return []
         t0 = time.perf_counter()
         tokens, logprobs, failed = self._execute(sched)
-        self.step_times.append(time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        self.step_times.append(dt)
+        if not failed:                  # a narrowed failure re-ran requests alone: not one step
+            self.step_cost.observe(((s.start, s.num_new_tokens) for s in sched.scheduled), dt)
         now = self.clock()
         outputs = [self._fail(sched.scheduled[i], err, now) for i, err in failed.items()]
         self.scheduler.update_from_output(sched, tokens, now)
@@ -401,8 +410,9 @@ class LLMEngine:
     def stats(self) -> dict[str, float]:
         """The engine's snapshot (``continuum.snapshot``), what /metrics, bench reports and the
         Ray client read: the scheduler's (and so every layer's below it) plus the wall time
-        spent in ``schedule``. O(1) in the KV pool's size."""
-        return compose(self.scheduler.snapshot(), self.schedule_timer.snapshot())
+        spent in ``schedule`` and the online step-cost fit (``step_cost_*``). O(1) in the KV
+        pool's size."""
+        return compose(self.scheduler.snapshot(), self.schedule_timer.snapshot(), self.step_cost.snapshot())
 
     def check_integrity(self) -> None:
         """The block pool's invariants; with tensor parallelism also every rank's block

@@ -19,41 +19,12 @@ an approximation). Swaps cost bytes / link bandwidth + a fixed latency.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from continuum.kv_ttl.step_cost import StepShape, nnls, step_shape
 from continuum.sim.profile import kv_bytes_per_token
-
-
-def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares with x >= 0 by dropping the most negative coefficient until none is
-    (exact for these few well-conditioned features; numpy only, no scipy)."""
-    active = list(range(a.shape[1]))
-    x = np.zeros(a.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(a[:, active], b, rcond=None)
-        if (sol >= 0).all():
-            x[:] = 0
-            x[active] = sol
-            return x
-        active.pop(int(np.argmin(sol)))
-    return x
-
-
-@dataclass
-class StepShape:
-    prefill_tokens: int = 0
-    prefill_attention: float = 0.0
-    decode_seqs: int = 0
-    decode_context: int = 0
-
-    def features(self) -> list[float]:
-        mixed = self.prefill_tokens > 0
-        return [1.0, self.prefill_tokens, self.prefill_attention, self.decode_seqs, self.decode_context,
-                1.0 if self.decode_seqs else 0.0,
-                self.decode_seqs if mixed else 0.0, self.decode_context if mixed else 0.0]
 
 
 class CostModel:
@@ -75,7 +46,7 @@ class CostModel:
             ys.append(r["seconds"])
         a, y = np.array(rows, dtype=float), np.array(ys, dtype=float)
         w = 1.0 / y                      # relative error: small steps matter as much as big ones
-        self.coef = _nnls(a * w[:, None], y * w)
+        self.coef = nnls(a * w[:, None], y * w)
         self._c = [float(x) for x in self.coef]     # plain floats: the hot path avoids numpy
         pred = a @ self.coef
         self.fit_rel_errors = ((pred - y) / y).tolist()
@@ -94,15 +65,7 @@ class CostModel:
 
     def step_shape(self, chunks) -> StepShape:
         """``chunks``: iterable of (start, num_new_tokens)."""
-        s = StepShape()
-        for start, n in chunks:
-            if n == 1:
-                s.decode_seqs += 1
-                s.decode_context += start + 1
-            else:
-                s.prefill_tokens += n
-                s.prefill_attention += n * (start + n / 2)
-        return s
+        return step_shape(chunks)
 
     def step_time(self, chunks) -> float:
         return self.shape_time(self.step_shape(chunks))

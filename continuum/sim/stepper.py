@@ -19,6 +19,7 @@ from continuum.bench.replay import check_fits
 from continuum.bench.replayer import TurnDone, TurnSend
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv_ttl.reload_cost import OffloadCost
+from continuum.kv_ttl.step_cost import step_cost_snapshot
 from continuum.request import Request
 from continuum.scheduler.output import SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
@@ -87,8 +88,12 @@ class SimReplica:
         self.schedule_timer = CallTimer("scheduler_time")
 
     def snapshot(self) -> dict[str, float]:
-        """The replica's stats (``continuum.snapshot``): the same keys as ``LLMEngine.stats()``."""
-        return compose(self.sched.snapshot(), self.schedule_timer.snapshot())
+        """The replica's stats (``continuum.snapshot``): the same keys as ``LLMEngine.stats()``
+        (its ``step_cost_*`` are the cost model's, whose step time includes the overhead)."""
+        sched = self.sched.snapshot()
+        c = self.cost.coef
+        return compose(sched, self.schedule_timer.snapshot(), step_cost_snapshot(
+            [self.cost.overhead + c[0], c[1], c[2]], sched["steps_total"]))
 
     @property
     def stepping(self) -> bool:
