@@ -27,7 +27,7 @@ def main(d: Path, seeds: list[str]) -> str:
         head += [f"{name} s (engine / sim)", "x vllm engine", "x vllm sim"]
     head += ["hit rate (engine / sim)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for w in ("chat", "mix"):
+    for w in [w for w in ("chat", "mix") if (d / f"{w}-s{seeds[0]}-engine").is_dir()]:
         runs = {t: [load(d, w, s, t) for s in seeds] for t in ("engine", "sim")}
         for jps, pol in runs["engine"][0]:
             cells = [w, f"{jps:g}", pol]
