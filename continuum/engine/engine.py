@@ -178,12 +178,11 @@ class LLMEngine:
                                        attention=self.runner.attention)
             graphs.capture()
             self.runner.model = GraphedModel(model, graphs)
-        # Tool names are parsed from the decoded output when the client gave none (METHOD 2.3);
-        # host reloads cost this model's KV bytes per token.
+        # Tool names are parsed from the decoded output when the client gave none (METHOD 2.3).
         self.scheduler = Scheduler(sc, cc, num_blocks, max_len, num_host_blocks=num_host_blocks,
                                    output_text=self._output_text)
-        # Recompute costs what this engine's own steps cost (fitted online, as they run; the
-        # H100 default until enough steps are seen); host reloads this model's KV bytes.
+        # A recompute costs what this engine's own steps cost (fitted online as they run; the
+        # H100 prior until enough steps are seen); a host reload, this model's KV bytes.
         self.step_cost = OnlineStepCost()
         self.scheduler.set_reload_cost(
             prefill=MeasuredPrefill(self.step_cost, sc.max_num_batched_tokens),
