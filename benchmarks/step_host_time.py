@@ -7,6 +7,9 @@ runner's ``prepare`` runs (no model, no kernels): building ``input_ids``, positi
 mapping and the block tables from the scheduler's output. Each step appends one token per
 sequence, so a new block id appears every ``block_size`` steps, as in a real decode; the
 figure is the median over steady-state steps. The goal (issue 15) is < 1 ms, flat in context.
+Beside it, the engine's other per-step host work that scales with the batch: the online
+step-cost fit's ``observe`` of the same step (``kv_ttl/step_cost.py``), its median and its
+mean (the mean carries the refit every 64 steps).
 
     .venv/bin/python benchmarks/step_host_time.py [--seqs 256] [--steps 200] [--json FILE]
 
@@ -25,6 +28,7 @@ import torch
 
 import continuum
 from continuum.engine.model_runner import ModelRunner
+from continuum.kv_ttl.step_cost import OnlineStepCost
 from continuum.request import Request
 from continuum.sampling_params import SamplingParams
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
@@ -32,8 +36,9 @@ from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
 BS = 16
 
 
-def _measure(contexts: list[int], chunk: int, steps: int) -> float:
-    """Median seconds of prepare() over ``steps`` steady-state steps."""
+def _measure(contexts: list[int], chunk: int, steps: int) -> tuple[float, float, float]:
+    """Median seconds of prepare() over ``steps`` steady-state steps, and the median and the
+    mean seconds of the step-cost fit's observe() of the same steps."""
     params = SamplingParams(max_tokens=10**9)
     reqs, tables = [], []
     next_block = 0
@@ -48,7 +53,8 @@ def _measure(contexts: list[int], chunk: int, steps: int) -> float:
         runner = ModelRunner(torch.nn.Identity(), BS, torch.device("cpu"), len(contexts), max(contexts) + steps + chunk)
     except TypeError:                    # a runner without persistent-batch sizing arguments
         runner = ModelRunner(torch.nn.Identity(), BS, torch.device("cpu"))
-    times = []
+    times, observe = [], []
+    fit = OnlineStepCost()
     for step in range(steps):
         sched = []
         for r, t in zip(reqs, tables):
@@ -62,11 +68,15 @@ def _measure(contexts: list[int], chunk: int, steps: int) -> float:
         t0 = time.perf_counter()
         runner.prepare(out)
         times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fit.observe(((x.start, x.num_new_tokens) for x in out.scheduled), 0.01)
+        observe.append(time.perf_counter() - t0)
         for i, r in enumerate(reqs):      # the step computed them and sampled one token each;
             r.num_computed_tokens = r.num_tokens    # the chunked one gets a new suffix to prefill
             for _ in range(chunk if i == 0 and chunk else 1):
                 r.append_output_token(1)
-    return statistics.median(times[steps // 4:])
+    steady = observe[steps // 4:]
+    return statistics.median(times[steps // 4:]), statistics.median(steady), statistics.fmean(steady)
 
 
 def main() -> None:
@@ -77,15 +87,18 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
+    def row(case: str, ctx: int, contexts: list[int], chunk: int) -> dict:
+        ms, obs, obs_mean = (1e3 * x for x in _measure(contexts, chunk, a.steps))
+        return {"case": case, "context": ctx, "ms": ms, "observe_ms": obs, "observe_mean_ms": obs_mean}
+
     for ctx in (1024, 8192, 32768, 131072):
-        rows.append({"case": f"{a.seqs} decodes @ {ctx // 1024}k", "context": ctx,
-                     "ms": 1e3 * _measure([ctx] * a.seqs, 0, a.steps)})
+        rows.append(row(f"{a.seqs} decodes @ {ctx // 1024}k", ctx, [ctx] * a.seqs, 0))
     for ctx in (8192, 131072):
-        rows.append({"case": f"512-chunk over {ctx // 1024}k + {a.seqs - 1} decodes @ 2k", "context": ctx,
-                     "ms": 1e3 * _measure([ctx] + [2048] * (a.seqs - 1), 512, a.steps)})
-    print(f"{'case':<44} {'prepare ms':>10}")
+        rows.append(row(f"512-chunk over {ctx // 1024}k + {a.seqs - 1} decodes @ 2k", ctx,
+                        [ctx] + [2048] * (a.seqs - 1), 512))
+    print(f"{'case':<44} {'prepare ms':>10} {'observe ms':>10} {'(mean)':>8}")
     for r in rows:
-        print(f"{r['case']:<44} {r['ms']:>10.3f}")
+        print(f"{r['case']:<44} {r['ms']:>10.3f} {r['observe_ms']:>10.3f} {r['observe_mean_ms']:>8.3f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"command": "benchmarks/step_host_time.py", "tree": continuum.__file__,
