@@ -63,12 +63,8 @@ class CostModel:
                 + c[3] * s.decode_seqs + c[4] * s.decode_context + (c[5] if s.decode_seqs else 0.0)
                 + ((c[6] * s.decode_seqs + c[7] * s.decode_context) if s.prefill_tokens else 0.0))
 
-    def step_shape(self, chunks) -> StepShape:
-        """``chunks``: iterable of (start, num_new_tokens)."""
-        return step_shape(chunks)
-
     def step_time(self, chunks) -> float:
-        return self.shape_time(self.step_shape(chunks))
+        return self.shape_time(step_shape(chunks))
 
     def swap_time(self, num_tokens_in: int, num_tokens_out: int) -> float:
         t = 0.0
