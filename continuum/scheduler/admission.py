@@ -76,8 +76,9 @@ cliff: one turn of every program in the system (live, or in a tool call) from a 
 the recompute of every context, plus the decode steps of one turn's ``o`` output tokens
 (the mean) of each, where a turn holds its context + o/2 tokens for o steps and a step of a
 full cache (``C`` tokens, as many sequences as fit at the mean size: ``t_full``, the prefill
-model's ``decode_seconds``) serves C of those token-steps. Both parts are measured on the
-engine (``kv_ttl/step_cost.py``) and the simulator's cost model there. The door moves the
+model's ``decode_seconds``) serves C of those token-steps. Both parts rest on measured
+costs: the engine's online step-cost fit (``kv_ttl/step_cost.py``), the simulator's cost
+model. The door moves the
 waiting of the thrash onto the newcomers, and a fixed bound of 180 s let it concentrate there:
 past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99 (short agents, SWE-like,
 coding agents), whose scale is V (a round of short agents at 4 GB is seconds, of coding agents
@@ -213,6 +214,7 @@ class AdmissionControl:
         # it holds the sum of the peaks instead, an upper bound: only its being 0 is read.
         self._ws: int | None = None
         self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
+        self._round: tuple | None = None     # this step's V and what it was read from (round_seconds)
         self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
         self._turns_version = -1             # of the turn-count history they were built from
         self._closed = False                 # a newcomer was held this step
@@ -228,6 +230,7 @@ class AdmissionControl:
     # -- events -------------------------------------------------------------------------------
     def begin_step(self) -> None:
         self._ws = None
+        self._round = None
         self._closed = False
 
     def on_finish(self, req: Request, now: float) -> None:
@@ -455,26 +458,34 @@ class AdmissionControl:
         """The longest a newcomer waits at the door: ``WAIT_ROUNDS`` rounds (``round_seconds``),
         and at most ``max_wait``, or ``SMALL_WAIT_S`` for a prompt of at most
         ``SMALL_PROMPT_TOKENS`` (module docstring, "the wait bound")."""
-        cap = min(self.max_wait, SMALL_WAIT_S) if req.num_prompt_tokens <= SMALL_PROMPT_TOKENS else self.max_wait
+        cap = self.max_wait
+        if req.num_prompt_tokens <= SMALL_PROMPT_TOKENS:
+            cap = min(cap, SMALL_WAIT_S)
         return min(cap, self.wait_rounds * self.round_seconds())
 
     def round_seconds(self) -> float:
         """V: the seconds one turn of every program in the system takes the engine from a cold
         cache: each context recomputed (``ProgramTable.sum_price``, the reload cost of each
         program's size) plus the decode steps of one turn's output of each, the cache's worth
-        at a time (module docstring, "the wait bound"). O(1): the table keeps the sums."""
+        at a time (module docstring, "the wait bound"). O(1): the table keeps the sums; kept
+        for the step while they do not change (every held newcomer asks)."""
         ctx = self.ctx
         t = ctx.programs
         n = t.num_in_system
+        o = self.mean_output.value
+        key = (n, t.sum_tokens, t.sum_price, o)
+        if self._round is not None and self._round[0] == key:
+            return self._round[1]
         if not n:
             return 0.0
-        o = self.mean_output.value
         cap = ctx.kv.pool.num_blocks * ctx.kv.block_size
         # A turn of o tokens holds its context + o / 2 on average for o steps; a step of a full
         # cache (as many sequences as fit at the mean size) serves cap of those token-steps.
         steps = o * (t.sum_tokens + n * o / 2) / cap
         seqs = min(ctx.config.max_num_seqs, max(1, round(cap * n / (t.sum_tokens + n * o))))
-        return t.sum_price + ctx.prefill_cost.decode_seconds(seqs, cap) * steps
+        v = t.sum_price + ctx.prefill_cost.decode_seconds(seqs, cap) * steps
+        self._round = (key, v)
+        return v
 
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record
