@@ -63,28 +63,9 @@ trajectories:
 
 **Rule.** While engaged, a newcomer is admitted iff ``W`` with its trajectory added is at
 most ``target * num_blocks``, or ``W == 0`` (nothing active: a program larger than the
-target still runs alone, so the door never wedges the engine), or it has waited its bound.
-
-**The wait bound.** A newcomer waits at most ``WAIT_ROUNDS`` *rounds* ``V``, and never more
-than ``max_wait`` (``SMALL_WAIT_S`` for a chat-sized prompt of at most ``SMALL_PROMPT_TOKENS``;
-an agent's first prompt, with its system prompt and tool schemas, is thousands of tokens). A
-round is what a turn waits for under FCFS once the cache thrashes, vllm's regime past the
-cliff: one turn of every program in the system (live, or in a tool call) from a cold cache,
-
-    V = sum over programs of PrefillReload(context) + t_full * o * (sum of contexts + n o / 2) / C
-
-the recompute of every context, plus the decode steps of one turn's ``o`` output tokens
-(the mean) of each, where a turn holds its context + o/2 tokens for o steps and a step of a
-full cache (``C`` tokens, as many sequences as fit at the mean size: ``t_full``, the prefill
-model's ``decode_seconds``) serves C of those token-steps. Both parts rest on measured
-costs: the engine's online step-cost fit (``kv_ttl/step_cost.py``), the simulator's cost
-model. The door moves the
-waiting of the thrash onto the newcomers, and a fixed bound of 180 s let it concentrate there:
-past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99 (short agents, SWE-like,
-coding agents), whose scale is V (a round of short agents at 4 GB is seconds, of coding agents
-at 40 GB a minute). The prefill part alone tracked vllm's tail only within 1.5-3.5x across the
-workloads (it leaves out the decode that dominates short agents' rounds); with the decode
-part the ratio is even. ``ProgramTable`` keeps the sums incrementally, so V is O(1) to read.
+target still runs alone, so the door never wedges the engine), or it has waited its bound:
+``max_wait``, or ``SMALL_WAIT_S`` for a chat-sized prompt (at most ``SMALL_PROMPT_TOKENS``; an
+agent's first prompt, with its system prompt and tool schemas, is thousands of tokens).
 
 **The backlog.** A disengaged door lets through every newcomer it never held, but the ones it
 held (the *backlog*, ``ProgramRecord.held``), and the newcomers behind them, only while the
@@ -156,14 +137,6 @@ MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls und
 # small program. docs/scheduling.md, "the wait bound".
 SMALL_PROMPT_TOKENS = 512
 SMALL_WAIT_S = 60.0
-# A newcomer waits at most WAIT_ROUNDS rounds V (module docstring, "the wait bound"). On the
-# simulator's whole matrix (benchmarks/results/wait-rounds/, "two and a half rounds"): 2.5 holds
-# 180 of 184 goals, mean turn-TTFT P99 above 2x vllm's at 11 of 72 budgeted points (20 with
-# the fixed bounds alone), geometric mean of mean JCT / vllm's 0.859 (0.853 without it); 2
-# cuts the tails further (9 points, 179 goals) but costs more JCT (0.867; BFCL-like 20 GB @
-# 0.24 0.85x vllm's from 0.75x, SWE-like 10 GB @ 1.4 0.73x from 0.60x); 3 and 4 leave the
-# short agents', SWE-like and coding agents' tails at 2.1-2.6x.
-WAIT_ROUNDS = 2.5
 # A disengaged door releases the newcomers it held while the sum of the peaks with them fits
 # RELEASE x target x blocks (module docstring, "the backlog"). Stricter is better for agents and
 # worse for the mix of people and agents on a small cache: a door kept engaged until its backlog
@@ -201,7 +174,6 @@ class AdmissionControl:
             raise ValueError("admission target and max wait must be > 0")
         self.target = target
         self.max_wait = max_wait
-        self.wait_rounds = WAIT_ROUNDS       # the bound in rounds V (tests move it out of reach)
         self.engaged = False                 # the gate (module docstring)
         self.num_timeouts = 0                # newcomers admitted because they waited their bound
         self.num_faults = 0                  # returning turns whose context had been evicted
@@ -214,7 +186,6 @@ class AdmissionControl:
         # it holds the sum of the peaks instead, an upper bound: only its being 0 is read.
         self._ws: int | None = None
         self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
-        self._round: tuple | None = None     # this step's V and what it was read from (round_seconds)
         self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
         self._turns_version = -1             # of the turn-count history they were built from
         self._closed = False                 # a newcomer was held this step
@@ -225,12 +196,10 @@ class AdmissionControl:
 
     def bind(self, ctx) -> None:
         self.ctx = ctx
-        ctx.programs.price = lambda n: ctx.reload_cost.seconds(n)     # a program's share of V
 
     # -- events -------------------------------------------------------------------------------
     def begin_step(self) -> None:
         self._ws = None
-        self._round = None
         self._closed = False
 
     def on_finish(self, req: Request, now: float) -> None:
@@ -455,37 +424,11 @@ class AdmissionControl:
         return self.engaged
 
     def wait_bound(self, req: Request) -> float:
-        """The longest a newcomer waits at the door: ``WAIT_ROUNDS`` rounds (``round_seconds``),
-        and at most ``max_wait``, or ``SMALL_WAIT_S`` for a prompt of at most
-        ``SMALL_PROMPT_TOKENS`` (module docstring, "the wait bound")."""
-        cap = self.max_wait
+        """The longest a newcomer waits at the door: ``max_wait``, at most ``SMALL_WAIT_S`` for
+        a prompt of at most ``SMALL_PROMPT_TOKENS`` (module docstring)."""
         if req.num_prompt_tokens <= SMALL_PROMPT_TOKENS:
-            cap = min(cap, SMALL_WAIT_S)
-        return min(cap, self.wait_rounds * self.round_seconds())
-
-    def round_seconds(self) -> float:
-        """V: the seconds one turn of every program in the system takes the engine from a cold
-        cache: each context recomputed (``ProgramTable.sum_price``, the reload cost of each
-        program's size) plus the decode steps of one turn's output of each, the cache's worth
-        at a time (module docstring, "the wait bound"). O(1): the table keeps the sums; kept
-        for the step while they do not change (every held newcomer asks)."""
-        ctx = self.ctx
-        t = ctx.programs
-        n = t.num_in_system
-        o = self.mean_output.value
-        key = (n, t.sum_tokens, t.sum_price, o)
-        if self._round is not None and self._round[0] == key:
-            return self._round[1]
-        if not n:
-            return 0.0
-        cap = ctx.kv.pool.num_blocks * ctx.kv.block_size
-        # A turn of o tokens holds its context + o / 2 on average for o steps; a step of a full
-        # cache (as many sequences as fit at the mean size) serves cap of those token-steps.
-        steps = o * (t.sum_tokens + n * o / 2) / cap
-        seqs = min(ctx.config.max_num_seqs, max(1, round(cap * n / (t.sum_tokens + n * o))))
-        v = t.sum_price + ctx.prefill_cost.decode_seconds(seqs, cap) * steps
-        self._round = (key, v)
-        return v
+            return min(self.max_wait, SMALL_WAIT_S)
+        return self.max_wait
 
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record
