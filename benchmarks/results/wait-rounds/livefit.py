@@ -1,4 +1,4 @@
-"""Measurement patch: a newcomer past its bound in rounds (but not past the cap) is admitted
+"""Measurement patch (on rounds.diff): a newcomer past its bound in rounds (but not past the cap) is admitted
 only if the live requests of the active programs, projected over their turns ahead, leave it
 room (the programs in a tool call do not count: it may take their reservations, never the
 running turns' memory)."""

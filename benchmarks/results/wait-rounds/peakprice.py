@@ -1,4 +1,4 @@
-"""Measurement patch: size each program in V by its projected peak (its context now plus its
+"""Measurement patch (on rounds.diff): size each program in V by its projected peak (its context now plus its
 expected growth over the turns it is expected to have left), not its context now."""
 import continuum.kv_ttl.programs as P
 import continuum.scheduler.admission as A

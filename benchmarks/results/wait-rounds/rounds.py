@@ -1,5 +1,5 @@
-"""Measurement patch: the adopted bound in rounds with K = WAIT_ROUNDS from the environment and
-MODE = sum (the adopted V), max (the larger of its two parts) or c01 (its decode steps at a
+"""Measurement patch (on rounds.diff): its bound in rounds with K = WAIT_ROUNDS from the environment and
+MODE = sum (the V of rounds.diff, to be applied first), max (the larger of its two parts) or c01 (its decode steps at a
 constant 10 ms instead of the cost model's full-cache step)."""
 import os
 import continuum.scheduler.admission as A

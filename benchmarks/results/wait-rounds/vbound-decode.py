@@ -1,4 +1,4 @@
-"""Measurement patch (the first form of the adopted bound): wait bound K x V2, V2 = sum of prefill(ctx) + t_dec * o * sum(ctx + o/2) / C
+"""Measurement patch (the first form of rounds.diff's bound): wait bound K x V2, V2 = sum of prefill(ctx) + t_dec * o * sum(ctx + o/2) / C
 (the compute of recomputing every program's context once, plus the memory-time of decoding one
 turn of each, over the cache's capacity)."""
 import os
