@@ -10,6 +10,18 @@ scanning a waiting queue full of the newcomers it holds). Invariants (``check`` 
 scheduler's integrity check): a record's ``live`` are exactly its requests in the queues;
 ``active`` holds exactly the records with ``admitted`` set.
 
+The table also keeps what one *round* of the programs in the system costs, for the door's
+wait bound (``scheduler/admission.py``): a program is *in the system* while it has a live request
+or is between turns of a continuing program (a turn that ended in a tool call), until it ends,
+is aborted or is forgotten; its ``size`` is its context (the latest prompt while live, the
+context at the end of its last turn between turns, 0 out of the system), priced by ``price``
+(tokens -> seconds, installed by the policy) when it changes, and so is its *projected peak*
+(``projected_peak(rec, size)``, installed by the policy: the size plus the growth expected
+over the turns it is expected to have left, read at that event; the size itself by default).
+``num_in_system``, ``sum_tokens`` / ``sum_price`` and ``peak_tokens`` / ``peak_price`` are
+kept incrementally on those events (O(1) each), so the bound is read in O(1) at every door
+decision.
+
 Memory is bounded: a record with no live request and no pin is forgotten once it has been
 idle for ``idle_timeout`` seconds (checked lazily by ``gc(now)``; O(1) amortised, records are
 kept in least-recently-active order), or earlier, least recently active first, when more than
@@ -23,7 +35,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from continuum.request import Request
@@ -47,6 +59,10 @@ class ProgramRecord:
     first_prompt_tokens: int = 0    # prompt tokens of its first turn
     num_running: int = 0
     kept: bool = True               # its memory is held across its calls (False: the door's DUTY rule)
+    size: int = 0                   # context tokens while in the system, else 0 (module docstring)
+    size_price: float = 0.0         # ProgramTable.price(size) when size was last set
+    peak: int = 0                   # ProgramTable.projected_peak when size was last set, >= size
+    peak_price: float = 0.0         # and its price
     # Steps its requests ran / waited, all turns (Autellix), kept as open intervals so that
     # nothing is visited per step: total = base + (number open) * current step.
     service_base: int = 0
@@ -82,6 +98,14 @@ class ProgramRecord:
 MAX_PROGRAMS = 65_536
 
 
+def _free(num_tokens: int) -> float:
+    return 0.0
+
+
+def _as_is(rec: ProgramRecord, size: int) -> int:
+    return size
+
+
 class ProgramTable:
     def __init__(self, idle_timeout: float = 600.0, max_programs: int = MAX_PROGRAMS):
         self.idle_timeout = idle_timeout
@@ -89,6 +113,14 @@ class ProgramTable:
         self._records: OrderedDict[str, ProgramRecord] = OrderedDict()
         self.active: dict[str, ProgramRecord] = {}          # the admitted records (set_admitted)
         self.num_forgotten = 0
+        # Programs in the system, their sizes and prices, summed (module docstring).
+        self.price: Callable[[int], float] = _free
+        self.projected_peak: Callable[[ProgramRecord, int], int] = _as_is
+        self.num_in_system = 0
+        self.sum_tokens = 0
+        self.sum_price = 0.0
+        self.peak_tokens = 0
+        self.peak_price = 0.0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -116,12 +148,37 @@ class ProgramTable:
         rec.turns_arrived += 1
         rec.live[req.request_id] = req
         rec.start_waiting(step)
+        self._resize(rec, max(rec.size if len(rec.live) > 1 else 0, req.num_prompt_tokens))
         return rec
 
-    @staticmethod
-    def on_finish(rec: ProgramRecord, req: Request) -> None:
-        """``req`` left the queues (finished, aborted or failed)."""
+    def on_finish(self, rec: ProgramRecord, req: Request, continues: bool = False) -> None:
+        """``req`` left the queues (finished, aborted or failed); ``continues``: it ended in a
+        tool call and its program expects another turn (it stays in the system, sized by its
+        context)."""
         rec.live.pop(req.request_id, None)
+        if not rec.live:
+            self._resize(rec, req.num_tokens if continues else 0)
+
+    def _resize(self, rec: ProgramRecord, size: int) -> None:
+        """Set ``rec.size`` (0: out of the system) and its peak, and keep the sums."""
+        if rec.size:
+            self.num_in_system -= 1
+            self.sum_tokens -= rec.size
+            self.sum_price -= rec.size_price
+            self.peak_tokens -= rec.peak
+            self.peak_price -= rec.peak_price
+        rec.size, rec.size_price, rec.peak, rec.peak_price = size, 0.0, 0, 0.0
+        if size:
+            rec.size_price = self.price(size)
+            rec.peak = max(size, int(self.projected_peak(rec, size)))
+            rec.peak_price = self.price(rec.peak) if rec.peak > size else rec.size_price
+            self.num_in_system += 1
+            self.sum_tokens += size
+            self.sum_price += rec.size_price
+            self.peak_tokens += rec.peak
+            self.peak_price += rec.peak_price
+        if not self.num_in_system:
+            self.sum_price = self.peak_price = 0.0     # no float drift survives an empty system
 
     def set_admitted(self, rec: ProgramRecord, admitted: bool) -> None:
         """Mark the program active (one of its requests was admitted) or not; ``active``
@@ -155,6 +212,7 @@ class ProgramTable:
                 # still in use: count it as active now and look further
                 self.touch(rec, now)
                 continue
+            self._resize(rec, 0)
             del self._records[rec.program_id]
             self.active.pop(rec.program_id, None)
             done += 1
@@ -162,10 +220,19 @@ class ProgramTable:
         return done
 
     def check(self) -> None:
-        """``active`` holds exactly the admitted records."""
+        """``active`` holds exactly the admitted records; the system's sums are the records'."""
         assert self.active == {p: r for p, r in self._records.items() if r.admitted}, \
             "active programs disagree with the records"
+        sized = [r for r in self._records.values() if r.size]
+        assert self.num_in_system == len(sized) and self.sum_tokens == sum(r.size for r in sized), \
+            "programs in the system disagree with the records"
+        assert self.peak_tokens == sum(r.peak for r in sized), "the system's peaks disagree with the records"
+        for total, part in ((self.sum_price, "size_price"), (self.peak_price, "peak_price")):
+            assert abs(total - sum(getattr(r, part) for r in sized)) <= 1e-6 * (1.0 + total), \
+                "the system's prices disagree with the records"
 
     def forget(self, program_id: str) -> None:
-        self._records.pop(program_id, None)
+        rec = self._records.pop(program_id, None)
+        if rec is not None:
+            self._resize(rec, 0)
         self.active.pop(program_id, None)

@@ -3,12 +3,15 @@
 Two models behind one method, ``seconds(num_tokens)``:
 - ``PrefillCost``: a quadratic fit ``a*n^2 + b*n + c`` of prefill time against context length
   (no CPU offload: evicted KV is recomputed). ``PrefillCost.fit(points)`` is the least-squares
-  fit of profiled (tokens, seconds) points.
+  fit of profiled (tokens, seconds) points. A prefill model also prices a decode step
+  (``decode_seconds(num_seqs, context_tokens)``: ``d0 + d1 * seqs + d2 * context``), which
+  the door's wait bound needs (``scheduler/admission.py``).
 - ``OffloadCost``: KV bytes over the host-device link bandwidth plus a fixed latency (with a
   host tier, evicted KV is reloaded).
 
 Defaults: Llama-3.1-8B on one H100 (../shared/calibration/h100-llama3.1-8b-torch-reference.json:
-prefill of 1k-8k uncached tokens; pinned host<->device 55 GB/s; 128 KiB of KV per token).
+prefill of 1k-8k uncached tokens; CUDA-graph decode of 1-256 sequences at 1k-16k contexts,
+within 2% of the fit; pinned host<->device 55 GB/s; 128 KiB of KV per token).
 The simulator and the engine replace them with fitted coefficients via
 ``Scheduler.set_reload_cost(...)``.
 """
@@ -22,15 +25,27 @@ class ReloadCostModel(Protocol):
     def seconds(self, num_tokens: int) -> float: ...
 
 
+class PrefillModel(ReloadCostModel, Protocol):
+    def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
+        """One decode step of ``num_seqs`` sequences holding ``context_tokens`` in all."""
+        ...
+
+
 @dataclass(frozen=True)
 class PrefillCost:
     a: float = 5.25e-10       # s / token^2   (fitted on the H100 calibration, n = 1k..8k)
     b: float = 2.51e-5        # s / token
     c: float = 5.57e-3        # s
+    d0: float = 8.99e-3       # s per decode step  (fitted on the H100 calibration's decode,
+    d1: float = 9.39e-6       # s / sequence        CUDA graphs)
+    d2: float = 4.17e-8       # s / context token
 
     def seconds(self, num_tokens: int) -> float:
         n = float(num_tokens)
         return max(0.0, self.a * n * n + self.b * n + self.c)
+
+    def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
+        return self.d0 + self.d1 * num_seqs + self.d2 * context_tokens
 
     @classmethod
     def fit(cls, points: list[tuple[float, float]]) -> "PrefillCost":

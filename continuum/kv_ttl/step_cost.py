@@ -145,7 +145,8 @@ class MeasuredPrefill:
 
         ceil(n / chunk) * c0 + c1 * n + c2 * n^2 / 2.
 
-    Before the fit exists (an engine's first steps) it answers with ``prior``."""
+    ``decode_seconds`` prices a decode step with the same fit. Before the fit exists (an
+    engine's first steps) both answer with ``prior``."""
 
     def __init__(self, fit: OnlineStepCost, chunk: int, prior: PrefillCost | None = None):
         if chunk < 1:
@@ -158,3 +159,9 @@ class MeasuredPrefill:
             return self.prior.seconds(num_tokens)
         n = max(int(num_tokens), 1)
         return -(-n // self.chunk) * c[0] + c[1] * n + c[2] * n * n / 2
+
+    def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
+        """One decode step of ``num_seqs`` sequences holding ``context_tokens`` in all."""
+        if self.fit.coef is None:
+            return self.prior.decode_seconds(num_seqs, context_tokens)
+        return self.fit.seconds(StepShape(decode_seqs=num_seqs, decode_context=context_tokens))

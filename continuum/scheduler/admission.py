@@ -63,9 +63,35 @@ trajectories:
 
 **Rule.** While engaged, a newcomer is admitted iff ``W`` with its trajectory added is at
 most ``target * num_blocks``, or ``W == 0`` (nothing active: a program larger than the
-target still runs alone, so the door never wedges the engine), or it has waited its bound:
-``max_wait``, or ``SMALL_WAIT_S`` for a chat-sized prompt (at most ``SMALL_PROMPT_TOKENS``; an
-agent's first prompt, with its system prompt and tool schemas, is thousands of tokens).
+target still runs alone, so the door never wedges the engine), or it has waited its bound.
+
+**The wait bound.** A newcomer waits at most ``WAIT_ROUNDS`` *rounds* ``V`` of the programs
+in the system, or ``PEAK_ROUNDS`` rounds ``V_peak`` of them at their projected peaks if that is
+longer, and never more than ``max_wait`` (``SMALL_WAIT_S`` for a chat-sized prompt of at most
+``SMALL_PROMPT_TOKENS``; an agent's first prompt, with its system prompt and tool schemas, is
+thousands of tokens). A round is what a turn waits for under FCFS once the cache thrashes,
+vllm's regime past the cliff: one turn of every program in the system (live, or in a tool
+call) from a cold cache,
+
+    V = sum over programs of PrefillReload(context) + t_full * o * (sum of contexts + n o / 2) / C
+
+the recompute of every context, plus the decode steps of one turn's ``o`` output tokens
+(the mean) of each, where a turn holds its context + o/2 tokens for o steps and a step of a
+full cache (``C`` tokens, as many sequences as fit at the mean size: ``t_full``, the prefill
+model's ``decode_seconds``) serves C of those token-steps. Both parts rest on measured
+costs: the engine's online step-cost fit (``kv_ttl/step_cost.py``), the simulator's cost
+model. The door moves the waiting of the thrash onto the newcomers, and a fixed bound of 180 s
+let it concentrate there: past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99
+(short agents, SWE-like, coding agents), whose scale is V (a round of short agents at 4 GB is
+seconds, of coding agents at 40 GB a minute). The prefill part alone tracked vllm's tail only
+within 1.5-3.5x across the workloads (it leaves out the decode that dominates short agents'
+rounds); with the decode part the ratio is even. ``V_peak`` is the same sum with each
+program's context grown by its growth per turn over its expected turns left
+(``projected_peak``, the working set's ``g`` and ``R(m)``): early in an overload the programs
+are young (a 70k-token SWE-like program starts at ~2k tokens), V is seconds, and the rounds
+now alone let in the newcomers the door held for the memory those programs are about to need.
+``ProgramTable`` keeps the sums incrementally (each program's peak read when its size
+changes), so the bound is O(1) to read.
 
 **The backlog.** A disengaged door lets through every newcomer it never held, but the ones it
 held (the *backlog*, ``ProgramRecord.held``), and the newcomers behind them, only while the
@@ -137,6 +163,20 @@ MIN_SERVICE_S = 1.0          # a turn counts as at least this long (so calls und
 # small program. docs/scheduling.md, "the wait bound".
 SMALL_PROMPT_TOKENS = 512
 SMALL_WAIT_S = 60.0
+# A newcomer waits at most WAIT_ROUNDS rounds V of the programs as they are, or PEAK_ROUNDS
+# rounds of them at their projected peaks if longer (module docstring, "the wait bound"). On
+# the simulator's whole matrix (benchmarks/results/wait-rounds/, "two and a half rounds"), the
+# rounds now alone: 2.5 held 180 of 184 goals, mean turn-TTFT P99 above 2x vllm's at 11 of 72
+# budgeted points (20 with the fixed bounds alone); 2 cut the tails further (9 points, 179
+# goals) at more JCT (BFCL-like 20 GB @ 0.24 0.85x vllm's from 0.75x); 3 and 4 left the short
+# agents', SWE-like and coding agents' tails at 2.1-2.6x. But the rounds now let in the
+# newcomers the door held for the memory young programs will need: the 70k-token SWE-like
+# programs of the admission sweeps at 30 GB went from 0.35x / 0.44x to 0.80x / 0.96x vllm's
+# mean JCT at 0.08 / 0.09 programs/s. The round at the peaks keeps the door shut for them:
+# PEAK_ROUNDS 1 gave back part (0.39x / 0.56x), 1.25 all of it (9.3 / 14.8 JCT / ideal, from
+# the fixed bounds' 11.2 / 15.8) at 180 goals, 1.5 left SWE-like 10 GB's tail at 2.30x.
+WAIT_ROUNDS = 2.5
+PEAK_ROUNDS = 1.25
 # A disengaged door releases the newcomers it held while the sum of the peaks with them fits
 # RELEASE x target x blocks (module docstring, "the backlog"). Stricter is better for agents and
 # worse for the mix of people and agents on a small cache: a door kept engaged until its backlog
@@ -174,6 +214,8 @@ class AdmissionControl:
             raise ValueError("admission target and max wait must be > 0")
         self.target = target
         self.max_wait = max_wait
+        self.wait_rounds = WAIT_ROUNDS       # the bound in rounds (tests move them out of reach)
+        self.peak_rounds = PEAK_ROUNDS
         self.engaged = False                 # the gate (module docstring)
         self.num_timeouts = 0                # newcomers admitted because they waited their bound
         self.num_faults = 0                  # returning turns whose context had been evicted
@@ -186,6 +228,7 @@ class AdmissionControl:
         # it holds the sum of the peaks instead, an upper bound: only its being 0 is read.
         self._ws: int | None = None
         self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
+        self._round: tuple | None = None     # this step's bound in rounds and what it was read from
         self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
         self._turns_version = -1             # of the turn-count history they were built from
         self._closed = False                 # a newcomer was held this step
@@ -196,10 +239,13 @@ class AdmissionControl:
 
     def bind(self, ctx) -> None:
         self.ctx = ctx
+        ctx.programs.price = lambda n: ctx.reload_cost.seconds(n)     # a program's share of V
+        ctx.programs.projected_peak = self.projected_peak
 
     # -- events -------------------------------------------------------------------------------
     def begin_step(self) -> None:
         self._ws = None
+        self._round = None
         self._closed = False
 
     def on_finish(self, req: Request, now: float) -> None:
@@ -424,11 +470,56 @@ class AdmissionControl:
         return self.engaged
 
     def wait_bound(self, req: Request) -> float:
-        """The longest a newcomer waits at the door: ``max_wait``, at most ``SMALL_WAIT_S`` for
-        a prompt of at most ``SMALL_PROMPT_TOKENS`` (module docstring)."""
+        """The longest a newcomer waits at the door: ``rounds_bound()``, and at most
+        ``max_wait``, or ``SMALL_WAIT_S`` for a prompt of at most ``SMALL_PROMPT_TOKENS``
+        (module docstring, "the wait bound")."""
+        cap = self.max_wait
         if req.num_prompt_tokens <= SMALL_PROMPT_TOKENS:
-            return min(self.max_wait, SMALL_WAIT_S)
-        return self.max_wait
+            cap = min(cap, SMALL_WAIT_S)
+        return min(cap, self.rounds_bound())
+
+    def rounds_bound(self) -> float:
+        """The bound in rounds: ``WAIT_ROUNDS`` rounds of the programs in the system as they
+        are, or ``PEAK_ROUNDS`` rounds of them at their projected peaks, whichever is longer
+        (module docstring, "the wait bound"). O(1): the table keeps the sums; kept for the
+        step while they do not change (every held newcomer asks)."""
+        t = self.ctx.programs
+        key = (t.num_in_system, t.sum_tokens, t.sum_price, t.peak_tokens, t.peak_price,
+               self.mean_output.value)
+        if self._round is not None and self._round[0] == key:
+            return self._round[1]
+        bound = max(self.wait_rounds * self.round_seconds(t.sum_tokens, t.sum_price),
+                    self.peak_rounds * self.round_seconds(t.peak_tokens, t.peak_price))
+        self._round = (key, bound)
+        return bound
+
+    def round_seconds(self, tokens: int, price: float) -> float:
+        """V: the seconds one turn of every program in the system takes the engine from a cold
+        cache, the programs holding ``tokens`` in all and their contexts' recomputes costing
+        ``price``: that recompute plus the decode steps of one turn's output of each, the
+        cache's worth at a time (module docstring, "the wait bound"). 0 with no program."""
+        ctx = self.ctx
+        n = ctx.programs.num_in_system
+        if not n:
+            return 0.0
+        o = self.mean_output.value
+        cap = ctx.kv.pool.num_blocks * ctx.kv.block_size
+        # A turn of o tokens holds its context + o / 2 on average for o steps; a step of a full
+        # cache (as many sequences as fit at the mean size) serves cap of those token-steps.
+        steps = o * (tokens + n * o / 2) / cap
+        seqs = min(ctx.config.max_num_seqs, max(1, round(cap * n / (tokens + n * o))))
+        return price + ctx.prefill_cost.decode_seconds(seqs, cap) * steps
+
+    def projected_peak(self, rec: ProgramRecord, size: int) -> int:
+        """A program's size in ``size`` tokens grown by its growth per turn
+        (``program_growth``) over the turns it is expected to have left (``turns_ahead`` of
+        its current turn): the peak the round at the peaks prices it at (``ProgramTable``
+        reads it when the size changes). No growth for a program whose memory is not kept or
+        whose live request is its last step."""
+        if not rec.kept or any(r.agent.is_last_step for r in rec.live.values()):
+            return size
+        r, _ = self.turns_ahead(rec.turns_arrived)
+        return int(size + self.program_growth(rec) * r)
 
     def admit(self, req: Request, now: float) -> bool:
         rec = req.program_record

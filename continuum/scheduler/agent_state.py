@@ -187,7 +187,7 @@ class AgentState:
             self.stats.pin_decisions[decision] += 1
         if rec is None:
             return
-        self.programs.on_finish(rec, req)
+        self.programs.on_finish(rec, req, continues)
         # Finishes land after the step that ran (or between steps, for aborts).
         if was_waiting:
             rec.stop_waiting(self.ctx.step_no + 1)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from continuum.kv_ttl.predictor import DurationPredictor
     from continuum.kv_ttl.eviction import EvictionHorizon
     from continuum.kv_ttl.programs import ProgramTable
-    from continuum.kv_ttl.reload_cost import ReloadCostModel
+    from continuum.kv_ttl.reload_cost import PrefillModel, ReloadCostModel
     from continuum.kv_ttl.ttl import EtaEstimator, SlidingMean
 
 
@@ -134,7 +134,7 @@ class PolicyContext:
     predictor: "DurationPredictor"
     queue_delay: "SlidingMean"          # T of METHOD 2.2
     eta: "EtaEstimator"
-    prefill_cost: "ReloadCostModel"     # recompute time of n tokens
+    prefill_cost: "PrefillModel"        # recompute time of n tokens, a decode step's time
     offload_cost: "ReloadCostModel"     # host -> device reload time of n tokens
     running: QueueView                  # the scheduler's queues, read-only
     waiting: QueueView

@@ -27,7 +27,7 @@ import itertools
 
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv.kv_manager import KVCacheManager
-from continuum.kv_ttl.reload_cost import ReloadCostModel
+from continuum.kv_ttl.reload_cost import PrefillModel, ReloadCostModel
 from continuum.request import Request, RequestStatus
 from continuum.scheduler.agent_state import AgentState, OutputText
 from continuum.scheduler.output import ScheduledRequest, SchedulerOutput
@@ -64,7 +64,7 @@ class Scheduler:
         self.agents = AgentState(scheduler_config, self.kv, self.policy, self.stats,
                                  self.running, self.waiting, output_text)
 
-    def set_reload_cost(self, prefill: ReloadCostModel | None = None,
+    def set_reload_cost(self, prefill: PrefillModel | None = None,
                         offload: ReloadCostModel | None = None) -> None:
         """Install fitted cost models (recompute time / host reload time of n tokens)."""
         if prefill is not None:

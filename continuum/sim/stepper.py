@@ -19,7 +19,7 @@ from continuum.bench.replay import check_fits
 from continuum.bench.replayer import TurnDone, TurnSend
 from continuum.config import CacheConfig, SchedulerConfig
 from continuum.kv_ttl.reload_cost import OffloadCost
-from continuum.kv_ttl.step_cost import step_cost_snapshot
+from continuum.kv_ttl.step_cost import StepShape, step_cost_snapshot
 from continuum.request import Request
 from continuum.scheduler.output import SchedulerOutput
 from continuum.scheduler.scheduler import Scheduler
@@ -50,6 +50,9 @@ class PrefillReload:
 
     def seconds(self, num_tokens: int) -> float:
         return self.cost.turn_time(0, max(int(num_tokens), 1), 1, self.chunk)
+
+    def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
+        return self.cost.shape_time(StepShape(decode_seqs=num_seqs, decode_context=context_tokens))
 
 
 def make_scheduler(cost: CostModel, cfg: "SimConfig", num_blocks: int, max_len: int) -> Scheduler:

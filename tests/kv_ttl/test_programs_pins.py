@@ -74,3 +74,52 @@ def test_active_holds_exactly_the_admitted_records_even_when_one_is_forgotten():
     t.check()
     assert t.gc(10.5) == 1 and "a" not in t and t.active == {}   # idle too long: forgotten
     t.check()
+
+
+def test_the_system_sums_follow_arrivals_finishes_and_forgetting_exactly():
+    """A program is in the system while live or between turns of a continuing program; its
+    size is its latest prompt while live, its context after a turn that ends in a tool call."""
+    t = ProgramTable(idle_timeout=10.0)
+    t.price = lambda n: 0.5 * n                  # seconds per token, to see the price sum
+    a1, b1 = areq("a1", 10, 0.0, "a"), areq("b1", 30, 0.0, "b")
+    a, b = t.on_arrival(a1, 0.0), t.on_arrival(b1, 0.0)
+    assert (t.num_in_system, t.sum_tokens, t.sum_price) == (2, 40, 20.0)
+    a1.append_output_token(7)
+    t.on_finish(a, a1, continues=True)           # a goes to its tool: sized by its context
+    assert (a.size, t.num_in_system, t.sum_tokens, t.sum_price) == (11, 2, 41, 20.5)
+    a2 = areq("a2", 25, 1.0, "a")
+    t.on_arrival(a2, 1.0)                        # its next turn: the new prompt
+    assert (a.size, t.sum_tokens) == (25, 55)
+    t.on_finish(a, a2, continues=False)          # a ended
+    t.on_finish(b, b1, continues=False)          # b aborted (or ended)
+    assert (t.num_in_system, t.sum_tokens, t.sum_price) == (0, 0, 0.0)
+    c1 = areq("c1", 8, 2.0, "c")
+    c = t.on_arrival(c1, 2.0)
+    t.on_finish(c, c1, continues=True)
+    assert (t.num_in_system, t.sum_tokens) == (1, 8)
+    t.check()
+    assert t.gc(12.5) == 3 and (t.num_in_system, t.sum_tokens, t.sum_price) == (0, 0, 0.0)
+    t.check()
+
+
+def test_the_peak_sums_follow_the_projected_peak_read_when_the_size_changes():
+    """Each program's peak is ``projected_peak(rec, size)`` at the event that set its size (never
+    below the size), priced like the size; the peak sums follow it exactly."""
+    t = ProgramTable(idle_timeout=10.0)
+    t.price = lambda n: 0.5 * n
+    t.projected_peak = lambda rec, size: size + 10 * rec.turns_arrived if rec.program_id != "b" else size - 5
+    a1, b1 = areq("a1", 10, 0.0, "a"), areq("b1", 30, 0.0, "b")
+    a, b = t.on_arrival(a1, 0.0), t.on_arrival(b1, 0.0)
+    assert (a.peak, b.peak) == (20, 30)                          # b's projection is below its size
+    assert (t.peak_tokens, t.peak_price) == (50, 25.0)
+    a1.append_output_token(7)
+    t.on_finish(a, a1, continues=True)                           # a in its tool call: 11 + 10
+    assert (a.peak, t.peak_tokens, t.peak_price) == (21, 51, 25.5)
+    a2 = areq("a2", 25, 1.0, "a")
+    t.on_arrival(a2, 1.0)                                        # turn 2: 25 + 20
+    assert (a.peak, t.peak_tokens) == (45, 75)
+    t.check()
+    t.forget("a")
+    t.on_finish(b, b1, continues=False)
+    assert (t.num_in_system, t.peak_tokens, t.peak_price) == (0, 0, 0.0)
+    t.check()

@@ -68,6 +68,19 @@ def test_reload_is_the_chunked_prefill_alone_under_the_fit():
         true_seconds([(p, min(chunk, 5000 - p))]) for p in range(0, 5000, chunk)), rel=1e-6)
 
 
+def test_a_decode_step_is_priced_by_the_prior_then_by_the_fit():
+    """The door's round (scheduler/admission.py) prices decode steps with the same model."""
+    fit = OnlineStepCost(window=512, refit_every=512)
+    prior = PrefillCost(d0=0.25, d1=0.5, d2=0.125)
+    reload = MeasuredPrefill(fit, 512, prior=prior)
+    assert reload.decode_seconds(4, 8) == 0.25 + 0.5 * 4 + 0.125 * 8
+    rng = random.Random(2)
+    feed(fit, [random_step(rng) for _ in range(512)])
+    # 4 sequences holding 1,000 tokens in all: the decode path's features of the step model
+    assert reload.decode_seconds(4, 1000) == pytest.approx(
+        TRUTH[0] + 4 * TRUTH[3] + 1000 * TRUTH[4] + TRUTH[5], rel=1e-6)
+
+
 def test_the_window_forgets_a_speed_that_changed():
     rng = random.Random(2)
     fit = OnlineStepCost(window=256, refit_every=32)
@@ -122,4 +135,6 @@ def test_the_engine_fits_its_own_steps_and_the_scheduler_prices_reloads_with_the
     assert all(c >= 0 for c in eng.step_cost.coef)
     costs = [reload.seconds(n) for n in (16, 128, 512, 1024)]
     assert costs == sorted(costs) and costs[-1] > 0
+    # and the door's round prices decode steps with the fit (more context, no cheaper)
+    assert 0 < reload.decode_seconds(8, 128) <= reload.decode_seconds(8, 4096)
     eng.shutdown()

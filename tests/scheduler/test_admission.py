@@ -14,7 +14,8 @@ import pytest
 from continuum.request import RequestStatus
 from continuum.scheduler import admission
 from continuum.scheduler.admission import (COLD_HORIZON_S, DEMOTE, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
-                                           SMALL_WAIT_S, km_quantile)
+                                           SMALL_WAIT_S, PEAK_ROUNDS, WAIT_ROUNDS, km_quantile)
+from continuum.kv_ttl.reload_cost import PrefillCost
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import FixedHorizon as Horizon
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
@@ -40,11 +41,14 @@ def unbounded_door() -> ContinuumPlusPolicy:
     return ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=1e9))
 
 
-def door_sched(policy=None, num_blocks=100, host_blocks=0):
+def door_sched(policy=None, num_blocks=100, host_blocks=0, rounds=math.inf, peak_rounds=math.inf):
     """Block size 4. Door statistics seeded so that footprints are exact: mean output 4, mean
     new input 8 (growth 12 tokens per turn), one completed program of 3 turns (R(1) = 2).
-    Default policy: ``unbounded_door()``; tests of the bound pass their own."""
+    Default policy: ``unbounded_door()``; tests of the bound pass their own. ``rounds`` /
+    ``peak_rounds``: the bound in rounds V now / at the peaks (out of reach unless a test is
+    about it: these tests' contexts of tens of tokens make a round milliseconds)."""
     policy = policy or unbounded_door()
+    policy.door.wait_rounds, policy.door.peak_rounds = rounds, peak_rounds
     s = make_sched(policy, num_blocks=num_blocks, block_size=4, budget=512,
                    max_seqs=8, max_len=400, host_blocks=host_blocks)
     under_pressure(s)
@@ -438,11 +442,78 @@ def test_a_chat_sized_newcomer_waits_at_the_door_at_most_a_minute():
 
 
 def test_only_chat_sized_prompts_get_the_short_bound():
-    door = ContinuumPlusPolicy().door
+    door = door_sched(ContinuumPlusPolicy()).policy.door          # rounds out of reach
     for n, bound in ((SMALL_PROMPT_TOKENS + 1, 180.0), (8000, 180.0), (SMALL_PROMPT_TOKENS, 60.0), (1, 60.0)):
         assert door.wait_bound(areq("x", n, 0.0, "x")) == bound
-    short = ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0)).door    # the smaller one wins
+    short = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(door_max_wait=10.0))).policy.door
     assert short.wait_bound(areq("x", 100, 0.0, "x")) == short.wait_bound(areq("y", 9000, 0.0, "y")) == 10.0
+
+
+def test_a_newcomer_waits_at_most_wait_rounds_rounds_of_the_programs_in_the_system():
+    """V = the reload of every program's context + the decode steps of one turn of each,
+    a full cache at a time; a held newcomer is admitted exactly WAIT_ROUNDS x V (2.5 V) after
+    its arrival (module docstring, "the wait bound"). Both programs are in their last turns:
+    their peaks are their sizes, and the round at the peaks (PEAK_ROUNDS of the same V) is
+    shorter."""
+    assert (WAIT_ROUNDS, PEAK_ROUNDS) == (2.5, 1.25)
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.9, door_max_wait=600.0)),
+                   rounds=WAIT_ROUNDS, peak_rounds=PEAK_ROUNDS)
+    s.set_reload_cost(prefill=PrefillCost(a=0.0, b=0.01, c=1.0, d0=0.5, d1=0.0, d2=0.0))
+    s.agents.ctx.eviction = Horizon(0.1)                           # under pressure: engaged
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))       # last turns: both end
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1320)), 1.0, "b", max_tokens=4, last=True))
+    door = s.policy.door
+    assert door.mean_output.value == 4
+    # b (324 tokens = 81 blocks) does not fit the target's 90 beside a's 11: held (the cache's
+    # 100 would hold both). In the system: a (40 tokens) and b (320): reloads 0.01 n + 1 s =
+    # 1.4 + 4.2 s. Decode: a turn of 4 tokens holds n + 2 tokens for 4 steps: 4 x (360 + 4) /
+    # 400 tokens of cache = 3.64 full steps of 0.5 s.
+    t = s.agents.programs
+    assert (t.num_in_system, t.sum_tokens, t.peak_tokens) == (2, 360, 360)
+    assert door.round_seconds(t.sum_tokens, t.sum_price) == pytest.approx(1.4 + 4.2 + 0.5 * 3.64)
+    bound = WAIT_ROUNDS * (1.4 + 4.2 + 0.5 * 3.64)                 # 18.55 s, under the 60 s cap
+    assert door.wait_bound(s.requests["b1"]) == pytest.approx(bound)
+    step(s, 1.0 + bound - 1e-6)
+    assert waiting_ids(s) == ["b1"] and door.num_timeouts == 0
+    step(s, 1.0 + bound + 1e-9)
+    assert "b1" in running_ids(s) and door.num_timeouts == 1
+    run_until_idle(s, 1.0 + bound + 1.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+    assert s.agents.programs.num_in_system == 0                   # both ended: V is 0 again
+
+
+def test_a_young_program_holds_the_door_for_the_rounds_at_its_projected_peak():
+    """A program's peak is its size grown by its growth per turn over its expected turns left;
+    the bound is the longer of WAIT_ROUNDS rounds now and PEAK_ROUNDS rounds at the peaks
+    (module docstring, "the wait bound"). ``peak_rounds`` is moved to 4 so that, on these
+    tests' small contexts, the round at the peaks is the one that binds."""
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.9, door_max_wait=600.0)),
+                   rounds=WAIT_ROUNDS, peak_rounds=4.0)
+    s.set_reload_cost(prefill=PrefillCost(a=0.0, b=0.01, c=1.0, d0=0.5, d1=0.0, d2=0.0))
+    s.agents.ctx.eviction = Horizon(0.1)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))       # a ends this turn
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1320)), 1.0, "b", max_tokens=4))   # b goes on
+    door, t = s.policy.door, s.agents.programs
+    # a's peak is its 40 tokens (last turn); b's 320 + growth 12 x R(1) = 2 turns left = 344.
+    assert (t.get("a").peak, t.get("b").peak) == (40, 344)
+    assert (t.sum_tokens, t.peak_tokens) == (360, 384)
+    assert t.peak_price == pytest.approx(1.4 + 4.44)
+    now_round = 1.4 + 4.2 + 0.5 * 4 * (360 + 4) / 400              # 7.42 s
+    peak_round = 1.4 + 4.44 + 0.5 * 4 * (384 + 4) / 400            # 7.78 s
+    assert door.round_seconds(t.peak_tokens, t.peak_price) == pytest.approx(peak_round)
+    bound = 4.0 * peak_round                                       # 31.12 s > 2.5 x 7.42 s
+    assert bound > WAIT_ROUNDS * now_round
+    assert door.wait_bound(s.requests["b1"]) == pytest.approx(bound)
+    step(s, 1.0 + bound - 1e-6)
+    assert waiting_ids(s) == ["b1"] and door.num_timeouts == 0
+    step(s, 1.0 + bound + 1e-9)
+    assert "b1" in running_ids(s) and door.num_timeouts == 1
+    s.finish_requests(["a1", "b1"], RequestStatus.FINISHED_ABORTED, 1.0 + bound + 1.0)
+    s.check_integrity()
+    assert (t.num_in_system, t.sum_tokens, t.peak_tokens, t.peak_price) == (0, 0, 0, 0.0)
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
 
 
 def _human_program(s, think_s: float):

@@ -16,11 +16,12 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   time (a person thinking between chat turns) is never pinned.
 - **The door** (``scheduler/admission.py``): new programs wait while the active programs'
   working set (the most KV they are expected to hold at once over the turns ahead) would not
-  fit, only while the cache is under pressure (H below a gate,
-  with hysteresis; with a host tier the H of device + host, since a return within it only
-  reloads), for at most ``max_wait`` seconds (60 s for a chat-sized prompt of at most 512
-  tokens); once the pressure is gone, the programs it held enter only while their peaks fit
-  in 1.5x the target, so that the backlog does not flood memory at once; when the active
+  fit, only while the cache is under pressure (H below a gate, with hysteresis; with a host
+  tier the H of device + host, since a return within it only reloads), for at most 2.5
+  *rounds* (the time one turn of every program in the system takes from a cold cache: vllm's
+  wait once it thrashes) and at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
+  most 512 tokens); once the pressure is gone, the programs it held enter only while their
+  peaks fit in 1.5x the target, so that the backlog does not flood memory at once; when the active
   programs' working set outgrows the target, it takes programs in a tool call out of the
   active set (latest first) until they fit.
 """
@@ -43,7 +44,8 @@ class ContinuumPlusConfig:
     admission_target: float = knob(1.0, "continuum+: the active programs' working set (the most "
                                         "KV they are expected to hold at once) / KV blocks at which "
                                         "new programs wait (> 1 overbooks)")
-    # 180 s: past the cliff a newcomer admitted on its bound no longer floods memory (the door
+    # A cap over the bound in rounds (admission.py, "the wait bound"), which is what binds past
+    # the cliff. 180 s: a newcomer admitted on its bound no longer floods memory (the door
     # demotes programs in a tool call once the working set outgrows the target), so the bound
     # spreads waiting instead of re-creating the thrash. On the whole matrix 180 s cut the
     # mix's turn-TTFT P99 at 20 GB from 3.1-3.4x to 2.1-3.2x vllm's at no mean-JCT harm; 120 s
@@ -51,7 +53,8 @@ class ContinuumPlusConfig:
     # coding agents their gain (docs/scheduling.md, "the wait bound").
     door_max_wait: float = knob(180.0, "continuum+: seconds a new program waits at most at the door "
                                        "(admission control) before it is admitted anyway (one with a prompt "
-                                       "of at most 512 tokens: at most 60 s)")
+                                       "of at most 512 tokens: at most 60 s); the door's own bound, 2.5 "
+                                       "rounds of the programs in the system, is usually shorter")
 
     def __post_init__(self) -> None:
         if self.admission_target <= 0 or self.door_max_wait <= 0:
