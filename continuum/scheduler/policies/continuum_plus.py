@@ -19,8 +19,9 @@ Every mechanism is a bet measured online, and each one stays off where it cannot
   fit, only while the cache is under pressure (H below a gate, with hysteresis; with a host
   tier the H of device + host, since a return within it only reloads), for at most 2.5
   *rounds* (the time one turn of every program in the system takes from a cold cache: vllm's
-  wait once it thrashes) and at most ``max_wait`` seconds (60 s for a chat-sized prompt of at
-  most 512 tokens); once the pressure is gone, the programs it held enter only while their
+  wait once it thrashes), or 1.25 rounds of those programs at their projected peaks if longer
+  (young programs keep the door shut for the memory they are about to need), and at most
+  ``max_wait`` seconds (60 s for a chat-sized prompt of at most 512 tokens); once the pressure is gone, the programs it held enter only while their
   peaks fit in 1.5x the target, so that the backlog does not flood memory at once; when the active
   programs' working set outgrows the target, it takes programs in a tool call out of the
   active set (latest first) until they fit.
@@ -53,8 +54,8 @@ class ContinuumPlusConfig:
     # coding agents their gain (docs/scheduling.md, "the wait bound").
     door_max_wait: float = knob(180.0, "continuum+: seconds a new program waits at most at the door "
                                        "(admission control) before it is admitted anyway (one with a prompt "
-                                       "of at most 512 tokens: at most 60 s); the door's own bound, 2.5 "
-                                       "rounds of the programs in the system, is usually shorter")
+                                       "of at most 512 tokens: at most 60 s); the door's own bound in rounds "
+                                       "of the programs in the system (docs/scheduling.md) is usually shorter")
 
     def __post_init__(self) -> None:
         if self.admission_target <= 0 or self.door_max_wait <= 0:
