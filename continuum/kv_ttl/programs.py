@@ -15,7 +15,8 @@ wait bound (``scheduler/admission.py``): a program is *in the system* while it h
 or is between turns of a continuing program (a turn that ended in a tool call), until it ends,
 is aborted or is forgotten; its ``size`` is its context (the latest prompt while live, the
 context at the end of its last turn between turns, 0 out of the system), priced by ``price``
-(tokens -> seconds, installed by the policy) when it changes, and so is its *projected peak*
+(tokens -> seconds, installed by the policy) when it changes (and all of them again by
+``reprice`` when the cost model changes), and so is its *projected peak*
 (``projected_peak(rec, size)``, installed by the policy: the size plus the growth expected
 over the turns it is expected to have left, read at that event; the size itself by default).
 ``num_in_system``, ``sum_tokens`` / ``sum_price`` and ``peak_tokens`` / ``peak_price`` are
@@ -179,6 +180,14 @@ class ProgramTable:
             self.peak_price += rec.peak_price
         if not self.num_in_system:
             self.sum_price = self.peak_price = 0.0     # no float drift survives an empty system
+
+    def reprice(self) -> None:
+        """Re-read every program's price and projected peak: the cost model changed (the
+        engine refits its step cost every 64 steps; a price made with the prior before its
+        first fit can be a hundredfold short on a slow host). O(records)."""
+        for rec in self._records.values():
+            if rec.size:
+                self._resize(rec, rec.size)
 
     def set_admitted(self, rec: ProgramRecord, admitted: bool) -> None:
         """Mark the program active (one of its requests was admitted) or not; ``active``

@@ -26,6 +26,16 @@ class ReloadCostModel(Protocol):
 
 
 class PrefillModel(ReloadCostModel, Protocol):
+    """A recompute model that also prices a decode step. ``measured``: its answers rest on
+    this engine's (or the simulated engine's) own costs, not on a prior from another machine;
+    ``version`` changes whenever its answers do (an online fit's refit)."""
+
+    @property
+    def measured(self) -> bool: ...
+
+    @property
+    def version(self) -> int: ...
+
     def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
         """One decode step of ``num_seqs`` sequences holding ``context_tokens`` in all."""
         ...
@@ -39,6 +49,10 @@ class PrefillCost:
     d0: float = 8.99e-3       # s per decode step  (fitted on the H100 calibration's decode,
     d1: float = 9.39e-6       # s / sequence        CUDA graphs)
     d2: float = 4.17e-8       # s / context token
+
+    # A fit of a profile (the calibration's, or one installed for a known machine): fixed.
+    measured = True
+    version = 0
 
     def seconds(self, num_tokens: int) -> float:
         n = float(num_tokens)

@@ -96,6 +96,7 @@ class OnlineStepCost:
         self._secs = np.zeros(window)
         self._n = 0                 # steps observed in all
         self.coef: list[float] | None = None
+        self.num_fits = 0           # fits made (each one changes ``coef``)
 
     def observe(self, chunks: Iterable[tuple[int, int]], seconds: float) -> None:
         if not seconds > 0.0:       # a clock that did not move (or NaN) says nothing
@@ -115,6 +116,7 @@ class OnlineStepCost:
             return
         w = 1.0 / y
         self.coef = [float(x) for x in nnls(a * w[:, None], y * w)]
+        self.num_fits += 1
 
     def seconds(self, shape: StepShape) -> float | None:
         """The fitted time of a step of ``shape``; None before the first fit."""
@@ -146,12 +148,22 @@ class MeasuredPrefill:
         ceil(n / chunk) * c0 + c1 * n + c2 * n^2 / 2.
 
     ``decode_seconds`` prices a decode step with the same fit. Before the fit exists (an
-    engine's first steps) both answer with ``prior``."""
+    engine's first steps) both answer with ``prior``, and ``measured`` is False: the prior is
+    another machine's (an H100's), which a slow host's steps can exceed a hundredfold.
+    ``version`` changes with every refit (what was priced before may be stale)."""
 
     def __init__(self, fit: OnlineStepCost, chunk: int, prior: PrefillCost | None = None):
         if chunk < 1:
             raise ValueError("chunk must be >= 1")
         self.fit, self.chunk, self.prior = fit, chunk, prior or PrefillCost()
+
+    @property
+    def measured(self) -> bool:
+        return self.fit.coef is not None
+
+    @property
+    def version(self) -> int:
+        return self.fit.num_fits
 
     def seconds(self, num_tokens: int) -> float:
         c = self.fit.coef

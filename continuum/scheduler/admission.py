@@ -80,7 +80,11 @@ the recompute of every context, plus the decode steps of one turn's ``o`` output
 full cache (``C`` tokens, as many sequences as fit at the mean size: ``t_full``, the prefill
 model's ``decode_seconds``) serves C of those token-steps. Both parts rest on measured
 costs: the engine's online step-cost fit (``kv_ttl/step_cost.py``), the simulator's cost
-model. The door moves the waiting of the thrash onto the newcomers, and a fixed bound of 180 s
+model. Until the engine's first fit there is no bound in rounds (only the caps): its prior is
+an H100's, a hundredfold short on a slow CPU, and on the CPU engine a door bounded by it
+admitted every newcomer at once (the mix at 2 / 4 programs/s 1.03x / 1.02x vllm's mean JCT,
+from 0.63x / 0.54x; ``benchmarks/results/matrix-cpu/``). The table's prices are re-read
+whenever the model changes (``ProgramTable.reprice``, every refit). The door moves the waiting of the thrash onto the newcomers, and a fixed bound of 180 s
 let it concentrate there: past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99
 (short agents, SWE-like, coding agents), whose scale is V (a round of short agents at 4 GB is
 seconds, of coding agents at 40 GB a minute). The prefill part alone tracked vllm's tail only
@@ -229,6 +233,7 @@ class AdmissionControl:
         self._ws: int | None = None
         self._proj: Projection | None = None  # and its trajectories (working_set_blocks)
         self._round: tuple | None = None     # this step's bound in rounds and what it was read from
+        self._priced: tuple | None = None    # the cost model the program table's prices are from
         self._turns_left: tuple[list[float], list[float]] = ([], [])   # R(m), Rq(m) by m
         self._turns_version = -1             # of the turn-count history they were built from
         self._closed = False                 # a newcomer was held this step
@@ -247,6 +252,10 @@ class AdmissionControl:
         self._ws = None
         self._round = None
         self._closed = False
+        model = self.ctx.prefill_cost
+        if (id(model), model.version) != self._priced:     # installed, or refitted: reprice
+            self._priced = (id(model), model.version)
+            self.ctx.programs.reprice()
 
     def on_finish(self, req: Request, now: float) -> None:
         """A turn of a continuing program finished: it is between turns now."""
@@ -482,7 +491,11 @@ class AdmissionControl:
         """The bound in rounds: ``WAIT_ROUNDS`` rounds of the programs in the system as they
         are, or ``PEAK_ROUNDS`` rounds of them at their projected peaks, whichever is longer
         (module docstring, "the wait bound"). O(1): the table keeps the sums; kept for the
-        step while they do not change (every held newcomer asks)."""
+        step while they do not change (every held newcomer asks). Infinite (no bound but the
+        caps) while the cost model is a prior from another machine (an engine's first steps,
+        before its step-cost fit)."""
+        if not self.ctx.prefill_cost.measured:
+            return math.inf
         t = self.ctx.programs
         key = (t.num_in_system, t.sum_tokens, t.sum_price, t.peak_tokens, t.peak_price,
                self.mean_output.value)

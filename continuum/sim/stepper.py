@@ -51,6 +51,10 @@ class PrefillReload:
     def seconds(self, num_tokens: int) -> float:
         return self.cost.turn_time(0, max(int(num_tokens), 1), 1, self.chunk)
 
+    # The simulated engine's own cost model: measured by construction, fixed for the run.
+    measured = True
+    version = 0
+
     def decode_seconds(self, num_seqs: int, context_tokens: int) -> float:
         return self.cost.shape_time(StepShape(decode_seqs=num_seqs, decode_context=context_tokens))
 

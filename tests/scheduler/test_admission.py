@@ -16,9 +16,11 @@ from continuum.scheduler import admission
 from continuum.scheduler.admission import (COLD_HORIZON_S, DEMOTE, DISENGAGE, DUTY, GATE_S, RELEASE, SMALL_PROMPT_TOKENS,
                                            SMALL_WAIT_S, PEAK_ROUNDS, WAIT_ROUNDS, km_quantile)
 from continuum.kv_ttl.reload_cost import PrefillCost
+from continuum.kv_ttl.step_cost import MeasuredPrefill, OnlineStepCost
 from continuum.scheduler.policies.continuum_plus import ContinuumPlusConfig, ContinuumPlusPolicy
 from tests.scheduler.agent_helpers import FixedHorizon as Horizon
 from tests.scheduler.agent_helpers import areq, make_sched, run_until_idle, step
+from tests.kv_ttl.test_step_cost import feed, random_step
 
 
 def under_pressure(s, seconds: float = 0.5):
@@ -699,4 +701,36 @@ def test_a_program_that_ended_is_no_longer_part_of_the_backlog():
     assert "b1" in running_ids(s)
     run_until_idle(s, 3.0)
     assert not b.admitted and not b.held
+    assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
+
+
+def test_no_bound_in_rounds_before_the_engines_step_cost_fit_and_prices_follow_each_refit():
+    """On the engine the prefill model is its online step-cost fit; before the first fit it
+    answers with another machine's prior, so the door keeps only its caps (a held newcomer is
+    not let in by a round the prior makes milliseconds), and each refit re-reads every price."""
+    s = door_sched(ContinuumPlusPolicy(ContinuumPlusConfig(admission_target=0.9, door_max_wait=600.0)),
+                   rounds=WAIT_ROUNDS, peak_rounds=PEAK_ROUNDS)
+    fit = OnlineStepCost(window=512, refit_every=512)
+    model = MeasuredPrefill(fit, 512)
+    s.set_reload_cost(prefill=model)
+    s.agents.ctx.eviction = Horizon(0.1)
+    s.add_request(areq("a1", 40, 0.0, "a", max_tokens=40, last=True))
+    step(s, 0.0)
+    s.add_request(areq("b1", list(range(1000, 1320)), 1.0, "b", max_tokens=4, last=True))
+    door, t = s.policy.door, s.agents.programs
+    assert not model.measured and door.rounds_bound() == math.inf
+    assert door.wait_bound(s.requests["b1"]) == SMALL_WAIT_S          # 320 tokens: chat-sized cap
+    step(s, 1.0 + 30.0)
+    assert waiting_ids(s) == ["b1"] and door.num_timeouts == 0        # the prior's 2.5 V is ~0.05 s
+    assert t.sum_price == pytest.approx(PrefillCost().seconds(40) + PrefillCost().seconds(320))
+    rng = random.Random(2)
+    feed(fit, [random_step(rng) for _ in range(512)])                 # the first fit
+    assert model.measured and model.version == 1
+    step(s, 1.0 + 30.5)                                               # the next step reprices
+    assert t.sum_price == pytest.approx(model.seconds(40) + model.seconds(320))
+    t.check()
+    assert door.rounds_bound() == pytest.approx(WAIT_ROUNDS * door.round_seconds(t.sum_tokens, t.sum_price))
+    s.finish_requests(["a1", "b1"], RequestStatus.FINISHED_ABORTED, 32.0)
+    s.check_integrity()
+    assert (t.num_in_system, t.sum_price, t.peak_price) == (0, 0.0, 0.0)
     assert s.kv.pool.num_free_blocks == s.kv.pool.num_blocks
