@@ -85,9 +85,10 @@ an H100's, a hundredfold short on a slow CPU, and on the CPU engine a door bound
 admitted every newcomer at once (the mix at 2 / 4 programs/s 1.03x / 1.02x vllm's mean JCT,
 from 0.63x / 0.54x; ``benchmarks/results/matrix-cpu/``). The table's prices are re-read
 whenever the model changes (``ProgramTable.reprice``, every refit). The door moves the
-waiting of the thrash onto the newcomers, and a fixed bound of 180 s let it concentrate there: past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99
-(short agents, SWE-like, coding agents), whose scale is V (a round of short agents at 4 GB is
-seconds, of coding agents at 40 GB a minute). The prefill part alone tracked vllm's tail only
+waiting of the thrash onto the newcomers, and a fixed bound of 180 s let it concentrate there:
+past the cliff first turns waited 2.2-2.9x vllm's turn-TTFT P99 (short agents, SWE-like,
+coding agents), whose scale is V (a round of short agents at 4 GB is seconds, of coding
+agents at 40 GB a minute). The prefill part alone tracked vllm's tail only
 within 1.5-3.5x across the workloads (it leaves out the decode that dominates short agents'
 rounds); with the decode part the ratio is even. ``V_peak`` is the same sum with each
 program's context grown by its growth per turn over its expected turns left
