@@ -1,4 +1,4 @@
-"""ab.md for ab.sh: per load, continuum+ of this tree (B) and of BASE (A) against vllm of the
+"""ab-<workload>.md for ab.sh: per load, continuum+ of this tree (B) and of BASE (A) against vllm of the
 same seed's engine run, B / A, and the simulator's prediction of B against its vllm (where
 ``<workload>-s<seed>-sim`` exists), on mean JCT, P95 JCT and turn-TTFT P99: per-seed ratios,
 mean [95% CI] over the seeds (the matrix's ``mean_ci``), with each seed's B / A listed.
@@ -42,7 +42,7 @@ def main(d: Path, workload: str, seeds: list[str]) -> str:
                                               for _, _, s in runs])))
             lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
-    (d / "ab.md").write_text(f"{workload}, seeds {', '.join(seeds)}; ratios per seed, mean [95% CI].\n\n" + table)
+    (d / f"ab-{workload}.md").write_text(f"{workload}, seeds {', '.join(seeds)}; ratios per seed, mean [95% CI].\n\n" + table)
     return table
 
 
