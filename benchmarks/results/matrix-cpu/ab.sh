@@ -4,8 +4,8 @@
 # same traces, profile and host, per seed one after the other (so a drift of the host's speed
 # touches all three alike), and the simulator's prediction of B on the measured profile. The
 # setup is run.sh's (24 programs, random llama-80m, 227 blocks). Writes
-# OUT/<workload>-s<seed>-{engine,base,sim}/ and OUT/ab-<workload>.md (ab.py: per-seed ratios, mean and
-# 95% CI). Knobs: BASE (commit), OUT, SEEDS (default 0 1 2 3 4 5), JPS, WORKLOAD (mix), PROFILE
+# OUT/<workload>-s<seed>-{engine,base,sim}/ and OUT/ab-<workload>.md (ab.py: per-seed ratios,
+# mean and 95% CI). Knobs: BASE (commit), OUT, SEEDS (default 0 1 2 3 4 5), JPS, WORKLOAD (mix), PROFILE
 # (reuse a measured profile; default: measure one first). Run it on an idle machine.
 set -e
 cd "$(dirname "$0")/../../.."
