@@ -7,12 +7,15 @@
 # Then the engine again with a 64 MiB host-memory KV tier (CPU offload) beside the 16 MiB pool
 # (engine-host/, compare-host.md; engine only: the simulator's offload model is priced for
 # GPU<->host links, not this CPU's memcpy). About 13 min in all on the idle 2-core box.
+# OUT (a directory) and PROFILE (this host's `continuum profile`) rerun it elsewhere, e.g.
+# OUT=benchmarks/results/admission-cpu/avx512 PROFILE=benchmarks/results/matrix-cpu/rounds-ab/cpu-llama-80m.json
 set -e
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1
 export CONTINUUM_CACHE_DIR=${CONTINUUM_CACHE_DIR:-/tmp/continuum-bench-cache}
-D=benchmarks/results/admission-cpu
-P=benchmarks/results/fidelity-cpu/cpu-llama-80m.json
+D=${OUT:-benchmarks/results/admission-cpu}
+P=${PROFILE:-benchmarks/results/fidelity-cpu/cpu-llama-80m.json}
+mkdir -p $D
 T=$D/swe-final-cpu-24.jsonl
 .venv/bin/continuum bench-trace swe --num-programs 24 --seed 0 --scale 0.01 --tool-time-scale 0.5 \
   --tokens-mode final --output $T
@@ -22,9 +25,9 @@ C="--workload $T --jps 1,2 --policies vllm,continuum,continuum+ --profile $P --n
 NB=$(.venv/bin/python -c "import json;print(json.load(open('$D/engine/results.json'))['runs'][0]['num_blocks'])")
 .venv/bin/continuum bench --target sim $E --num-blocks $NB $C --out $D/sim
 .venv/bin/continuum bench --target engine $E --host-kv-cache-memory 64MiB $C --out $D/engine-host
-.venv/bin/python - <<'PY'
-import json
-D = "benchmarks/results/admission-cpu"
+.venv/bin/python - "$D" <<'PY'
+import json, sys
+D = sys.argv[1]
 runs = lambda name: {(r["jps"], r["policy"]): r["summary"] for r in json.load(open(f"{D}/{name}/results.json"))["runs"]}
 
 
